@@ -1,0 +1,184 @@
+//! The namespacing algorithm, over any [`Memcached`] capability.
+//!
+//! Records of one tenant all live on the server its route picks:
+//! - `a`: the application version (one copy per server),
+//! - `n:<tenant>`: the tenant version,
+//! - `d:<tenant>:<key>`: entries, framed with the versions they were
+//!   written under.
+//!
+//! Versions are random 64-bit values, written only as fresh randoms (never
+//! restored from memory), so a version that was moved away from never
+//! comes back, even when a record is evicted or the server restarts.
+//! - `get` reads both versions and the entry in one batch: the entry is a
+//!   hit only if it was written under the current versions.
+//! - `set` writes the entry tagged with the versions last seen and reads
+//!   the versions in the same batch, after the write. If they match, the
+//!   entry was reachable at that moment; if not, the write only hid itself
+//!   and is redone with the versions just read.
+//! - `clear` stores a fresh random tenant version, `clear-all` a fresh
+//!   random application version on every server: one command each, so no
+//!   interleaving of readers and writers can undo them.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
+use crate::bindings::tenant_cache::cache::memcached::{Command, Error as McError, Reply, Store};
+use crate::frame::{frame, unframe};
+use crate::keys::{APP_RECORD, data_record, encode_part, tenant_record};
+use crate::versions::{VersionCache, Versions, parse_record, record_value};
+
+/// The memcached capability the algorithm runs on.
+pub trait Memcached {
+    /// One pipelined batch on the server that owns `route`.
+    fn execute(&self, route: &str, commands: &[Command]) -> Result<Vec<Result<Reply, McError>>, McError>;
+    /// The same batch on every server.
+    fn broadcast(&self, commands: &[Command]) -> Result<(), McError>;
+    /// A fresh random value.
+    fn random_u64(&self) -> u64;
+}
+
+/// Writes retried at most this often when clears keep moving the versions.
+const MAX_WRITE_ATTEMPTS: usize = 8;
+
+/// The tenant cache: a capability plus the versions last seen.
+pub struct TenantCache<M> {
+    memcached: M,
+    versions: VersionCache,
+}
+
+impl<M: Memcached> TenantCache<M> {
+    /// A cache over `memcached` with nothing remembered yet.
+    pub fn new(memcached: M) -> Self {
+        TenantCache { memcached, versions: VersionCache::default() }
+    }
+
+    /// Reads several keys of one tenant in one round trip.
+    pub fn get_many(&mut self, tenant: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let tenant = encode_part(tenant);
+        let mut commands = Vec::with_capacity(2 + keys.len());
+        commands.push(Command::Get(String::from(APP_RECORD)));
+        commands.push(Command::Get(tenant_record(&tenant)));
+        commands.extend(keys.iter().map(|key| Command::Get(data_record(&tenant, key))));
+        let mut replies = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?.into_iter();
+        let current = read_versions(&mut replies)?;
+        self.versions.put(&tenant, current);
+        let mut values = Vec::with_capacity(keys.len());
+        for reply in replies {
+            let value = match (reply.map_err(from_memcached)?, current) {
+                (Reply::Value(stored), Some(current)) => match unframe(&stored) {
+                    Some((written, value)) if written == current => Some(value.to_vec()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            values.push(value);
+        }
+        if values.len() != keys.len() {
+            return Err(Error::Internal(String::from("memcached host returned too few replies")));
+        }
+        Ok(values)
+    }
+
+    /// Stores several entries of one tenant: one round trip in steady state.
+    pub fn set_many(&mut self, tenant: &str, entries: &[(String, Vec<u8>)], ttl: Option<u32>) -> Result<(), Error> {
+        if ttl == Some(0) {
+            return Err(Error::InvalidInput(String::from(
+                "ttl must be at least 1 second; leave it out to keep the entry until memcached evicts it",
+            )));
+        }
+        let tenant = encode_part(tenant);
+        let keys: Vec<String> = entries.iter().map(|(key, _)| data_record(&tenant, key)).collect();
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let (tag, mut commands) = match self.versions.get(&tenant) {
+                Some(seen) => (seen, Vec::with_capacity(entries.len() + 2)),
+                // Versions unknown: propose fresh ones with `add`; if the
+                // records exist, the read-back below names the real ones.
+                None => {
+                    let fresh = Versions { app: self.memcached.random_u64(), tenant: self.memcached.random_u64() };
+                    let proposals = [(APP_RECORD.into(), fresh.app), (tenant_record(&tenant), fresh.tenant)];
+                    (fresh, proposals.into_iter().map(|(key, version)| Command::Add(record(key, version))).collect())
+                }
+            };
+            let proposals = commands.len();
+            for (key, (_, value)) in keys.iter().zip(entries) {
+                commands.push(Command::Set(Store { key: key.clone(), value: frame(tag, value), ttl }));
+            }
+            commands.push(Command::Get(String::from(APP_RECORD)));
+            commands.push(Command::Get(tenant_record(&tenant)));
+            let replies = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?;
+            if replies.len() != commands.len() {
+                return Err(Error::Internal(String::from("memcached host returned too few replies")));
+            }
+            let mut replies = replies.into_iter();
+            for reply in replies.by_ref().take(proposals + entries.len()) {
+                reply.map_err(from_memcached)?;
+            }
+            let current = read_versions(&mut replies)?;
+            self.versions.put(&tenant, current);
+            if current == Some(tag) {
+                return Ok(());
+            }
+        }
+        Err(Error::Contention(String::from(
+            "the tenant's namespace kept moving (concurrent clears or evictions) while writing; retry",
+        )))
+    }
+
+    /// Moves the tenant version: one command.
+    pub fn clear(&mut self, tenant: &str) -> Result<(), Error> {
+        let tenant = encode_part(tenant);
+        let fresh = self.memcached.random_u64();
+        let command = Command::Set(record(tenant_record(&tenant), fresh));
+        let replies = self.memcached.execute(&tenant, &[command]).map_err(from_memcached)?;
+        match replies.into_iter().next() {
+            Some(Ok(Reply::Done)) => {
+                let seen = self.versions.get(&tenant).map(|seen| Versions { tenant: fresh, ..seen });
+                self.versions.put(&tenant, seen);
+                Ok(())
+            }
+            Some(Err(error)) => Err(from_memcached(error)),
+            _ => Err(Error::Internal(String::from("memcached did not confirm the clear"))),
+        }
+    }
+
+    /// Moves the application version on every server: one command each.
+    pub fn clear_all(&mut self) -> Result<(), Error> {
+        self.versions.forget_all();
+        let fresh = self.memcached.random_u64();
+        let command = Command::Set(record(String::from(APP_RECORD), fresh));
+        self.memcached.broadcast(&[command]).map_err(from_memcached)
+    }
+}
+
+/// A version record, kept until evicted: reads bump it in the LRU.
+fn record(key: String, version: u64) -> Store {
+    Store { key, value: record_value(version), ttl: None }
+}
+
+/// Takes the application and tenant version replies off the front;
+/// `None` when either record is missing (nothing written under them can
+/// be trusted then).
+fn read_versions(replies: &mut impl Iterator<Item = Result<Reply, McError>>) -> Result<Option<Versions>, Error> {
+    let mut version = || -> Result<Option<u64>, Error> {
+        match replies.next() {
+            Some(Ok(Reply::Value(stored))) => Ok(parse_record(&stored)),
+            Some(Ok(_)) => Ok(None),
+            Some(Err(error)) => Err(from_memcached(error)),
+            None => Err(Error::Internal(String::from("memcached host returned too few replies"))),
+        }
+    };
+    let app = version()?;
+    let tenant = version()?;
+    Ok(app.zip(tenant).map(|(app, tenant)| Versions { app, tenant }))
+}
+
+/// The one place capability errors become tenant-cache errors.
+fn from_memcached(error: McError) -> Error {
+    match error {
+        McError::Unavailable(message) => Error::Unavailable(message),
+        McError::ValueTooLarge(limit) => Error::ValueTooLarge(limit),
+        McError::InvalidKey(message) => Error::Internal(alloc::format!("host refused a key: {message}")),
+        McError::Protocol(message) => Error::Internal(message),
+    }
+}

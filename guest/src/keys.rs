@@ -1,0 +1,146 @@
+//! Relative memcached keys for the records of one tenant.
+//!
+//! Every tenant and key is encoded into a *part* that is printable ASCII,
+//! never contains `:`, and is at most [`MAX_PART`] bytes, so that
+//! `d:<tenant>:<key>` can be split back unambiguously: the mapping from
+//! (tenant, key) to memcached key is injective.
+//!
+//! - Short parts are percent-encoded: every byte outside `!`..`~`, and the
+//!   reserved `%`, `:` and `#`, becomes `%XX`.
+//! - A part whose encoding would exceed [`MAX_PART`] bytes becomes `#`
+//!   followed by the hex SHA-256 of the raw string. `#` never starts (or
+//!   appears in) a percent-encoded part, so hashed and plain parts cannot
+//!   collide; two long strings collide only if SHA-256 does.
+
+use alloc::string::String;
+use core::fmt::Write;
+use sha2::{Digest, Sha256};
+
+/// The longest encoded tenant or key part, in bytes.
+pub const MAX_PART: usize = 96;
+
+/// The longest relative key this module produces (`d:` + part + `:` + part).
+pub const MAX_KEY: usize = 2 + MAX_PART + 1 + MAX_PART;
+
+/// The application-version record. One copy lives on every server; a
+/// tenant reads the copy on its own server.
+pub const APP_RECORD: &str = "a";
+
+/// Encodes one tenant or key into a part (see the module docs).
+pub fn encode_part(raw: &str) -> String {
+    let mut part = String::with_capacity(raw.len().min(MAX_PART));
+    for byte in raw.bytes() {
+        if byte.is_ascii_graphic() && !matches!(byte, b'%' | b':' | b'#') {
+            part.push(char::from(byte));
+        } else {
+            // Writing into a String cannot fail.
+            let _ = write!(part, "%{byte:02X}");
+        }
+        if part.len() > MAX_PART {
+            return hashed_part(raw);
+        }
+    }
+    part
+}
+
+fn hashed_part(raw: &str) -> String {
+    let digest = Sha256::digest(raw.as_bytes());
+    let mut part = String::with_capacity(65);
+    part.push('#');
+    for byte in digest {
+        let _ = write!(part, "{byte:02x}");
+    }
+    part
+}
+
+/// The namespace-version record of a tenant (given as its encoded part).
+pub fn tenant_record(tenant: &str) -> String {
+    let mut key = String::with_capacity(2 + tenant.len());
+    key.push_str("n:");
+    key.push_str(tenant);
+    key
+}
+
+/// The data record of `key` (raw) for a tenant (given as its encoded part).
+pub fn data_record(tenant: &str, key: &str) -> String {
+    let key = encode_part(key);
+    let mut record = String::with_capacity(3 + tenant.len() + key.len());
+    record.push_str("d:");
+    record.push_str(tenant);
+    record.push(':');
+    record.push_str(&key);
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeSet;
+    use alloc::vec::Vec;
+
+    fn wire_valid(key: &str) -> bool {
+        !key.is_empty() && key.len() <= MAX_KEY && key.bytes().all(|b| b.is_ascii_graphic())
+    }
+
+    #[test]
+    fn plain_text_stays_readable() {
+        assert_eq!(encode_part("Lisboa"), "Lisboa");
+        assert_eq!(data_record("Lisboa", "/info"), "d:Lisboa:/info");
+    }
+
+    #[test]
+    fn reserved_and_invisible_bytes_are_escaped() {
+        assert_eq!(encode_part(""), "");
+        assert_eq!(encode_part("a b"), "a%20b");
+        assert_eq!(encode_part("x\r\ny"), "x%0D%0Ay");
+        assert_eq!(encode_part("a:1/x%#"), "a%3A1/x%25%23");
+        assert_eq!(encode_part("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn delimiter_games_do_not_collide() {
+        // (a, x:5/y) and (a:1/x, y) collide under a naive "tenant:key" scheme.
+        assert_ne!(
+            data_record(&encode_part("a"), "x:5/y"),
+            data_record(&encode_part("a:1/x"), "y")
+        );
+        assert_ne!(data_record(&encode_part("a:b"), "c"), data_record(&encode_part("a"), "b:c"));
+        assert_ne!(data_record(&encode_part("a%3Ab"), "c"), data_record(&encode_part("a:b"), "c"));
+    }
+
+    #[test]
+    fn long_parts_are_hashed_not_truncated() {
+        let long_a = "x".repeat(100_000);
+        let mut long_b = long_a.clone();
+        long_b.push('y');
+        let a = encode_part(&long_a);
+        let b = encode_part(&long_b);
+        assert!(a.starts_with('#') && a.len() == 65);
+        assert_ne!(a, b);
+        // An encoding that just exceeds the limit is hashed too.
+        assert!(encode_part(&"é".repeat(17)).starts_with('#'));
+        assert_eq!(encode_part(&"z".repeat(MAX_PART)), "z".repeat(MAX_PART));
+        assert!(encode_part(&"z".repeat(MAX_PART + 1)).starts_with('#'));
+    }
+
+    #[test]
+    fn every_key_is_distinct_and_wire_valid() {
+        let samples: Vec<String> = [
+            "", " ", ":", "%", "#", "a", "a:", ":a", "%3A", "#abc", "\0", "\r\n", "flush_all", "\u{202e}rtl",
+            "e\u{301}", "🦀", "a b c", "/", "a/b",
+        ]
+        .iter()
+        .map(|s| String::from(*s))
+        .chain([250, 251, 1000, 100_000].iter().map(|n| "k".repeat(*n)))
+        .collect();
+        let mut seen = BTreeSet::new();
+        for tenant in &samples {
+            for key in &samples {
+                let record = data_record(&encode_part(tenant), key);
+                assert!(wire_valid(&record), "{record:?}");
+                assert!(seen.insert(record), "collision for {tenant:?}/{key:?}");
+            }
+            assert!(wire_valid(&tenant_record(&encode_part(tenant))));
+        }
+    }
+}

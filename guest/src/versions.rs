@@ -1,0 +1,99 @@
+//! Namespace versions: the application version and the tenant version an
+//! entry is written under, their record format, and a small cache of the
+//! versions last seen per tenant.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// The pair of versions that makes an entry reachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Versions {
+    /// The application version (moved by `clear-all`).
+    pub app: u64,
+    /// The tenant version (moved by `clear`).
+    pub tenant: u64,
+}
+
+/// The stored form of a version record: decimal ASCII.
+pub fn record_value(version: u64) -> Vec<u8> {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = core::fmt::write(&mut text, format_args!("{version}"));
+    text.into_bytes()
+}
+
+/// Parses a version record; `None` for bytes that are not one.
+pub fn parse_record(stored: &[u8]) -> Option<u64> {
+    core::str::from_utf8(stored).ok()?.parse().ok()
+}
+
+/// The versions last seen per tenant, so that a steady-state write can be
+/// tagged without first reading them. Entries may be stale: every write
+/// re-reads the versions in the same batch and redoes itself on mismatch.
+#[derive(Default)]
+pub struct VersionCache {
+    seen: BTreeMap<String, Versions>,
+}
+
+/// Tenants remembered at most; past that the cache starts over.
+const CAPACITY: usize = 4096;
+
+impl VersionCache {
+    /// The versions last seen for `tenant`.
+    pub fn get(&self, tenant: &str) -> Option<Versions> {
+        self.seen.get(tenant).copied()
+    }
+
+    /// Remembers (or with `None`, forgets) the versions of `tenant`.
+    pub fn put(&mut self, tenant: &str, versions: Option<Versions>) {
+        match versions {
+            Some(versions) => {
+                if self.seen.len() >= CAPACITY && !self.seen.contains_key(tenant) {
+                    self.seen.clear();
+                }
+                self.seen.insert(String::from(tenant), versions);
+            }
+            None => {
+                self.seen.remove(tenant);
+            }
+        }
+    }
+
+    /// Forgets every tenant (after the application version moved).
+    pub fn forget_all(&mut self) {
+        self.seen.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        for version in [0, 1, 42, u64::MAX] {
+            assert_eq!(parse_record(&record_value(version)), Some(version));
+        }
+        assert_eq!(parse_record(b""), None);
+        assert_eq!(parse_record(b"-1"), None);
+        assert_eq!(parse_record(b"18446744073709551616"), None);
+        assert_eq!(parse_record(b"\xff"), None);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let mut cache = VersionCache::default();
+        let versions = Versions { app: 1, tenant: 2 };
+        for n in 0..CAPACITY + 10 {
+            cache.put(&alloc::format!("t{n}"), Some(versions));
+        }
+        assert!(cache.seen.len() <= CAPACITY);
+        cache.put("x", None);
+        assert_eq!(cache.get("x"), None);
+        cache.put("x", Some(versions));
+        assert_eq!(cache.get("x"), Some(versions));
+        cache.forget_all();
+        assert_eq!(cache.get("x"), None);
+    }
+}

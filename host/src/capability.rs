@@ -1,0 +1,165 @@
+//! The memcached capability as the component sees it: keys are scoped to
+//! the application the host granted, validated before anything is sent,
+//! and there is no flush.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasData, Linker};
+
+use crate::Backend;
+use crate::bindings::memcached::{Command, Error, Host};
+use crate::store::BatchResult;
+
+/// memcached's limit on a key, in bytes.
+const MAX_MEMCACHED_KEY: usize = 250;
+
+/// The longest encoded application name inside the prefix.
+const MAX_APP_PART: usize = 50;
+
+/// The longest relative key a guest may send: what is left of 250 bytes
+/// after the longest prefix (`tc:` + app part + `:`).
+pub const MAX_RELATIVE_KEY: usize = MAX_MEMCACHED_KEY - (3 + MAX_APP_PART + 1);
+
+/// The memcached capability granted to a component for one application.
+///
+/// Every key the component sends is prefixed with `tc:<app>:`, where
+/// `<app>` is the application name percent-encoded (or, when long, a
+/// SHA-256 digest), so two applications can never reach each other's
+/// keys. Cloning is cheap; clones share the backend's connections.
+#[derive(Clone)]
+pub struct Grant {
+    backend: Backend,
+    prefix: Arc<str>,
+}
+
+impl Grant {
+    /// Grants access to `backend` for the application `app`. Any name is
+    /// accepted: it is encoded, never sent as it is.
+    pub fn new(backend: Backend, app: &str) -> Grant {
+        Grant { backend, prefix: format!("tc:{}:", app_part(app)).into() }
+    }
+
+    /// The prefix every key of this application carries in memcached.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The backend this grant stores into.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The full memcached key for a guest's relative key, refused when it
+    /// is not printable ASCII or too long: the key is guest-controlled, and
+    /// a space or CR/LF would otherwise end up on memcached's command line.
+    fn scope(&self, key: String) -> Result<String, Error> {
+        if key.is_empty() || key.len() > MAX_RELATIVE_KEY {
+            return Err(Error::InvalidKey(format!(
+                "a key must be 1 to {MAX_RELATIVE_KEY} bytes, not {}",
+                key.len()
+            )));
+        }
+        if let Some(byte) = key.bytes().find(|byte| !byte.is_ascii_graphic()) {
+            return Err(Error::InvalidKey(format!("a key may only hold bytes '!'..'~', not {byte:#04x}")));
+        }
+        Ok(format!("{}{key}", self.prefix))
+    }
+
+    fn scope_command(&self, command: Command) -> Result<Command, Error> {
+        let limit = self.backend.store().item_size_limit();
+        let store = |mut item: crate::bindings::memcached::Store| {
+            if u64::try_from(item.value.len()).map_or(true, |len| len > limit) {
+                return Err(Error::ValueTooLarge(limit));
+            }
+            item.key = self.scope(item.key)?;
+            Ok(item)
+        };
+        Ok(match command {
+            Command::Get(key) => Command::Get(self.scope(key)?),
+            Command::Delete(key) => Command::Delete(self.scope(key)?),
+            Command::Set(item) => Command::Set(store(item)?),
+            Command::Add(item) => Command::Add(store(item)?),
+        })
+    }
+
+    fn scope_all(&self, commands: Vec<Command>) -> Result<Vec<Command>, Error> {
+        commands.into_iter().map(|command| self.scope_command(command)).collect()
+    }
+}
+
+/// The application name as it appears in keys: percent-encoded like the
+/// guest's parts, or `#` + 128 bits of its SHA-256 when that is too long.
+fn app_part(app: &str) -> String {
+    let mut part = String::new();
+    for byte in app.bytes() {
+        if byte.is_ascii_graphic() && !matches!(byte, b'%' | b':' | b'#') {
+            part.push(char::from(byte));
+        } else {
+            part.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    if part.len() <= MAX_APP_PART {
+        return part;
+    }
+    let digest = Sha256::digest(app.as_bytes());
+    let hex: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("#{hex}")
+}
+
+impl Host for Grant {
+    fn execute(&mut self, route: String, commands: Vec<Command>) -> BatchResult {
+        // The route only picks a server; it is never sent to memcached.
+        self.backend.store().execute(route.as_bytes(), self.scope_all(commands)?)
+    }
+
+    fn broadcast(&mut self, commands: Vec<Command>) -> Result<(), Error> {
+        self.backend.store().broadcast(self.scope_all(commands)?)
+    }
+
+    fn random_u64(&mut self) -> u64 {
+        rand::random()
+    }
+}
+
+struct HasGrant;
+
+impl HasData for HasGrant {
+    type Data<'a> = &'a mut Grant;
+}
+
+/// Adds the memcached capability to `linker`: a component instantiated
+/// with it reaches the backend of the [`Grant`] that `get` returns from the
+/// store's data, and nothing else.
+pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut Grant) -> wasmtime::Result<()> {
+    crate::bindings::memcached::add_to_linker::<T, HasGrant>(linker, get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names_are_encoded_injectively() {
+        assert_eq!(app_part("default"), "default");
+        assert_eq!(app_part(""), "");
+        assert_eq!(app_part("a b:c"), "a%20b%3Ac");
+        assert_ne!(app_part("a:b"), app_part("a%3Ab"));
+        let long = app_part(&"x".repeat(1000));
+        assert!(long.starts_with('#') && long.len() == 33);
+        assert_ne!(long, app_part(&"x".repeat(1001)));
+    }
+
+    #[test]
+    fn keys_are_validated_and_prefixed() {
+        let grant = Grant::new(Backend::embedded(), "shop");
+        assert_eq!(grant.scope("n:Lisboa".into()), Ok("tc:shop:n:Lisboa".into()));
+        for bad in ["", "a b", "a\r\nflush_all", "a\0", "é"] {
+            assert!(matches!(grant.scope(bad.into()), Err(Error::InvalidKey(_))), "{bad:?}");
+        }
+        assert!(grant.scope("k".repeat(MAX_RELATIVE_KEY)).is_ok());
+        assert!(grant.scope("k".repeat(MAX_RELATIVE_KEY + 1)).is_err());
+        let longest = Grant::new(Backend::embedded(), &"é".repeat(100));
+        assert!(longest.scope("k".repeat(MAX_RELATIVE_KEY)).unwrap().len() <= MAX_MEMCACHED_KEY);
+    }
+}

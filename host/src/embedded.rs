@@ -1,0 +1,219 @@
+//! The embedded in-process store: the same capability without a server,
+//! for demos and server-less runs. Entries live as long as the process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::bindings::memcached::{Command, Error, Reply, Store as Item};
+use crate::store::{BatchResult, Store};
+
+/// memcached's default item size limit (`-I 1m`).
+const ITEM_SIZE_LIMIT: u64 = 1024 * 1024;
+
+/// Bytes kept at most; past that, entries are dropped as an LRU would
+/// (expired ones first, then the least recently used).
+const CAPACITY: usize = 64 * 1024 * 1024;
+
+struct Entry {
+    value: Vec<u8>,
+    expires: Option<Instant>,
+    used: u64,
+}
+
+#[derive(Default)]
+struct Items {
+    entries: HashMap<String, Entry>,
+    bytes: usize,
+    clock: u64,
+}
+
+/// An in-process store with memcached's semantics for the capability's
+/// commands.
+#[derive(Default)]
+pub(crate) struct Embedded {
+    items: Mutex<Items>,
+}
+
+impl Items {
+    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+        if self.entries.get(key).is_some_and(|entry| entry.expires.is_some_and(|at| at <= now)) {
+            self.remove(key);
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(key).map(|entry| {
+            entry.used = clock;
+            entry
+        })
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        match self.entries.remove(key) {
+            Some(entry) => {
+                self.bytes -= key.len() + entry.value.len();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn store(&mut self, item: Item, now: Instant) {
+        self.remove(&item.key);
+        self.clock += 1;
+        self.bytes += item.key.len() + item.value.len();
+        let expires = item.ttl.map(|secs| now + Duration::from_secs(u64::from(secs)));
+        self.entries.insert(item.key, Entry { value: item.value, expires, used: self.clock });
+        if self.bytes > CAPACITY {
+            self.evict(now);
+        }
+    }
+
+    fn evict(&mut self, now: Instant) {
+        self.entries.retain(|_, entry| entry.expires.is_none_or(|at| at > now));
+        self.bytes = self.entries.iter().map(|(key, entry)| key.len() + entry.value.len()).sum();
+        let mut by_use: Vec<(u64, String)> =
+            self.entries.iter().map(|(key, entry)| (entry.used, key.clone())).collect();
+        by_use.sort_unstable();
+        for (_, key) in by_use {
+            if self.bytes <= CAPACITY * 3 / 4 {
+                break;
+            }
+            self.remove(&key);
+        }
+    }
+
+    fn run(&mut self, command: Command, now: Instant) -> Result<Reply, Error> {
+        Ok(match command {
+            Command::Get(key) => match self.live(&key, now) {
+                Some(entry) => Reply::Value(entry.value.clone()),
+                None => Reply::Miss,
+            },
+            Command::Set(item) => {
+                check_size(&item)?;
+                self.store(item, now);
+                Reply::Done
+            }
+            Command::Add(item) => {
+                check_size(&item)?;
+                if self.live(&item.key, now).is_some() {
+                    Reply::Exists
+                } else {
+                    self.store(item, now);
+                    Reply::Done
+                }
+            }
+            Command::Delete(key) => match self.remove(&key) {
+                true => Reply::Done,
+                false => Reply::Miss,
+            },
+        })
+    }
+}
+
+fn check_size(item: &Item) -> Result<(), Error> {
+    match u64::try_from(item.value.len()) {
+        Ok(len) if len <= ITEM_SIZE_LIMIT => Ok(()),
+        _ => Err(Error::ValueTooLarge(ITEM_SIZE_LIMIT)),
+    }
+}
+
+impl Embedded {
+    fn items(&self) -> std::sync::MutexGuard<'_, Items> {
+        // A panic while holding the lock cannot leave an entry half-written
+        // (every mutation is a single map operation), so poisoning is moot.
+        self.items.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Store for Embedded {
+    fn execute(&self, _route: &[u8], commands: Vec<Command>) -> BatchResult {
+        let now = Instant::now();
+        let mut items = self.items();
+        Ok(commands.into_iter().map(|command| items.run(command, now)).collect())
+    }
+
+    fn broadcast(&self, commands: Vec<Command>) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut items = self.items();
+        commands.into_iter().try_for_each(|command| items.run(command, now).map(drop))
+    }
+
+    fn item_size_limit(&self) -> u64 {
+        ITEM_SIZE_LIMIT
+    }
+
+    fn describe(&self) -> String {
+        String::from("the embedded in-process store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str, value: &[u8], ttl: Option<u32>) -> Item {
+        Item { key: key.into(), value: value.to_vec(), ttl }
+    }
+
+    fn one(store: &Embedded, command: Command) -> Result<Reply, Error> {
+        store.execute(b"", vec![command]).unwrap().pop().unwrap()
+    }
+
+    #[test]
+    fn set_get_delete_round_trip() {
+        let store = Embedded::default();
+        assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Miss));
+        assert_eq!(one(&store, Command::Set(item("k", b"v", None))), Ok(Reply::Done));
+        assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Value(b"v".to_vec())));
+        assert_eq!(one(&store, Command::Delete("k".into())), Ok(Reply::Done));
+        assert_eq!(one(&store, Command::Delete("k".into())), Ok(Reply::Miss));
+        assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Miss));
+    }
+
+    #[test]
+    fn add_only_stores_new_keys() {
+        let store = Embedded::default();
+        assert_eq!(one(&store, Command::Add(item("k", b"1", None))), Ok(Reply::Done));
+        assert_eq!(one(&store, Command::Add(item("k", b"2", None))), Ok(Reply::Exists));
+        assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Value(b"1".to_vec())));
+    }
+
+    #[test]
+    fn entries_expire() {
+        let store = Embedded::default();
+        let now = Instant::now();
+        let mut items = store.items();
+        items.store(item("k", b"v", Some(1)), now);
+        assert!(items.live("k", now).is_some());
+        assert!(items.live("k", now + Duration::from_secs(1)).is_none());
+        assert_eq!(items.bytes, 0);
+    }
+
+    #[test]
+    fn oversized_values_are_refused() {
+        let store = Embedded::default();
+        let big = vec![0u8; ITEM_SIZE_LIMIT as usize + 1];
+        assert_eq!(one(&store, Command::Set(item("k", &big, None))), Err(Error::ValueTooLarge(ITEM_SIZE_LIMIT)));
+        assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Miss));
+    }
+
+    #[test]
+    fn memory_stays_bounded_and_recent_entries_survive() {
+        let store = Embedded::default();
+        let value = vec![7u8; 512 * 1024];
+        for n in 0..300 {
+            one(&store, Command::Set(item(&format!("k{n}"), &value, None))).unwrap();
+        }
+        assert!(store.items().bytes <= CAPACITY);
+        assert_eq!(one(&store, Command::Get("k299".into())), Ok(Reply::Value(value)));
+        assert_eq!(one(&store, Command::Get("k0".into())), Ok(Reply::Miss));
+    }
+
+    #[test]
+    fn broadcast_applies_everywhere() {
+        let store = Embedded::default();
+        store.broadcast(vec![Command::Set(item("a", b"1", None))]).unwrap();
+        assert_eq!(one(&store, Command::Get("a".into())), Ok(Reply::Value(b"1".to_vec())));
+    }
+}

@@ -1,0 +1,74 @@
+//! The errors a tenant cache call returns.
+
+use std::fmt;
+
+use crate::bindings::exported::Error as WitError;
+
+/// Why a tenant cache call failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// memcached could not be reached or did not answer in time; the text
+    /// names the server.
+    Unavailable(String),
+    /// The value is larger than the item size limit (in bytes).
+    ValueTooLarge {
+        /// The value's size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// An argument was refused; the text says which and why.
+    InvalidInput(String),
+    /// Concurrent clears kept moving the namespace during a write.
+    Contention(String),
+    /// Something unexpected inside the component or the host.
+    Internal(String),
+    /// The component trapped (a bug in it, or a host limit it ran into);
+    /// the next call runs on a fresh instance.
+    Trap(anyhow::Error),
+}
+
+impl CacheError {
+    pub(crate) fn from_wit(error: WitError, size: u64) -> CacheError {
+        match error {
+            WitError::Unavailable(text) => CacheError::Unavailable(text),
+            WitError::ValueTooLarge(limit) => CacheError::ValueTooLarge { size, limit },
+            WitError::InvalidInput(text) => CacheError::InvalidInput(text),
+            WitError::Contention(text) => CacheError::Contention(text),
+            WitError::Internal(text) => CacheError::Internal(text),
+        }
+    }
+}
+
+/// Sizes in the unit a person would use.
+fn human(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let (amount, unit) = match bytes {
+        b if b >= 1024 * 1024 => (b as f64 / MIB, "MiB"),
+        b if b >= 1024 => (b as f64 / 1024.0, "KiB"),
+        b => return format!("{b} bytes"),
+    };
+    let text = format!("{amount:.1}");
+    format!("{} {unit}", text.strip_suffix(".0").unwrap_or(&text))
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::Unavailable(text) => write!(f, "{text}; is memcached running there?"),
+            CacheError::ValueTooLarge { size, limit } => write!(
+                f,
+                "value is {} but memcached's item limit is {} (memcached -I); store a smaller value",
+                human(*size),
+                human(*limit)
+            ),
+            CacheError::InvalidInput(text) => write!(f, "invalid input: {text}"),
+            CacheError::Contention(text) => write!(f, "{text}"),
+            CacheError::Internal(text) => write!(f, "internal error: {text}"),
+            CacheError::Trap(error) => write!(f, "the component trapped: {error:#}"),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}

@@ -1,0 +1,80 @@
+//! A wasmtime host for the tenant-cache component.
+//!
+//! The component holds all namespacing logic; this crate grants it the
+//! memcached capability for one application (every key prefixed and
+//! validated here, no flush) and calls it.
+//!
+//! ```no_run
+//! use tenant_cache_host::{Backend, Grant, Runtime};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let backend = Backend::memcached(&["127.0.0.1:11211"], Default::default())?;
+//! let runtime = Runtime::new()?; // the component built with this crate
+//! let mut cache = runtime.instantiate(Grant::new(backend, "shop"))?;
+//! cache.set("Lisboa", "/info", b"2 days", None)?;
+//! assert_eq!(cache.get("Lisboa", "/info")?.as_deref(), Some(&b"2 days"[..]));
+//! cache.clear("Lisboa")?;
+//! assert_eq!(cache.get("Lisboa", "/info")?, None);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Embedders with their own `Store<T>` call [`add_to_linker`] with a
+//! projection from `T` to a [`Grant`] instead.
+#![deny(missing_docs)]
+
+mod capability;
+mod embedded;
+mod error;
+mod memcached;
+mod routing;
+mod runtime;
+mod store;
+
+#[allow(missing_docs)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+        additional_derives: [PartialEq, Eq],
+    });
+    pub(crate) use self::tenant_cache::cache::memcached;
+    pub(crate) mod exported {
+        pub(crate) use super::exports::tenant_cache::cache::tenant_cache::*;
+    }
+}
+
+use std::sync::Arc;
+
+pub use capability::{Grant, MAX_RELATIVE_KEY, add_to_linker};
+pub use error::CacheError;
+pub use memcached::MemcachedOptions;
+pub use runtime::{COMPONENT, Runtime, TenantCache};
+
+/// Where entries are stored: a memcached pool or the embedded store.
+/// Cloning is cheap; clones share connections (or the embedded entries).
+#[derive(Clone)]
+pub struct Backend(Arc<dyn store::Store>);
+
+impl Backend {
+    /// A pool of memcached servers, each `HOST:PORT`. Every tenant lives on
+    /// one server, chosen by a stable hash of the tenant.
+    pub fn memcached(servers: &[impl AsRef<str>], options: MemcachedOptions) -> anyhow::Result<Backend> {
+        let servers: Vec<String> = servers.iter().map(|server| server.as_ref().trim().to_owned()).collect();
+        Ok(Backend(Arc::new(memcached::Memcached::new(&servers, options)?)))
+    }
+
+    /// The embedded in-process store (entries last as long as the process).
+    pub fn embedded() -> Backend {
+        Backend(Arc::new(embedded::Embedded::default()))
+    }
+
+    /// What the backend is, for messages: "memcached at 127.0.0.1:11211".
+    pub fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn store(&self) -> &dyn store::Store {
+        self.0.as_ref()
+    }
+}

@@ -1,0 +1,19 @@
+//! What the capability runs on: memcached, or the embedded store.
+
+use crate::bindings::memcached::{Command, Error, Reply};
+
+/// One reply per command, or an error that concerns the whole batch.
+pub(crate) type BatchResult = Result<Vec<Result<Reply, Error>>, Error>;
+
+/// A memcached-like store. Keys reaching it are already scoped to an
+/// application and validated.
+pub(crate) trait Store: Send + Sync {
+    /// Runs `commands` as one pipelined batch on the server owning `route`.
+    fn execute(&self, route: &[u8], commands: Vec<Command>) -> BatchResult;
+    /// Runs `commands` on every server; fails if any server fails.
+    fn broadcast(&self, commands: Vec<Command>) -> Result<(), Error>;
+    /// The largest value the store accepts, in bytes.
+    fn item_size_limit(&self) -> u64;
+    /// Where entries go, for messages ("memcached at 127.0.0.1:11211").
+    fn describe(&self) -> String;
+}
