@@ -22,7 +22,14 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "tenant-cache-guest"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "tenant-cache-guest",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     // Settings meant for the outer (native) build must not leak into the
@@ -39,9 +46,16 @@ fn main() {
         build.env_remove(var);
     }
     let status = build.status().expect("running cargo to build the guest component");
-    assert!(status.success(), "building the guest component failed (see the output above)");
+    assert!(
+        status.success(),
+        "building the guest component failed (see the output above)"
+    );
 
     let component = target_dir.join("wasm32-wasip2/release/tenant_cache_guest.wasm");
-    assert!(component.exists(), "the guest build produced no {}", component.display());
+    assert!(
+        component.exists(),
+        "the guest build produced no {}",
+        component.display()
+    );
     println!("cargo:rustc-env=TENANT_CACHE_COMPONENT={}", component.display());
 }

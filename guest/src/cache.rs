@@ -50,7 +50,10 @@ pub struct TenantCache<M> {
 impl<M: Memcached> TenantCache<M> {
     /// A cache over `memcached` with nothing remembered yet.
     pub fn new(memcached: M) -> Self {
-        TenantCache { memcached, versions: VersionCache::default() }
+        TenantCache {
+            memcached,
+            versions: VersionCache::default(),
+        }
     }
 
     /// Reads several keys of one tenant in one round trip.
@@ -60,7 +63,11 @@ impl<M: Memcached> TenantCache<M> {
         commands.push(Command::Get(String::from(APP_RECORD)));
         commands.push(Command::Get(tenant_record(&tenant)));
         commands.extend(keys.iter().map(|key| Command::Get(data_record(&tenant, key))));
-        let mut replies = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?.into_iter();
+        let mut replies = self
+            .memcached
+            .execute(&tenant, &commands)
+            .map_err(from_memcached)?
+            .into_iter();
         let current = read_versions(&mut replies)?;
         self.versions.put(&tenant, current);
         let mut values = Vec::with_capacity(keys.len());
@@ -92,17 +99,33 @@ impl<M: Memcached> TenantCache<M> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let (tag, mut commands) = match self.versions.get(&tenant) {
                 Some(seen) => (seen, Vec::with_capacity(entries.len() + 2)),
-                // Versions unknown: propose fresh ones with `add`; if the
-                // records exist, the read-back below names the real ones.
+                // Versions unknown: propose the application version seen
+                // last (or a fresh one) and a fresh tenant version with
+                // `add`; if the records exist, the read-back below names
+                // the real ones.
                 None => {
-                    let fresh = Versions { app: self.memcached.random_u64(), tenant: self.memcached.random_u64() };
+                    let app = self.versions.app().unwrap_or_else(|| self.memcached.random_u64());
+                    let fresh = Versions {
+                        app,
+                        tenant: self.memcached.random_u64(),
+                    };
                     let proposals = [(APP_RECORD.into(), fresh.app), (tenant_record(&tenant), fresh.tenant)];
-                    (fresh, proposals.into_iter().map(|(key, version)| Command::Add(record(key, version))).collect())
+                    (
+                        fresh,
+                        proposals
+                            .into_iter()
+                            .map(|(key, version)| Command::Add(record(key, version)))
+                            .collect(),
+                    )
                 }
             };
             let proposals = commands.len();
             for (key, (_, value)) in keys.iter().zip(entries) {
-                commands.push(Command::Set(Store { key: key.clone(), value: frame(tag, value), ttl }));
+                commands.push(Command::Set(Store {
+                    key: key.clone(),
+                    value: frame(tag, value),
+                    ttl,
+                }));
             }
             commands.push(Command::Get(String::from(APP_RECORD)));
             commands.push(Command::Get(tenant_record(&tenant)));
@@ -133,7 +156,10 @@ impl<M: Memcached> TenantCache<M> {
         let replies = self.memcached.execute(&tenant, &[command]).map_err(from_memcached)?;
         match replies.into_iter().next() {
             Some(Ok(Reply::Done)) => {
-                let seen = self.versions.get(&tenant).map(|seen| Versions { tenant: fresh, ..seen });
+                let seen = self
+                    .versions
+                    .get(&tenant)
+                    .map(|seen| Versions { tenant: fresh, ..seen });
                 self.versions.put(&tenant, seen);
                 Ok(())
             }
@@ -144,16 +170,21 @@ impl<M: Memcached> TenantCache<M> {
 
     /// Moves the application version on every server: one command each.
     pub fn clear_all(&mut self) -> Result<(), Error> {
-        self.versions.forget_all();
         let fresh = self.memcached.random_u64();
         let command = Command::Set(record(String::from(APP_RECORD), fresh));
-        self.memcached.broadcast(&[command]).map_err(from_memcached)
+        self.memcached.broadcast(&[command]).map_err(from_memcached)?;
+        self.versions.move_app(fresh);
+        Ok(())
     }
 }
 
 /// A version record, kept until evicted: reads bump it in the LRU.
 fn record(key: String, version: u64) -> Store {
-    Store { key, value: record_value(version), ttl: None }
+    Store {
+        key,
+        value: record_value(version),
+        ttl: None,
+    }
 }
 
 /// Takes the application and tenant version replies off the front;

@@ -42,7 +42,10 @@ mod tests {
 
     #[test]
     fn a_frame_round_trips() {
-        let versions = Versions { app: u64::MAX, tenant: 7 };
+        let versions = Versions {
+            app: u64::MAX,
+            tenant: 7,
+        };
         for value in [&b""[..], b"2 days", &[0u8; 300]] {
             let framed = frame(versions, value);
             assert_eq!(framed.len(), HEADER_LEN + value.len());

@@ -104,8 +104,14 @@ mod tests {
             data_record(&encode_part("a"), "x:5/y"),
             data_record(&encode_part("a:1/x"), "y")
         );
-        assert_ne!(data_record(&encode_part("a:b"), "c"), data_record(&encode_part("a"), "b:c"));
-        assert_ne!(data_record(&encode_part("a%3Ab"), "c"), data_record(&encode_part("a:b"), "c"));
+        assert_ne!(
+            data_record(&encode_part("a:b"), "c"),
+            data_record(&encode_part("a"), "b:c")
+        );
+        assert_ne!(
+            data_record(&encode_part("a%3Ab"), "c"),
+            data_record(&encode_part("a:b"), "c")
+        );
     }
 
     #[test]
@@ -126,8 +132,25 @@ mod tests {
     #[test]
     fn every_key_is_distinct_and_wire_valid() {
         let samples: Vec<String> = [
-            "", " ", ":", "%", "#", "a", "a:", ":a", "%3A", "#abc", "\0", "\r\n", "flush_all", "\u{202e}rtl",
-            "e\u{301}", "🦀", "a b c", "/", "a/b",
+            "",
+            " ",
+            ":",
+            "%",
+            "#",
+            "a",
+            "a:",
+            ":a",
+            "%3A",
+            "#abc",
+            "\0",
+            "\r\n",
+            "flush_all",
+            "\u{202e}rtl",
+            "e\u{301}",
+            "🦀",
+            "a b c",
+            "/",
+            "a/b",
         ]
         .iter()
         .map(|s| String::from(*s))

@@ -30,7 +30,11 @@ use cache::{Memcached, TenantCache};
 struct Imports;
 
 impl Memcached for Imports {
-    fn execute(&self, route: &str, commands: &[Command]) -> Result<Vec<Result<Reply, memcached::Error>>, memcached::Error> {
+    fn execute(
+        &self,
+        route: &str,
+        commands: &[Command],
+    ) -> Result<Vec<Result<Reply, memcached::Error>>, memcached::Error> {
         memcached::execute(route, commands)
     }
     fn broadcast(&self, commands: &[Command]) -> Result<(), memcached::Error> {
@@ -50,7 +54,10 @@ unsafe impl Sync for Instance {}
 static INSTANCE: Instance = Instance(RefCell::new(None));
 
 fn with_cache<T>(call: impl FnOnce(&mut TenantCache<Imports>) -> Result<T, Error>) -> Result<T, Error> {
-    let mut cache = INSTANCE.0.try_borrow_mut().map_err(|_| Error::Internal(String::from("re-entrant call")))?;
+    let mut cache = INSTANCE
+        .0
+        .try_borrow_mut()
+        .map_err(|_| Error::Internal(String::from("re-entrant call")))?;
     call(cache.get_or_insert_with(|| TenantCache::new(Imports)))
 }
 

@@ -34,6 +34,10 @@ pub fn parse_record(stored: &[u8]) -> Option<u64> {
 #[derive(Default)]
 pub struct VersionCache {
     seen: BTreeMap<String, Versions>,
+    /// The application version last seen for any tenant: the best guess
+    /// for a tenant not seen yet (every server holds the same one unless a
+    /// copy was lost).
+    app: Option<u64>,
 }
 
 /// Tenants remembered at most; past that the cache starts over.
@@ -45,10 +49,16 @@ impl VersionCache {
         self.seen.get(tenant).copied()
     }
 
+    /// The application version last seen, if any.
+    pub fn app(&self) -> Option<u64> {
+        self.app
+    }
+
     /// Remembers (or with `None`, forgets) the versions of `tenant`.
     pub fn put(&mut self, tenant: &str, versions: Option<Versions>) {
         match versions {
             Some(versions) => {
+                self.app = Some(versions.app);
                 if self.seen.len() >= CAPACITY && !self.seen.contains_key(tenant) {
                     self.seen.clear();
                 }
@@ -60,9 +70,12 @@ impl VersionCache {
         }
     }
 
-    /// Forgets every tenant (after the application version moved).
-    pub fn forget_all(&mut self) {
-        self.seen.clear();
+    /// Records that this instance moved the application version to `app`.
+    pub fn move_app(&mut self, app: u64) {
+        self.app = Some(app);
+        for versions in self.seen.values_mut() {
+            versions.app = app;
+        }
     }
 }
 
@@ -93,7 +106,9 @@ mod tests {
         assert_eq!(cache.get("x"), None);
         cache.put("x", Some(versions));
         assert_eq!(cache.get("x"), Some(versions));
-        cache.forget_all();
-        assert_eq!(cache.get("x"), None);
+        assert_eq!(cache.app(), Some(1));
+        cache.move_app(9);
+        assert_eq!(cache.get("x"), Some(Versions { app: 9, tenant: 2 }));
+        assert_eq!(cache.app(), Some(9));
     }
 }

@@ -37,7 +37,10 @@ impl Grant {
     /// Grants access to `backend` for the application `app`. Any name is
     /// accepted: it is encoded, never sent as it is.
     pub fn new(backend: Backend, app: &str) -> Grant {
-        Grant { backend, prefix: format!("tc:{}:", app_part(app)).into() }
+        Grant {
+            backend,
+            prefix: format!("tc:{}:", app_part(app)).into(),
+        }
     }
 
     /// The prefix every key of this application carries in memcached.
@@ -61,7 +64,9 @@ impl Grant {
             )));
         }
         if let Some(byte) = key.bytes().find(|byte| !byte.is_ascii_graphic()) {
-            return Err(Error::InvalidKey(format!("a key may only hold bytes '!'..'~', not {byte:#04x}")));
+            return Err(Error::InvalidKey(format!(
+                "a key may only hold bytes '!'..'~', not {byte:#04x}"
+            )));
         }
         Ok(format!("{}{key}", self.prefix))
     }
@@ -84,7 +89,10 @@ impl Grant {
     }
 
     fn scope_all(&self, commands: Vec<Command>) -> Result<Vec<Command>, Error> {
-        commands.into_iter().map(|command| self.scope_command(command)).collect()
+        commands
+            .into_iter()
+            .map(|command| self.scope_command(command))
+            .collect()
     }
 }
 
@@ -110,11 +118,15 @@ fn app_part(app: &str) -> String {
 impl Host for Grant {
     fn execute(&mut self, route: String, commands: Vec<Command>) -> BatchResult {
         // The route only picks a server; it is never sent to memcached.
-        self.backend.store().execute(route.as_bytes(), self.scope_all(commands)?)
+        let commands = self.scope_all(commands)?;
+        self.backend.count_batches(1);
+        self.backend.store().execute(route.as_bytes(), commands)
     }
 
     fn broadcast(&mut self, commands: Vec<Command>) -> Result<(), Error> {
-        self.backend.store().broadcast(self.scope_all(commands)?)
+        let commands = self.scope_all(commands)?;
+        self.backend.count_batches(self.backend.store().servers() as u64);
+        self.backend.store().broadcast(commands)
     }
 
     fn random_u64(&mut self) -> u64 {

@@ -37,15 +37,18 @@ pub(crate) struct Embedded {
 
 impl Items {
     fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
-        if self.entries.get(key).is_some_and(|entry| entry.expires.is_some_and(|at| at <= now)) {
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|entry| entry.expires.is_some_and(|at| at <= now))
+        {
             self.remove(key);
         }
         self.clock += 1;
         let clock = self.clock;
-        self.entries.get_mut(key).map(|entry| {
-            entry.used = clock;
-            entry
-        })
+        let entry = self.entries.get_mut(key)?;
+        entry.used = clock;
+        Some(entry)
     }
 
     fn remove(&mut self, key: &str) -> bool {
@@ -63,7 +66,14 @@ impl Items {
         self.clock += 1;
         self.bytes += item.key.len() + item.value.len();
         let expires = item.ttl.map(|secs| now + Duration::from_secs(u64::from(secs)));
-        self.entries.insert(item.key, Entry { value: item.value, expires, used: self.clock });
+        self.entries.insert(
+            item.key,
+            Entry {
+                value: item.value,
+                expires,
+                used: self.clock,
+            },
+        );
         if self.bytes > CAPACITY {
             self.evict(now);
         }
@@ -71,9 +81,16 @@ impl Items {
 
     fn evict(&mut self, now: Instant) {
         self.entries.retain(|_, entry| entry.expires.is_none_or(|at| at > now));
-        self.bytes = self.entries.iter().map(|(key, entry)| key.len() + entry.value.len()).sum();
-        let mut by_use: Vec<(u64, String)> =
-            self.entries.iter().map(|(key, entry)| (entry.used, key.clone())).collect();
+        self.bytes = self
+            .entries
+            .iter()
+            .map(|(key, entry)| key.len() + entry.value.len())
+            .sum();
+        let mut by_use: Vec<(u64, String)> = self
+            .entries
+            .iter()
+            .map(|(key, entry)| (entry.used, key.clone()))
+            .collect();
         by_use.sort_unstable();
         for (_, key) in by_use {
             if self.bytes <= CAPACITY * 3 / 4 {
@@ -136,7 +153,13 @@ impl Store for Embedded {
     fn broadcast(&self, commands: Vec<Command>) -> Result<(), Error> {
         let now = Instant::now();
         let mut items = self.items();
-        commands.into_iter().try_for_each(|command| items.run(command, now).map(drop))
+        commands
+            .into_iter()
+            .try_for_each(|command| items.run(command, now).map(drop))
+    }
+
+    fn servers(&self) -> usize {
+        1
     }
 
     fn item_size_limit(&self) -> u64 {
@@ -153,7 +176,11 @@ mod tests {
     use super::*;
 
     fn item(key: &str, value: &[u8], ttl: Option<u32>) -> Item {
-        Item { key: key.into(), value: value.to_vec(), ttl }
+        Item {
+            key: key.into(),
+            value: value.to_vec(),
+            ttl,
+        }
     }
 
     fn one(store: &Embedded, command: Command) -> Result<Reply, Error> {
@@ -194,7 +221,10 @@ mod tests {
     fn oversized_values_are_refused() {
         let store = Embedded::default();
         let big = vec![0u8; ITEM_SIZE_LIMIT as usize + 1];
-        assert_eq!(one(&store, Command::Set(item("k", &big, None))), Err(Error::ValueTooLarge(ITEM_SIZE_LIMIT)));
+        assert_eq!(
+            one(&store, Command::Set(item("k", &big, None))),
+            Err(Error::ValueTooLarge(ITEM_SIZE_LIMIT))
+        );
         assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Miss));
     }
 

@@ -45,6 +45,7 @@ mod bindings {
 }
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use capability::{Grant, MAX_RELATIVE_KEY, add_to_linker};
 pub use error::CacheError;
@@ -54,27 +55,50 @@ pub use runtime::{COMPONENT, Runtime, TenantCache};
 /// Where entries are stored: a memcached pool or the embedded store.
 /// Cloning is cheap; clones share connections (or the embedded entries).
 #[derive(Clone)]
-pub struct Backend(Arc<dyn store::Store>);
+pub struct Backend {
+    store: Arc<dyn store::Store>,
+    batches: Arc<AtomicU64>,
+}
 
 impl Backend {
     /// A pool of memcached servers, each `HOST:PORT`. Every tenant lives on
     /// one server, chosen by a stable hash of the tenant.
     pub fn memcached(servers: &[impl AsRef<str>], options: MemcachedOptions) -> anyhow::Result<Backend> {
         let servers: Vec<String> = servers.iter().map(|server| server.as_ref().trim().to_owned()).collect();
-        Ok(Backend(Arc::new(memcached::Memcached::new(&servers, options)?)))
+        Ok(Backend::with_store(Arc::new(memcached::Memcached::new(
+            &servers, options,
+        )?)))
     }
 
     /// The embedded in-process store (entries last as long as the process).
     pub fn embedded() -> Backend {
-        Backend(Arc::new(embedded::Embedded::default()))
+        Backend::with_store(Arc::new(embedded::Embedded::default()))
     }
 
     /// What the backend is, for messages: "memcached at 127.0.0.1:11211".
     pub fn describe(&self) -> String {
-        self.0.describe()
+        self.store.describe()
+    }
+
+    /// Pipelined batches sent so far through this backend and its clones,
+    /// one per server reached: the number of memcached round trips
+    /// (batches to different servers run in parallel).
+    pub fn batches_sent(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    fn with_store(store: Arc<dyn store::Store>) -> Backend {
+        Backend {
+            store,
+            batches: Arc::default(),
+        }
     }
 
     fn store(&self) -> &dyn store::Store {
-        self.0.as_ref()
+        self.store.as_ref()
+    }
+
+    fn count_batches(&self, batches: u64) {
+        self.batches.fetch_add(batches, Ordering::Relaxed);
     }
 }

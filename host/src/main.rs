@@ -68,10 +68,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut cache = open(&cli)?;
     match cli.command {
         Command::Demo => demo(&mut cache)?,
-        Command::Set { tenant, key, value, ttl } => {
+        Command::Set {
+            tenant,
+            key,
+            value,
+            ttl,
+        } => {
             let value = if value == "-" {
                 let mut bytes = Vec::new();
-                std::io::stdin().read_to_end(&mut bytes).context("reading the value from stdin")?;
+                std::io::stdin()
+                    .read_to_end(&mut bytes)
+                    .context("reading the value from stdin")?;
                 bytes
             } else {
                 value.into_encoded_bytes()
@@ -79,7 +86,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cache.set(&tenant, &key, &value, ttl)?;
         }
         Command::Get { tenant, key } => match cache.get(&tenant, &key)? {
-            Some(value) => std::io::stdout().write_all(&value).context("writing the value to stdout")?,
+            Some(value) => std::io::stdout()
+                .write_all(&value)
+                .context("writing the value to stdout")?,
             None => return Ok(ExitCode::from(1)),
         },
         Command::Clear { tenant } => cache.clear(&tenant)?,
@@ -95,11 +104,16 @@ fn open(cli: &Cli) -> anyhow::Result<TenantCache> {
             if servers.is_empty() {
                 bail!("--memcached needs at least one HOST:PORT");
             }
-            let options = MemcachedOptions { timeout: Duration::from_millis(cli.timeout_ms.max(1)), ..Default::default() };
+            let options = MemcachedOptions {
+                timeout: Duration::from_millis(cli.timeout_ms.max(1)),
+                ..Default::default()
+            };
             Backend::memcached(&servers, options)?
         }
         None => {
-            eprintln!("tenant-cache: no --memcached given: using the embedded in-process store (entries last only as long as this process)");
+            eprintln!(
+                "tenant-cache: no --memcached given: using the embedded in-process store (entries last only as long as this process)"
+            );
             Backend::embedded()
         }
     };
@@ -113,7 +127,10 @@ fn open(cli: &Cli) -> anyhow::Result<TenantCache> {
 fn demo(cache: &mut TenantCache) -> anyhow::Result<()> {
     let show = |cache: &mut TenantCache, tenant: &str| -> anyhow::Result<()> {
         let value = cache.get(tenant, "/info")?;
-        let shown = value.map_or_else(|| "None".to_owned(), |bytes| String::from_utf8_lossy(&bytes).into_owned());
+        let shown = value.map_or_else(
+            || "None".to_owned(),
+            |bytes| String::from_utf8_lossy(&bytes).into_owned(),
+        );
         println!("{tenant} cached /info is: {shown}");
         Ok(())
     };

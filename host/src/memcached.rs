@@ -31,7 +31,10 @@ pub struct MemcachedOptions {
 
 impl Default for MemcachedOptions {
     fn default() -> Self {
-        MemcachedOptions { timeout: Duration::from_secs(1), item_size_limit: 1024 * 1024 }
+        MemcachedOptions {
+            timeout: Duration::from_secs(1),
+            item_size_limit: 1024 * 1024,
+        }
     }
 }
 
@@ -64,7 +67,10 @@ impl Memcached {
                 .io_timeout(Some(options.timeout))
                 .connect(address.as_str())
                 .with_context(|| format!("resolving memcached address {address:?} (expected HOST:PORT)"))?;
-            servers.push(Server { address: address.clone(), client });
+            servers.push(Server {
+                address: address.clone(),
+                client,
+            });
         }
         let ids = addresses.to_vec();
         Ok(Memcached { servers, ids, options })
@@ -72,7 +78,10 @@ impl Memcached {
 
     fn run(&self, server: &Server, commands: Vec<Command>) -> BatchResult {
         let operations: Vec<Op> = commands.into_iter().map(operation).collect::<Result<_, _>>()?;
-        let results = server.client.run_batch(operations).map_err(|error| self.error(server, error))?;
+        let results = server
+            .client
+            .run_batch(operations)
+            .map_err(|error| self.error(server, error))?;
         Ok(results
             .into_iter()
             .map(|result| match result {
@@ -156,7 +165,9 @@ impl Store for Memcached {
                 .collect();
             let mut results = vec![self.run(&self.servers[0], commands.clone())];
             results.extend(handles.into_iter().map(|handle| {
-                handle.join().unwrap_or_else(|_| Err(Error::Protocol("broadcast thread panicked".into())))
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Protocol("broadcast thread panicked".into())))
             }));
             results
         });
@@ -166,6 +177,10 @@ impl Store for Memcached {
             }
         }
         Ok(())
+    }
+
+    fn servers(&self) -> usize {
+        self.servers.len()
     }
 
     fn item_size_limit(&self) -> u64 {

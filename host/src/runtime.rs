@@ -35,7 +35,9 @@ impl Runtime {
     /// Compiles a component from its bytes.
     pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Runtime> {
         let engine = Engine::new(&Self::config())?;
-        let component = Component::new(&engine, bytes).map_err(anyhow::Error::from).context("compiling the component")?;
+        let component = Component::new(&engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("compiling the component")?;
         Runtime::with_component(&engine, &component)
     }
 
@@ -48,7 +50,9 @@ impl Runtime {
             .instantiate_pre(component)
             .map_err(anyhow::Error::from)
             .context("the component needs imports this host does not grant")?;
-        Ok(Runtime { pre: PluginPre::new(pre)? })
+        Ok(Runtime {
+            pre: PluginPre::new(pre)?,
+        })
     }
 
     /// The engine configuration this crate uses.
@@ -63,12 +67,21 @@ impl Runtime {
     /// A fresh instance of the component holding `grant`.
     pub fn instantiate(&self, grant: Grant) -> anyhow::Result<TenantCache> {
         let (store, plugin) = self.fresh(grant)?;
-        Ok(TenantCache { runtime: self.clone(), store, plugin, broken: false })
+        Ok(TenantCache {
+            runtime: self.clone(),
+            store,
+            plugin,
+            broken: false,
+        })
     }
 
     fn fresh(&self, grant: Grant) -> anyhow::Result<(Store<Grant>, Plugin)> {
         let mut store = Store::new(self.pre.engine(), grant);
-        let plugin = self.pre.instantiate(&mut store).map_err(anyhow::Error::from).context("instantiating the component")?;
+        let plugin = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(anyhow::Error::from)
+            .context("instantiating the component")?;
         Ok((store, plugin))
     }
 }
@@ -87,7 +100,9 @@ pub struct TenantCache {
 impl TenantCache {
     /// Reads `key` of `tenant`; `None` on a miss or after a clear.
     pub fn get(&mut self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        self.call(0, |plugin, store| plugin.tenant_cache_cache_tenant_cache().call_get(store, tenant, key))
+        self.call(0, |plugin, store| {
+            plugin.tenant_cache_cache_tenant_cache().call_get(store, tenant, key)
+        })
     }
 
     /// Stores `value` under `key` of `tenant`; `ttl` in seconds (≥ 1),
@@ -95,30 +110,47 @@ impl TenantCache {
     pub fn set(&mut self, tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> Result<(), CacheError> {
         let size = value.len() as u64;
         self.call(size, |plugin, store| {
-            plugin.tenant_cache_cache_tenant_cache().call_set(store, tenant, key, value, ttl)
+            plugin
+                .tenant_cache_cache_tenant_cache()
+                .call_set(store, tenant, key, value, ttl)
         })
     }
 
     /// Makes every entry of `tenant` written so far unreachable.
     pub fn clear(&mut self, tenant: &str) -> Result<(), CacheError> {
-        self.call(0, |plugin, store| plugin.tenant_cache_cache_tenant_cache().call_clear(store, tenant))
+        self.call(0, |plugin, store| {
+            plugin.tenant_cache_cache_tenant_cache().call_clear(store, tenant)
+        })
     }
 
     /// Makes every entry of every tenant of the application unreachable.
     pub fn clear_all(&mut self) -> Result<(), CacheError> {
-        self.call(0, |plugin, store| plugin.tenant_cache_cache_tenant_cache().call_clear_all(store))
+        self.call(0, |plugin, store| {
+            plugin.tenant_cache_cache_tenant_cache().call_clear_all(store)
+        })
     }
 
     /// Reads several keys of one tenant in one round trip.
     pub fn get_many(&mut self, tenant: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        self.call(0, |plugin, store| plugin.tenant_cache_cache_tenant_cache().call_get_many(store, tenant, keys))
+        self.call(0, |plugin, store| {
+            plugin
+                .tenant_cache_cache_tenant_cache()
+                .call_get_many(store, tenant, keys)
+        })
     }
 
     /// Stores several entries of one tenant in one round trip.
-    pub fn set_many(&mut self, tenant: &str, entries: &[(String, Vec<u8>)], ttl: Option<u32>) -> Result<(), CacheError> {
+    pub fn set_many(
+        &mut self,
+        tenant: &str,
+        entries: &[(String, Vec<u8>)],
+        ttl: Option<u32>,
+    ) -> Result<(), CacheError> {
         let size = entries.iter().map(|(_, value)| value.len() as u64).max().unwrap_or(0);
         self.call(size, |plugin, store| {
-            plugin.tenant_cache_cache_tenant_cache().call_set_many(store, tenant, entries, ttl)
+            plugin
+                .tenant_cache_cache_tenant_cache()
+                .call_set_many(store, tenant, entries, ttl)
         })
     }
 
@@ -133,8 +165,10 @@ impl TenantCache {
         call: impl FnOnce(&Plugin, &mut Store<Grant>) -> wasmtime::Result<Result<R, WitError>>,
     ) -> Result<R, CacheError> {
         if self.broken {
-            let (store, plugin) =
-                self.runtime.fresh(self.store.data().clone()).map_err(CacheError::Trap)?;
+            let (store, plugin) = self
+                .runtime
+                .fresh(self.store.data().clone())
+                .map_err(CacheError::Trap)?;
             (self.store, self.plugin, self.broken) = (store, plugin, false);
         }
         match call(&self.plugin, &mut self.store) {

@@ -12,6 +12,8 @@ pub(crate) trait Store: Send + Sync {
     fn execute(&self, route: &[u8], commands: Vec<Command>) -> BatchResult;
     /// Runs `commands` on every server; fails if any server fails.
     fn broadcast(&self, commands: Vec<Command>) -> Result<(), Error>;
+    /// How many servers a broadcast reaches.
+    fn servers(&self) -> usize;
     /// The largest value the store accepts, in bytes.
     fn item_size_limit(&self) -> u64;
     /// Where entries go, for messages ("memcached at 127.0.0.1:11211").

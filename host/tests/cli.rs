@@ -1,0 +1,141 @@
+//! The `tenant-cache` binary as scripts use it (DESIGN.md §4).
+
+#[path = "../../tests/support/memcached.rs"]
+#[allow(dead_code)]
+mod memcached;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use memcached::Memcached;
+
+fn cli(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-cache"));
+    command
+        .args(args)
+        .env_remove("TENANT_CACHE_MEMCACHED")
+        .env_remove("TENANT_CACHE_APP");
+    command
+}
+
+fn run(server: &Memcached, args: &[&str]) -> anyhow::Result<Output> {
+    let address = server.address();
+    let mut full = vec!["--memcached", address.as_str()];
+    full.extend_from_slice(args);
+    Ok(cli(&full).output()?)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn demo_prints_the_walkthrough_without_a_server() -> anyhow::Result<()> {
+    let output = cli(&["demo"]).output()?;
+    assert!(output.status.success());
+    assert_eq!(
+        stdout(&output),
+        "Setting Lisboa cache...\nLisboa cached /info is: 2 days\nSetting Barcelona cache...\n\
+         Barcelona cached /info is: 3 days\nClearing Barcelona cache...\nBarcelona cached /info is: None\n\
+         Lisboa cached /info is: 2 days\n"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("embedded"));
+    Ok(())
+}
+
+#[test]
+fn values_persist_across_processes_on_memcached() -> anyhow::Result<()> {
+    let server = Memcached::start()?;
+    assert!(run(&server, &["set", "Lisboa", "/info", "2 days"])?.status.success());
+    assert!(run(&server, &["set", "Barcelona", "/info", "3 days"])?.status.success());
+    let hit = run(&server, &["get", "Lisboa", "/info"])?;
+    assert_eq!((hit.status.code(), stdout(&hit).as_str()), (Some(0), "2 days"));
+    assert!(run(&server, &["clear", "Barcelona"])?.status.success());
+    let miss = run(&server, &["get", "Barcelona", "/info"])?;
+    assert_eq!((miss.status.code(), stdout(&miss).as_str()), (Some(1), ""));
+    assert_eq!(stdout(&run(&server, &["get", "Lisboa", "/info"])?), "2 days");
+    Ok(())
+}
+
+#[test]
+fn the_environment_configures_server_and_app() -> anyhow::Result<()> {
+    let server = Memcached::start()?;
+    let with_env = |app: &str, args: &[&str]| {
+        cli(args)
+            .env("TENANT_CACHE_MEMCACHED", server.address())
+            .env("TENANT_CACHE_APP", app)
+            .output()
+    };
+    assert!(with_env("shop", &["set", "Lisboa", "/info", "shop"])?.status.success());
+    assert!(with_env("blog", &["set", "Lisboa", "/info", "blog"])?.status.success());
+    assert!(with_env("shop", &["clear-all"])?.status.success());
+    assert_eq!(with_env("shop", &["get", "Lisboa", "/info"])?.status.code(), Some(1));
+    assert_eq!(stdout(&with_env("blog", &["get", "Lisboa", "/info"])?), "blog");
+    Ok(())
+}
+
+#[test]
+fn a_ttl_expires_and_stdin_values_round_trip_exactly() -> anyhow::Result<()> {
+    let server = Memcached::start()?;
+    assert!(run(&server, &["set", "t", "k", "v", "--ttl", "1"])?.status.success());
+    let value: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenant-cache"))
+        .args(["--memcached", &server.address(), "set", "t", "binary", "-"])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("piped stdin").write_all(&value)?;
+    assert!(child.wait()?.success());
+    assert_eq!(run(&server, &["get", "t", "binary"])?.stdout, value);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(run(&server, &["get", "t", "k"])?.status.code(), Some(1));
+    Ok(())
+}
+
+#[test]
+fn errors_are_one_line_and_exit_2() -> anyhow::Result<()> {
+    let mut server = Memcached::start()?;
+    let address = server.address();
+    server.kill();
+    let started = Instant::now();
+    let down = run(&server, &["get", "Lisboa", "/info"])?;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let running = Memcached::start()?;
+    for (output, needle) in [
+        (down, address.as_str()),
+        (run(&running, &["set", "t", "k", "v", "--ttl", "0"])?, "ttl"),
+        (
+            cli(&["--component", "/nonexistent/c.wasm", "demo"]).output()?,
+            "/nonexistent/c.wasm",
+        ),
+        (
+            cli(&["--memcached", "not an address", "get", "t", "k"]).output()?,
+            "not an address",
+        ),
+    ] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.contains("embedded in-process"))
+            .collect();
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(needle), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenant-cache"))
+        .args(["--memcached", &running.address(), "set", "t", "k", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The process may stop reading once it knows the value is too large.
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(&vec![b'x'; 2 * 1024 * 1024]);
+    let output = child.wait_with_output()?;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("item limit is 1 MiB"));
+    Ok(())
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test of tenant-cache on a fresh machine: installs what is
+# missing (memcached, the pinned toolchain with its wasm32-wasip2 target),
+# then the whole test suite, clippy and the format check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v memcached >/dev/null; then
+    echo "== installing memcached"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq memcached >/dev/null
+fi
+
+echo "== installing the toolchain of rust-toolchain.toml"
+# rustup does not install the toolchain a rust-toolchain.toml names on its
+# own; with no arguments this installs it, its components and targets.
+rustup toolchain install
+
+echo "== format"
+cargo fmt --all --check
+
+echo "== tests (guest unit tests, host unit tests, CLI and component tests)"
+cargo test --release --workspace
+
+echo "== clippy (host, tests, and the guest for wasm32-wasip2)"
+cargo clippy --release --workspace --all-targets -- -D warnings
+cargo clippy --release -p tenant-cache-guest --target wasm32-wasip2 -- -D warnings
+echo "== all checks passed"

@@ -1,0 +1,78 @@
+//! §2.4: losing namespace records never makes cleared data visible again.
+//! (A counter that restarts at 0 after eviction does exactly that.)
+
+use tenant_cache_tests::{Memcached, cache_on};
+
+/// The namespace records (application and tenant versions) in memcached.
+fn namespace_records(server: &Memcached) -> anyhow::Result<Vec<String>> {
+    Ok(server
+        .keys()?
+        .into_iter()
+        .filter(|key| key == "tc:app:a" || key.starts_with("tc:app:n:"))
+        .collect())
+}
+
+#[test]
+fn deleting_namespace_records_after_a_clear_never_resurrects_data() -> anyhow::Result<()> {
+    // Every subset of the two records of the tenant, deleted after a clear.
+    for lost in [
+        &["tc:app:n:Lisboa"][..],
+        &["tc:app:a"],
+        &["tc:app:a", "tc:app:n:Lisboa"],
+    ] {
+        let server = Memcached::start()?;
+        let mut cache = cache_on(&server, "app")?;
+        cache.set("Lisboa", "/info", b"before", None)?;
+        cache.clear("Lisboa")?;
+        let records = namespace_records(&server)?;
+        for record in lost {
+            assert!(records.contains(&record.to_string()), "{record} not among {records:?}");
+            assert!(server.raw_delete(record)?);
+        }
+        assert_eq!(
+            cache.get("Lisboa", "/info")?,
+            None,
+            "resurrected after deleting {lost:?}"
+        );
+        // New writes recreate the records; the old entry stays hidden, in
+        // this instance and in a fresh one, through further clears too.
+        for round in 0..20 {
+            cache.set("Lisboa", "/other", b"new", None)?;
+            let mut fresh = cache_on(&server, "app")?;
+            assert_eq!(fresh.get("Lisboa", "/info")?, None, "resurrected in round {round}");
+            assert_eq!(fresh.get("Lisboa", "/other")?.as_deref(), Some(&b"new"[..]));
+            for record in lost {
+                server.raw_delete(record)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn deleting_the_records_before_any_clear_only_hides_data() -> anyhow::Result<()> {
+    let server = Memcached::start()?;
+    let mut cache = cache_on(&server, "app")?;
+    cache.set("Lisboa", "/info", b"2 days", None)?;
+    server.raw_delete("tc:app:n:Lisboa")?;
+    // Unverifiable entries are misses, never guesses.
+    assert_eq!(cache.get("Lisboa", "/info")?, None);
+    cache.set("Lisboa", "/info", b"3 days", None)?;
+    assert_eq!(cache.get("Lisboa", "/info")?.as_deref(), Some(&b"3 days"[..]));
+    Ok(())
+}
+
+#[test]
+fn a_memcached_restart_after_clears_brings_nothing_back() -> anyhow::Result<()> {
+    let mut server = Memcached::start()?;
+    let mut cache = cache_on(&server, "app")?;
+    cache.set("Lisboa", "/info", b"before", None)?;
+    cache.clear("Lisboa")?;
+    server.restart()?;
+    // The first call after the restart may meet the dead pooled connection.
+    let _ = cache.get("Lisboa", "/info");
+    assert_eq!(cache.get("Lisboa", "/info")?, None);
+    cache.set("Lisboa", "/info", b"after", None)?;
+    assert_eq!(cache.get("Lisboa", "/info")?.as_deref(), Some(&b"after"[..]));
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! Test support: memcached processes on free loopback ports, raw access
+//! to them behind the component's back, and the compiled component.
+#![deny(missing_docs)]
+
+mod memcached;
+
+use std::sync::OnceLock;
+
+pub use memcached::Memcached;
+use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, TenantCache};
+
+/// The component, compiled once per test process.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::new().expect("the built-in component compiles"))
+}
+
+/// A backend on `servers` with the default options.
+pub fn backend(servers: &[&Memcached]) -> anyhow::Result<Backend> {
+    let addresses: Vec<String> = servers.iter().map(|server| server.address()).collect();
+    Backend::memcached(&addresses, MemcachedOptions::default())
+}
+
+/// A fresh component instance for `app` on `backend`.
+pub fn cache(backend: &Backend, app: &str) -> anyhow::Result<TenantCache> {
+    runtime().instantiate(Grant::new(backend.clone(), app))
+}
+
+/// A fresh component instance for `app` on one memcached server.
+pub fn cache_on(server: &Memcached, app: &str) -> anyhow::Result<TenantCache> {
+    cache(&backend(&[server])?, app)
+}

@@ -1,0 +1,200 @@
+//! memcached processes started (and stopped) by the tests themselves.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A memcached process on a free loopback port, killed when dropped.
+pub struct Memcached {
+    port: u16,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Memcached {
+    /// Starts memcached on a free port with its defaults (64 MiB, `-I 1m`).
+    pub fn start() -> anyhow::Result<Memcached> {
+        Memcached::start_with(&[])
+    }
+
+    /// Starts memcached with extra command-line arguments.
+    pub fn start_with(extra: &[&str]) -> anyhow::Result<Memcached> {
+        let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
+        let mut last_error = None;
+        // A port found free can be taken before memcached binds it: retry.
+        for _ in 0..10 {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let mut server = Memcached {
+                port,
+                extra: extra.clone(),
+                child: None,
+            };
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no free port")))
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let port = self.port.to_string();
+        let mut child = Command::new("memcached")
+            // `-u root` is required when running as root and ignored otherwise.
+            .args(["-u", "root", "-U", "0", "-l", "127.0.0.1", "-p", &port])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting memcached (is it installed? the test script installs it)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                bail!("memcached exited at start on port {port}: {status}");
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        bail!("memcached did not listen on port {port} within 10 s")
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process (all data is lost).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the process and starts a new one, empty, on the same port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.launch() {
+                Ok(()) => return Ok(()),
+                Err(error) if Instant::now() > deadline => return Err(error),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .context("memcached is not running")?
+            .id()
+            .to_string();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
+    /// Sends one classic text-protocol command behind the component's back
+    /// and returns the reply, up to its terminating line.
+    pub fn raw(&self, command: &str) -> anyhow::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(command.as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(reply);
+            }
+            reply.push_str(&line);
+            let end = line.trim_end();
+            let terminal = matches!(
+                end,
+                "STORED" | "NOT_STORED" | "EXISTS" | "NOT_FOUND" | "DELETED" | "END" | "OK" | "ERROR"
+            ) || end.starts_with("CLIENT_ERROR")
+                || end.starts_with("SERVER_ERROR");
+            if terminal {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Stores a raw item behind the component's back.
+    pub fn raw_set(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let reply = self.raw(&format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()))?;
+        anyhow::ensure!(reply == "STORED\r\n", "raw set of {key} answered {reply:?}");
+        Ok(())
+    }
+
+    /// Reads a raw item behind the component's back.
+    pub fn raw_get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let reply = self.raw(&format!("get {key}\r\n"))?;
+        Ok(reply
+            .lines()
+            .nth(1)
+            .filter(|_| reply.starts_with("VALUE "))
+            .map(str::to_owned))
+    }
+
+    /// Deletes an item behind the component's back; true if it existed.
+    pub fn raw_delete(&self, key: &str) -> anyhow::Result<bool> {
+        Ok(self.raw(&format!("delete {key}\r\n"))? == "DELETED\r\n")
+    }
+
+    /// Every key the server holds (from `lru_crawler metadump all`).
+    pub fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"lru_crawler metadump all\r\n")?;
+        let mut keys = Vec::new();
+        for line in BufReader::new(stream).lines() {
+            let line = line?;
+            if line == "END" {
+                break;
+            }
+            if let Some(rest) = line.strip_prefix("key=") {
+                keys.push(url_decode(rest.split(' ').next().unwrap_or_default()));
+            } else if line.starts_with("BUSY") || line.starts_with("ERROR") {
+                bail!("metadump refused: {line}");
+            }
+        }
+        Ok(keys)
+    }
+}
+
+fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        // A stopped process must be resumed to die cleanly.
+        let _ = self.signal("CONT");
+        self.kill();
+    }
+}
