@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{HasData, Linker};
 
 use crate::Backend;
-use crate::bindings::memcached::{Command, Error, Host};
+use crate::bindings::memcached::{Command, Error, Host, Store};
 use crate::store::BatchResult;
 
 /// memcached's limit on a key, in bytes.
@@ -71,28 +71,22 @@ impl Grant {
         Ok(format!("{}{key}", self.prefix))
     }
 
-    fn scope_command(&self, command: Command) -> Result<Command, Error> {
+    /// Scopes one command. A store whose value cannot fit the item size
+    /// limit is not sent: a `set` becomes a `delete` of its key (as
+    /// memcached itself drops the old item when a set is too large, so a
+    /// failed write never leaves a stale value behind), an `add` a
+    /// harmless `get`; `Some(error)` is then that command's reply.
+    fn scope_command(&self, command: Command) -> Result<(Command, Option<Error>), Error> {
         let limit = self.backend.store().item_size_limit();
-        let store = |mut item: crate::bindings::memcached::Store| {
-            if u64::try_from(item.value.len()).map_or(true, |len| len > limit) {
-                return Err(Error::ValueTooLarge(limit));
-            }
-            item.key = self.scope(item.key)?;
-            Ok(item)
-        };
+        let fits = |item: &Store| u64::try_from(item.value.len()).is_ok_and(|len| len <= limit);
         Ok(match command {
-            Command::Get(key) => Command::Get(self.scope(key)?),
-            Command::Delete(key) => Command::Delete(self.scope(key)?),
-            Command::Set(item) => Command::Set(store(item)?),
-            Command::Add(item) => Command::Add(store(item)?),
+            Command::Get(key) => (Command::Get(self.scope(key)?), None),
+            Command::Delete(key) => (Command::Delete(self.scope(key)?), None),
+            Command::Set(item) if !fits(&item) => (Command::Delete(self.scope(item.key)?), Some(Error::ValueTooLarge(limit))),
+            Command::Add(item) if !fits(&item) => (Command::Get(self.scope(item.key)?), Some(Error::ValueTooLarge(limit))),
+            Command::Set(item) => (Command::Set(Store { key: self.scope(item.key)?, ..item }), None),
+            Command::Add(item) => (Command::Add(Store { key: self.scope(item.key)?, ..item }), None),
         })
-    }
-
-    fn scope_all(&self, commands: Vec<Command>) -> Result<Vec<Command>, Error> {
-        commands
-            .into_iter()
-            .map(|command| self.scope_command(command))
-            .collect()
     }
 }
 
@@ -117,14 +111,23 @@ fn app_part(app: &str) -> String {
 
 impl Host for Grant {
     fn execute(&mut self, route: String, commands: Vec<Command>) -> BatchResult {
-        // The route only picks a server; it is never sent to memcached.
-        let commands = self.scope_all(commands)?;
+        let (commands, refused): (Vec<Command>, Vec<Option<Error>>) =
+            commands.into_iter().map(|command| self.scope_command(command)).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
         self.backend.count_batches(1);
-        self.backend.store().execute(route.as_bytes(), commands)
+        // The route only picks a server; it is never sent to memcached.
+        let replies = self.backend.store().execute(route.as_bytes(), commands)?;
+        Ok(replies.into_iter().zip(refused).map(|(reply, refused)| refused.map_or(reply, Err)).collect())
     }
 
     fn broadcast(&mut self, commands: Vec<Command>) -> Result<(), Error> {
-        let commands = self.scope_all(commands)?;
+        let mut scoped = Vec::with_capacity(commands.len());
+        for command in commands {
+            match self.scope_command(command)? {
+                (command, None) => scoped.push(command),
+                (_, Some(refused)) => return Err(refused),
+            }
+        }
+        let commands = scoped;
         self.backend.count_batches(self.backend.store().servers() as u64);
         self.backend.store().broadcast(commands)
     }

@@ -59,7 +59,8 @@ impl fmt::Display for CacheError {
             CacheError::Unavailable(text) => write!(f, "{text}; is memcached running there?"),
             CacheError::ValueTooLarge { size, limit } => write!(
                 f,
-                "value is {} but memcached's item limit is {} (memcached -I); store a smaller value",
+                "value is {}; memcached's item limit is {} (memcached -I), and each entry also carries its key \
+                 and a 17-byte header: store a smaller value or raise -I",
                 human(*size),
                 human(*limit)
             ),

@@ -27,6 +27,8 @@ mod capability;
 mod embedded;
 mod error;
 mod memcached;
+mod plugin;
+mod precompiled;
 mod routing;
 mod runtime;
 mod store;
@@ -50,7 +52,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use capability::{Grant, MAX_RELATIVE_KEY, add_to_linker};
 pub use error::CacheError;
 pub use memcached::MemcachedOptions;
-pub use runtime::{COMPONENT, Runtime, TenantCache};
+pub use plugin::Plugin;
+pub use runtime::{COMPONENT, Runtime, RuntimeOptions, TenantCache};
 
 /// Where entries are stored: a memcached pool or the embedded store.
 /// Cloning is cheap; clones share connections (or the embedded entries).

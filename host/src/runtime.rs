@@ -1,97 +1,178 @@
-//! Compiling the component once and calling it.
+//! Compiling the component once, instantiating it cheaply, and containing
+//! it: a memory limit, a wall-clock deadline per call, and a fresh
+//! instance after a trap.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
 
-use crate::bindings::exported::Error as WitError;
-use crate::bindings::{Plugin, PluginPre};
-use crate::{CacheError, Grant};
+use crate::bindings::PluginPre;
+use crate::{CacheError, Grant, Plugin};
 
 /// The tenant-cache component built with this crate.
 pub const COMPONENT: &[u8] = include_bytes!(env!("TENANT_CACHE_COMPONENT"));
 
+/// How often the deadline clock ticks.
+const TICK: Duration = Duration::from_millis(10);
+
+/// How the component is compiled and contained.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Use wasmtime's pooling allocator: instantiation takes a few
+    /// microseconds, for hosts that create an instance per request.
+    pub pooling: bool,
+    /// Keep the compiled component in this directory, keyed by the
+    /// component's hash and the engine configuration, so the next process
+    /// skips compilation. `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// The most linear memory one instance may grow to, in bytes.
+    pub memory_limit: usize,
+    /// The longest one call may run, host calls included; past it the
+    /// component is interrupted (a [`CacheError::Trap`]).
+    pub call_timeout: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            pooling: false,
+            cache_dir: None,
+            memory_limit: 64 * 1024 * 1024,
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a store of this crate holds.
+pub(crate) struct State {
+    grant: Grant,
+    limits: StoreLimits,
+}
+
+/// Stops the epoch thread when the last runtime clone is dropped.
+struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A compiled component, ready to be instantiated many times: compile
 /// once per process, then [`instantiate`](Runtime::instantiate) per grant.
+/// Cloning is cheap.
 #[derive(Clone)]
 pub struct Runtime {
-    pre: PluginPre<Grant>,
+    pre: PluginPre<State>,
+    options: Arc<RuntimeOptions>,
+    _ticker: Arc<Ticker>,
 }
 
 impl Runtime {
-    /// Compiles the component built with this crate.
+    /// Compiles the component built with this crate, with default options.
     pub fn new() -> anyhow::Result<Runtime> {
-        Runtime::from_bytes(COMPONENT)
+        Runtime::from_bytes(COMPONENT, RuntimeOptions::default())
     }
 
     /// Compiles the component in the file at `path`.
-    pub fn from_file(path: &Path) -> anyhow::Result<Runtime> {
+    pub fn from_file(path: &Path, options: RuntimeOptions) -> anyhow::Result<Runtime> {
         let bytes = std::fs::read(path).with_context(|| format!("reading the component {}", path.display()))?;
-        Runtime::from_bytes(&bytes).with_context(|| format!("loading the component {}", path.display()))
+        Runtime::from_bytes(&bytes, options).with_context(|| format!("loading the component {}", path.display()))
     }
 
-    /// Compiles a component from its bytes.
-    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Runtime> {
-        let engine = Engine::new(&Self::config())?;
-        let component = Component::new(&engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("compiling the component")?;
-        Runtime::with_component(&engine, &component)
-    }
-
-    /// Links an already compiled component, for embedders that manage
-    /// their own [`Engine`].
-    pub fn with_component(engine: &Engine, component: &Component) -> anyhow::Result<Runtime> {
-        let mut linker = Linker::new(engine);
-        crate::add_to_linker(&mut linker, |grant| grant)?;
+    /// Compiles (or loads from `options.cache_dir`) a component from its bytes.
+    pub fn from_bytes(bytes: &[u8], options: RuntimeOptions) -> anyhow::Result<Runtime> {
+        let engine = Engine::new(&config(&options)).map_err(anyhow::Error::from).context("configuring wasmtime")?;
+        let component = match &options.cache_dir {
+            Some(dir) => crate::precompiled::load(&engine, bytes, dir)?,
+            None => compile(&engine, bytes)?,
+        };
+        let mut linker = Linker::new(&engine);
+        crate::add_to_linker(&mut linker, |state: &mut State| &mut state.grant)?;
         let pre = linker
-            .instantiate_pre(component)
+            .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .context("the component needs imports this host does not grant")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine, stop.clone())?;
         Ok(Runtime {
-            pre: PluginPre::new(pre)?,
+            pre: PluginPre::new(pre).map_err(anyhow::Error::from).context("the component lacks the tenant-cache export")?,
+            options: Arc::new(options),
+            _ticker: Arc::new(Ticker(stop)),
         })
-    }
-
-    /// The engine configuration this crate uses.
-    pub fn config() -> Config {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        // No component-model async is used: cheaper calls in both directions.
-        config.concurrency_support(false);
-        config
     }
 
     /// A fresh instance of the component holding `grant`.
     pub fn instantiate(&self, grant: Grant) -> anyhow::Result<TenantCache> {
         let (store, plugin) = self.fresh(grant)?;
-        Ok(TenantCache {
-            runtime: self.clone(),
-            store,
-            plugin,
-            broken: false,
-        })
+        Ok(TenantCache { runtime: self.clone(), store, plugin, broken: false })
     }
 
-    fn fresh(&self, grant: Grant) -> anyhow::Result<(Store<Grant>, Plugin)> {
-        let mut store = Store::new(self.pre.engine(), grant);
-        let plugin = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(anyhow::Error::from)
-            .context("instantiating the component")?;
-        Ok((store, plugin))
+    fn fresh(&self, grant: Grant) -> anyhow::Result<(Store<State>, Plugin)> {
+        let limits = StoreLimitsBuilder::new().memory_size(self.options.memory_limit).instances(4).build();
+        let mut store = Store::new(self.pre.engine(), State { grant, limits });
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(u64::MAX);
+        let plugin = self.pre.instantiate(&mut store).map_err(anyhow::Error::from).context("instantiating the component")?;
+        Ok((store, Plugin::from_bindings(plugin)))
     }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.options.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64
+    }
+}
+
+/// The engine configuration for `options`.
+fn config(options: &RuntimeOptions) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    // No component-model async is used: cheaper calls in both directions.
+    config.concurrency_support(false);
+    // A guest stuck in a loop is interrupted at the next epoch check.
+    config.epoch_interruption(true);
+    // Short, one-line trap messages; the component has no debug info anyway.
+    config.wasm_backtrace(false);
+    if options.pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(256)
+            .total_memories(256)
+            .total_tables(256)
+            .max_memory_size(options.memory_limit);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
+    Component::new(engine, bytes).map_err(anyhow::Error::from).context("compiling the component")
+}
+
+/// Advances the engine's epoch every [`TICK`] until `stop` is set.
+fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("tenant-cache-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                engine.increment_epoch();
+            }
+        })
+        .context("starting the deadline thread")?;
+    Ok(())
 }
 
 /// One instance of the component: the tenant cache of one application.
 /// Reuse it across calls (it remembers namespace versions, which saves
-/// round trips); it is not `Sync`, so use one per thread.
+/// round trips); it is `Send` but not `Sync`: use one per thread.
 pub struct TenantCache {
     runtime: Runtime,
-    store: Store<Grant>,
+    store: Store<State>,
     plugin: Plugin,
     /// A trapped instance cannot be entered again.
     broken: bool,
@@ -100,43 +181,28 @@ pub struct TenantCache {
 impl TenantCache {
     /// Reads `key` of `tenant`; `None` on a miss or after a clear.
     pub fn get(&mut self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        self.call(0, |plugin, store| {
-            plugin.tenant_cache_cache_tenant_cache().call_get(store, tenant, key)
-        })
+        self.call(|plugin, store| plugin.get(store, tenant, key))
     }
 
     /// Stores `value` under `key` of `tenant`; `ttl` in seconds (≥ 1),
     /// `None` to keep it until memcached evicts it.
     pub fn set(&mut self, tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> Result<(), CacheError> {
-        let size = value.len() as u64;
-        self.call(size, |plugin, store| {
-            plugin
-                .tenant_cache_cache_tenant_cache()
-                .call_set(store, tenant, key, value, ttl)
-        })
+        self.call(|plugin, store| plugin.set(store, tenant, key, value, ttl))
     }
 
     /// Makes every entry of `tenant` written so far unreachable.
     pub fn clear(&mut self, tenant: &str) -> Result<(), CacheError> {
-        self.call(0, |plugin, store| {
-            plugin.tenant_cache_cache_tenant_cache().call_clear(store, tenant)
-        })
+        self.call(|plugin, store| plugin.clear(store, tenant))
     }
 
     /// Makes every entry of every tenant of the application unreachable.
     pub fn clear_all(&mut self) -> Result<(), CacheError> {
-        self.call(0, |plugin, store| {
-            plugin.tenant_cache_cache_tenant_cache().call_clear_all(store)
-        })
+        self.call(|plugin, store| plugin.clear_all(store))
     }
 
     /// Reads several keys of one tenant in one round trip.
     pub fn get_many(&mut self, tenant: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        self.call(0, |plugin, store| {
-            plugin
-                .tenant_cache_cache_tenant_cache()
-                .call_get_many(store, tenant, keys)
-        })
+        self.call(|plugin, store| plugin.get_many(store, tenant, keys))
     }
 
     /// Stores several entries of one tenant in one round trip.
@@ -146,37 +212,26 @@ impl TenantCache {
         entries: &[(String, Vec<u8>)],
         ttl: Option<u32>,
     ) -> Result<(), CacheError> {
-        let size = entries.iter().map(|(_, value)| value.len() as u64).max().unwrap_or(0);
-        self.call(size, |plugin, store| {
-            plugin
-                .tenant_cache_cache_tenant_cache()
-                .call_set_many(store, tenant, entries, ttl)
-        })
+        self.call(|plugin, store| plugin.set_many(store, tenant, entries, ttl))
     }
 
     /// The grant this instance runs with.
     pub fn grant(&self) -> &Grant {
-        self.store.data()
+        &self.store.data().grant
     }
 
-    fn call<R>(
-        &mut self,
-        size: u64,
-        call: impl FnOnce(&Plugin, &mut Store<Grant>) -> wasmtime::Result<Result<R, WitError>>,
-    ) -> Result<R, CacheError> {
+    /// Runs one call under the deadline; after a trap the instance is
+    /// replaced before the next call (a trapped instance cannot be entered
+    /// again).
+    fn call<R>(&mut self, call: impl FnOnce(&Plugin, &mut Store<State>) -> Result<R, CacheError>) -> Result<R, CacheError> {
         if self.broken {
-            let (store, plugin) = self
-                .runtime
-                .fresh(self.store.data().clone())
-                .map_err(CacheError::Trap)?;
+            let (store, plugin) = self.runtime.fresh(self.grant().clone()).map_err(CacheError::Trap)?;
             (self.store, self.plugin, self.broken) = (store, plugin, false);
         }
-        match call(&self.plugin, &mut self.store) {
-            Ok(result) => result.map_err(|error| CacheError::from_wit(error, size)),
-            Err(trap) => {
-                self.broken = true;
-                Err(CacheError::Trap(trap.into()))
-            }
-        }
+        self.store.set_epoch_deadline(self.runtime.deadline_ticks());
+        let result = call(&self.plugin, &mut self.store);
+        self.store.set_epoch_deadline(u64::MAX);
+        self.broken = matches!(result, Err(CacheError::Trap(_)));
+        result
     }
 }

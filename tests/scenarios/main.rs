@@ -2,6 +2,7 @@
 //! processes each test starts on its own free loopback port. One file per
 //! property of DESIGN.md §2.
 
+// DESIGN.md §2, one file per guarantee.
 mod atomic_clears;
 mod errors;
 mod isolation;
@@ -10,3 +11,14 @@ mod resurrection;
 mod round_trips;
 mod ttl;
 mod two_levels;
+
+// Reliability and security: faults, hostile input, runaway guests, scoping.
+mod containment;
+mod faults;
+mod hostile;
+mod scoping;
+mod soak;
+
+// Scale-out and embedding: server pools, partitions, portability.
+mod cluster;
+mod portability;

@@ -2,12 +2,17 @@
 //! to them behind the component's back, and the compiled component.
 #![deny(missing_docs)]
 
+mod fake;
 mod memcached;
 
 use std::sync::OnceLock;
 
+pub use fake::{Behaviour, FakeServer};
 pub use memcached::Memcached;
-use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, TenantCache};
+use std::path::Path;
+use std::time::Duration;
+
+use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions, TenantCache};
 
 /// The component, compiled once per test process.
 pub fn runtime() -> &'static Runtime {
@@ -29,4 +34,14 @@ pub fn cache(backend: &Backend, app: &str) -> anyhow::Result<TenantCache> {
 /// A fresh component instance for `app` on one memcached server.
 pub fn cache_on(server: &Memcached, app: &str) -> anyhow::Result<TenantCache> {
     cache(&backend(&[server])?, app)
+}
+
+/// A backend on `servers` with a short exchange deadline, for fault tests.
+pub fn backend_with_timeout(servers: &[String], timeout: Duration) -> anyhow::Result<Backend> {
+    Backend::memcached(servers, MemcachedOptions { timeout, ..Default::default() })
+}
+
+/// The test-only misbehaving component (see `components/misbehaving`).
+pub fn misbehaving(options: RuntimeOptions) -> anyhow::Result<Runtime> {
+    Runtime::from_file(Path::new(env!("MISBEHAVING_COMPONENT")), options)
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, TenantCache};
+use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions, TenantCache};
+
+mod bench;
+mod naive;
 
 /// A multi-tenant cache on memcached: clear one tenant, or every tenant of
 /// an application, without flushing anything else.
@@ -28,6 +31,13 @@ struct Cli {
     /// Deadline for each exchange with memcached, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000, global = true)]
     timeout_ms: u64,
+    /// Where the compiled component is cached between runs [default:
+    /// $XDG_CACHE_HOME/tenant-cache or ~/.cache/tenant-cache].
+    #[arg(long, env = "TENANT_CACHE_CACHE_DIR", value_name = "DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Compile the component on every start instead of caching it.
+    #[arg(long, global = true)]
+    no_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +61,16 @@ enum Command {
     Clear { tenant: String },
     /// Make every entry of every tenant of the application unreachable.
     ClearAll,
+    /// Measure tenant-cache against the raw memcached client and the naive
+    /// algorithm on the same memcached (needs --memcached).
+    Bench {
+        /// Calls per measure.
+        #[arg(long, default_value_t = 5000)]
+        ops: usize,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +85,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Bench { ops, json } = cli.command {
+        let servers = servers(&cli)?.context("bench needs a memcached: pass --memcached HOST:PORT")?;
+        bench::run(&servers, memcached_options(&cli), ops, json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut cache = open(&cli)?;
     match cli.command {
         Command::Demo => demo(&mut cache)?,
@@ -93,33 +118,51 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Clear { tenant } => cache.clear(&tenant)?,
         Command::ClearAll => cache.clear_all()?,
+        Command::Bench { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The servers of `--memcached`, if given.
+fn servers(cli: &Cli) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(list) = &cli.memcached else { return Ok(None) };
+    let servers: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    if servers.is_empty() {
+        bail!("--memcached needs at least one HOST:PORT");
+    }
+    Ok(Some(servers))
+}
+
+fn memcached_options(cli: &Cli) -> MemcachedOptions {
+    MemcachedOptions { timeout: Duration::from_millis(cli.timeout_ms.max(1)), ..Default::default() }
+}
+
+fn cache_dir(cli: &Cli) -> Option<PathBuf> {
+    if cli.no_cache {
+        return None;
+    }
+    let env_dir = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+    cli.cache_dir
+        .clone()
+        .or_else(|| env_dir("XDG_CACHE_HOME").map(|dir| dir.join("tenant-cache")))
+        .or_else(|| env_dir("HOME").map(|home| home.join(".cache/tenant-cache")))
+}
+
 fn open(cli: &Cli) -> anyhow::Result<TenantCache> {
-    let backend = match &cli.memcached {
-        Some(servers) => {
-            let servers: Vec<&str> = servers.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-            if servers.is_empty() {
-                bail!("--memcached needs at least one HOST:PORT");
-            }
-            let options = MemcachedOptions {
-                timeout: Duration::from_millis(cli.timeout_ms.max(1)),
-                ..Default::default()
-            };
-            Backend::memcached(&servers, options)?
-        }
+    let backend = match servers(cli)? {
+        Some(servers) => Backend::memcached(&servers, memcached_options(cli))?,
         None => {
             eprintln!(
-                "tenant-cache: no --memcached given: using the embedded in-process store (entries last only as long as this process)"
+                "tenant-cache: no --memcached given: using the embedded in-process store \
+                 (entries last only as long as this process)"
             );
             Backend::embedded()
         }
     };
+    let options = RuntimeOptions { cache_dir: cache_dir(cli), ..Default::default() };
     let runtime = match &cli.component {
-        Some(path) => Runtime::from_file(path)?,
-        None => Runtime::new()?,
+        Some(path) => Runtime::from_file(path, options)?,
+        None => Runtime::from_bytes(tenant_cache_host::COMPONENT, options)?,
     };
     runtime.instantiate(Grant::new(backend, &cli.app))
 }

@@ -1,0 +1,90 @@
+//! A component that implements the tenant-cache world badly on purpose.
+//! `get(tenant, key)` does what `tenant` names:
+//! - `loop`: spins forever; `alloc`: allocates until refused;
+//!   `panic`: panics; `recurse`: overflows its stack;
+//! - `escape`: sends `key` to the capability as a raw `get` and returns
+//!   what comes back (`set` with tenant `escape` stores raw too);
+//! - anything else: answers `ok`.
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
+
+#[allow(missing_docs, clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({ world: "plugin", path: "../../../wit" });
+}
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest};
+use bindings::tenant_cache::cache::memcached::{self, Command, Reply, Store};
+
+struct Component;
+
+fn raw(command: Command) -> Result<Option<Vec<u8>>, Error> {
+    match memcached::execute("escape", &[command]) {
+        Ok(mut replies) => match replies.pop() {
+            Some(Ok(Reply::Value(value))) => Ok(Some(value)),
+            Some(Ok(_)) => Ok(None),
+            Some(Err(error)) => Err(Error::Internal(alloc::format!("{error:?}"))),
+            None => Err(Error::Internal(String::from("no reply"))),
+        },
+        Err(error) => Err(Error::Internal(alloc::format!("{error:?}"))),
+    }
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 64]);
+    recurse(frame[3] + 1) + frame[7]
+}
+
+impl Guest for Component {
+    fn get(tenant: String, key: String) -> Result<Option<Vec<u8>>, Error> {
+        match tenant.as_str() {
+            "loop" => {
+                let mut spins = 0u64;
+                loop {
+                    spins = core::hint::black_box(spins.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut kept: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    kept.push(core::hint::black_box(alloc::vec![1u8; 1024 * 1024]));
+                }
+            }
+            "panic" => panic!("on purpose"),
+            "recurse" => Ok(Some(recurse(0).to_le_bytes().to_vec())),
+            "escape" => raw(Command::Get(key)),
+            _ => Ok(Some(b"ok".to_vec())),
+        }
+    }
+    fn set(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>) -> Result<(), Error> {
+        if tenant == "escape" {
+            raw(Command::Set(Store { key, value, ttl }))?;
+        }
+        Ok(())
+    }
+    fn clear(_: String) -> Result<(), Error> {
+        Ok(())
+    }
+    fn clear_all() -> Result<(), Error> {
+        Ok(())
+    }
+    fn get_many(_: String, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        Ok(keys.iter().map(|_| None).collect())
+    }
+    fn set_many(_: String, _: Vec<(String, Vec<u8>)>, _: Option<u32>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+bindings::export!(Component with_types_in bindings);
+
+#[cfg(target_arch = "wasm32")]
+#[path = "../../../../guest/src/wasm_runtime.rs"]
+mod wasm_runtime;

@@ -1,0 +1,18 @@
+//! The component imports only the memcached capability (no WASI at all) and
+//! exports only the tenant-cache interface, as the README says: that is all
+//! a platform must provide.
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+#[test]
+fn the_component_imports_only_the_capability() -> anyhow::Result<()> {
+    let engine = Engine::default();
+    let component = Component::new(&engine, tenant_cache_host::COMPONENT)?;
+    let ty = component.component_type();
+    let imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
+    let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
+    assert_eq!(imports, ["tenant-cache:cache/memcached@0.1.0"]);
+    assert_eq!(exports, ["tenant-cache:cache/tenant-cache@0.1.0"]);
+    Ok(())
+}

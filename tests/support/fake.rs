@@ -1,0 +1,135 @@
+//! Misbehaving servers written for the tests, in the spirit of mcrouter's
+//! mock servers: each listens on a free loopback port and stops when
+//! dropped.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+/// How a fake server treats each connection.
+#[derive(Clone)]
+pub enum Behaviour {
+    /// Accepts, reads, never answers.
+    Silent,
+    /// Closes every connection at once.
+    Slam,
+    /// Answers every request chunk with these bytes.
+    Reply(&'static [u8]),
+    /// Forwards to `upstream`, holding each reply back by `delay` while
+    /// `slow` is set.
+    SlowProxy {
+        /// The real server behind the proxy.
+        upstream: String,
+        /// How long each reply is held back.
+        delay: Duration,
+        /// Whether replies are held back right now.
+        slow: Arc<AtomicBool>,
+    },
+}
+
+/// A fake server on a free loopback port.
+pub struct FakeServer {
+    address: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeServer {
+    /// Starts a server with `behaviour`.
+    pub fn start(behaviour: Behaviour) -> anyhow::Result<FakeServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let (behaviour, stopped) = (behaviour.clone(), stopped.clone());
+                        thread::spawn(move || serve(client, behaviour, stopped));
+                    }
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+                    Err(_) => break,
+                }
+            }
+        });
+        Ok(FakeServer { address, stop })
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        self.address.clone()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(mut client: TcpStream, behaviour: Behaviour, stop: Arc<AtomicBool>) {
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buffer = [0u8; 64 * 1024];
+    match behaviour {
+        Behaviour::Slam => drop(client),
+        Behaviour::Silent | Behaviour::Reply(_) => {
+            while !stop.load(Ordering::Relaxed) {
+                match client.read(&mut buffer) {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        if let Behaviour::Reply(reply) = behaviour
+                            && client.write_all(reply).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+        Behaviour::SlowProxy { upstream, delay, slow } => {
+            let Ok(mut server) = TcpStream::connect(&upstream) else { return };
+            let _ = server.set_read_timeout(Some(Duration::from_millis(20)));
+            let (Ok(mut client_out), Ok(mut server_in)) = (client.try_clone(), server.try_clone()) else { return };
+            let stop_replies = stop.clone();
+            // Replies: upstream → client, held back while `slow` is set.
+            thread::spawn(move || {
+                while !stop_replies.load(Ordering::Relaxed) {
+                    let mut chunk = [0u8; 64 * 1024];
+                    match server_in.read(&mut chunk) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            if slow.load(Ordering::Relaxed) {
+                                thread::sleep(delay);
+                            }
+                            if client_out.write_all(&chunk[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+            // Requests: client → upstream.
+            while !stop.load(Ordering::Relaxed) {
+                match client.read(&mut buffer) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if server.write_all(&buffer[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}
