@@ -10,7 +10,12 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("tests/ sits in the workspace");
-    for watched in ["tests/components", "guest/src/wasm_runtime.rs", "wit", "host/wasm_build.rs"] {
+    for watched in [
+        "tests/components",
+        "guest/src/wasm_runtime.rs",
+        "wit",
+        "host/wasm_build.rs",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
     let component = build_component("tenant-cache-misbehaving", workspace, &out_dir);

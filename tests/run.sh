@@ -26,5 +26,5 @@ cargo test --release --workspace
 
 echo "== clippy (host, tests, and the guest for wasm32-wasip2)"
 cargo clippy --release --workspace --all-targets -- -D warnings
-cargo clippy --release -p tenant-cache-guest --target wasm32-wasip2 -- -D warnings
+cargo clippy --release -p tenant-cache-guest -p tenant-cache-misbehaving --target wasm32-wasip2 -- -D warnings
 echo "== all checks passed"

@@ -14,7 +14,9 @@
 //! - `set` writes the entry tagged with the versions last seen and reads
 //!   the versions in the same batch, after the write. If they match, the
 //!   entry was reachable at that moment; if not, the write only hid itself
-//!   and is redone with the versions just read.
+//!   and is redone with the versions just read. An instance that has not
+//!   seen the tenant yet proposes versions with `add` and only `add`s the
+//!   entry, so a guess never replaces an entry someone else made visible.
 //! - `clear` stores a fresh random tenant version, `clear-all` a fresh
 //!   random application version on every server: one command each, so no
 //!   interleaving of readers and writers can undo them.
@@ -24,7 +26,7 @@ use alloc::vec::Vec;
 
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
 use crate::bindings::tenant_cache::cache::memcached::{Command, Error as McError, Reply, Store};
-use crate::frame::{frame, unframe};
+use crate::frame::{HEADER_LEN, frame, unframe};
 use crate::keys::{APP_RECORD, data_record, encode_part, tenant_record};
 use crate::versions::{VersionCache, Versions, parse_record, record_value};
 
@@ -73,10 +75,7 @@ impl<M: Memcached> TenantCache<M> {
         let mut values = Vec::with_capacity(keys.len());
         for reply in replies {
             let value = match (reply.map_err(from_memcached)?, current) {
-                (Reply::Value(stored), Some(current)) => match unframe(&stored) {
-                    Some((written, value)) if written == current => Some(value.to_vec()),
-                    _ => None,
-                },
+                (Reply::Value(stored), Some(current)) => unframe_if_current(stored, current),
                 _ => None,
             };
             values.push(value);
@@ -119,13 +118,21 @@ impl<M: Memcached> TenantCache<M> {
                     )
                 }
             };
+            // With guessed versions, entries are only `add`ed: a guess must
+            // never overwrite an entry another writer made visible.
+            let guessed = !commands.is_empty();
             let proposals = commands.len();
             for (key, (_, value)) in keys.iter().zip(entries) {
-                commands.push(Command::Set(Store {
+                let store = Store {
                     key: key.clone(),
                     value: frame(tag, value),
                     ttl,
-                }));
+                };
+                commands.push(if guessed {
+                    Command::Add(store)
+                } else {
+                    Command::Set(store)
+                });
             }
             commands.push(Command::Get(String::from(APP_RECORD)));
             commands.push(Command::Get(tenant_record(&tenant)));
@@ -134,12 +141,14 @@ impl<M: Memcached> TenantCache<M> {
                 return Err(Error::Internal(String::from("memcached host returned too few replies")));
             }
             let mut replies = replies.into_iter();
-            for reply in replies.by_ref().take(proposals + entries.len()) {
-                reply.map_err(from_memcached)?;
+            let mut all_stored = true;
+            for (index, reply) in replies.by_ref().take(proposals + entries.len()).enumerate() {
+                let stored = reply.map_err(from_memcached)?;
+                all_stored &= index < proposals || matches!(stored, Reply::Done);
             }
             let current = read_versions(&mut replies)?;
             self.versions.put(&tenant, current);
-            if current == Some(tag) {
+            if current == Some(tag) && all_stored {
                 return Ok(());
             }
         }
@@ -175,6 +184,18 @@ impl<M: Memcached> TenantCache<M> {
         self.memcached.broadcast(&[command]).map_err(from_memcached)?;
         self.versions.move_app(fresh);
         Ok(())
+    }
+}
+
+/// The caller's bytes of a stored frame written under `current`, unframed
+/// in place; `None` for an entry written under other versions.
+fn unframe_if_current(mut stored: Vec<u8>, current: Versions) -> Option<Vec<u8>> {
+    match unframe(&stored) {
+        Some((written, _)) if written == current => {
+            stored.drain(..HEADER_LEN);
+            Some(stored)
+        }
+        _ => None,
     }
 }
 

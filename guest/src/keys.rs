@@ -29,28 +29,37 @@ pub const APP_RECORD: &str = "a";
 /// Encodes one tenant or key into a part (see the module docs).
 pub fn encode_part(raw: &str) -> String {
     let mut part = String::with_capacity(raw.len().min(MAX_PART));
-    for byte in raw.bytes() {
-        if byte.is_ascii_graphic() && !matches!(byte, b'%' | b':' | b'#') {
-            part.push(char::from(byte));
-        } else {
-            // Writing into a String cannot fail.
-            let _ = write!(part, "%{byte:02X}");
-        }
-        if part.len() > MAX_PART {
-            return hashed_part(raw);
-        }
-    }
+    push_part(&mut part, raw);
     part
 }
 
-fn hashed_part(raw: &str) -> String {
-    let digest = Sha256::digest(raw.as_bytes());
-    let mut part = String::with_capacity(65);
-    part.push('#');
-    for byte in digest {
-        let _ = write!(part, "{byte:02x}");
+/// Appends the part for `raw` to `out`.
+fn push_part(out: &mut String, raw: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let start = out.len();
+    for byte in raw.bytes() {
+        if byte.is_ascii_graphic() && !matches!(byte, b'%' | b':' | b'#') {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 15)]));
+        }
+        if out.len() - start > MAX_PART {
+            out.truncate(start);
+            push_hashed(out, raw);
+            return;
+        }
     }
-    part
+}
+
+fn push_hashed(out: &mut String, raw: &str) {
+    let digest = Sha256::digest(raw.as_bytes());
+    out.push('#');
+    for byte in digest {
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{byte:02x}");
+    }
 }
 
 /// The namespace-version record of a tenant (given as its encoded part).
@@ -63,12 +72,11 @@ pub fn tenant_record(tenant: &str) -> String {
 
 /// The data record of `key` (raw) for a tenant (given as its encoded part).
 pub fn data_record(tenant: &str, key: &str) -> String {
-    let key = encode_part(key);
-    let mut record = String::with_capacity(3 + tenant.len() + key.len());
+    let mut record = String::with_capacity(3 + tenant.len() + key.len().min(MAX_PART));
     record.push_str("d:");
     record.push_str(tenant);
     record.push(':');
-    record.push_str(&key);
+    push_part(&mut record, key);
     record
 }
 

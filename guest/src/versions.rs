@@ -59,6 +59,10 @@ impl VersionCache {
         match versions {
             Some(versions) => {
                 self.app = Some(versions.app);
+                if let Some(seen) = self.seen.get_mut(tenant) {
+                    *seen = versions;
+                    return;
+                }
                 if self.seen.len() >= CAPACITY && !self.seen.contains_key(tenant) {
                     self.seen.clear();
                 }

@@ -7,8 +7,53 @@
 #[link(name = "c")]
 unsafe extern "C" {}
 
+/// The allocator: talc, first over an arena in the component's own static
+/// memory, then over pages it grows. The arena matters for hosts that
+/// create an instance per request: it is part of the initial memory, which
+/// the pooling allocator keeps resident between instances, so an ordinary
+/// call never grows memory and takes no page faults.
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: talc::cell::TalcSyncCell<ArenaThenGrow, talc::wasm::WasmBinning> =
+    talc::cell::TalcSyncCell::new_wasm(ArenaThenGrow);
+
+const ARENA_SIZE: usize = 24 * 1024;
+const PAGE: usize = 65536;
+
+static mut ARENA: [core::mem::MaybeUninit<u8>; ARENA_SIZE] = [core::mem::MaybeUninit::uninit(); ARENA_SIZE];
+static mut ARENA_CLAIMED: bool = false;
+
+#[derive(Debug)]
+struct ArenaThenGrow;
+
+// SAFETY: `acquire` hands talc memory nothing else uses (the arena, once;
+// then freshly grown pages) and allocates nothing itself.
+unsafe impl talc::source::Source for ArenaThenGrow {
+    fn acquire<B: talc::base::binning::Binning>(
+        talc: &mut talc::base::Talc<Self, B>,
+        layout: core::alloc::Layout,
+    ) -> Result<(), ()> {
+        // SAFETY: single-threaded; the arena is claimed at most once and
+        // never touched otherwise.
+        unsafe {
+            if !ARENA_CLAIMED {
+                ARENA_CLAIMED = true;
+                if talc.claim((&raw mut ARENA).cast(), ARENA_SIZE).is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        let needed = layout.size() + layout.align() + 4 * talc::base::CHUNK_UNIT;
+        let pages = needed.div_ceil(PAGE);
+        let previous = core::arch::wasm32::memory_grow(0, pages);
+        if previous == usize::MAX {
+            return Err(());
+        }
+        // SAFETY: the grown pages are new and belong to no one yet.
+        unsafe { talc.claim((previous * PAGE) as *mut u8, pages * PAGE) }
+            .map(drop)
+            .ok_or(())
+    }
+}
 
 /// The canonical ABI's allocator export. `std` provides it on this target;
 /// a `no_std` component must, and it only forwards to the global allocator.

@@ -68,7 +68,10 @@ impl Grant {
                 "a key may only hold bytes '!'..'~', not {byte:#04x}"
             )));
         }
-        Ok(format!("{}{key}", self.prefix))
+        let mut scoped = String::with_capacity(self.prefix.len() + key.len());
+        scoped.push_str(&self.prefix);
+        scoped.push_str(&key);
+        Ok(scoped)
     }
 
     /// Scopes one command. A store whose value cannot fit the item size
@@ -82,10 +85,27 @@ impl Grant {
         Ok(match command {
             Command::Get(key) => (Command::Get(self.scope(key)?), None),
             Command::Delete(key) => (Command::Delete(self.scope(key)?), None),
-            Command::Set(item) if !fits(&item) => (Command::Delete(self.scope(item.key)?), Some(Error::ValueTooLarge(limit))),
-            Command::Add(item) if !fits(&item) => (Command::Get(self.scope(item.key)?), Some(Error::ValueTooLarge(limit))),
-            Command::Set(item) => (Command::Set(Store { key: self.scope(item.key)?, ..item }), None),
-            Command::Add(item) => (Command::Add(Store { key: self.scope(item.key)?, ..item }), None),
+            Command::Set(item) if !fits(&item) => (
+                Command::Delete(self.scope(item.key)?),
+                Some(Error::ValueTooLarge(limit)),
+            ),
+            Command::Add(item) if !fits(&item) => {
+                (Command::Get(self.scope(item.key)?), Some(Error::ValueTooLarge(limit)))
+            }
+            Command::Set(item) => (
+                Command::Set(Store {
+                    key: self.scope(item.key)?,
+                    ..item
+                }),
+                None,
+            ),
+            Command::Add(item) => (
+                Command::Add(Store {
+                    key: self.scope(item.key)?,
+                    ..item
+                }),
+                None,
+            ),
         })
     }
 }
@@ -111,12 +131,24 @@ fn app_part(app: &str) -> String {
 
 impl Host for Grant {
     fn execute(&mut self, route: String, commands: Vec<Command>) -> BatchResult {
-        let (commands, refused): (Vec<Command>, Vec<Option<Error>>) =
-            commands.into_iter().map(|command| self.scope_command(command)).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
+        let mut scoped = Vec::with_capacity(commands.len());
+        let mut refused = Vec::new();
+        for (index, command) in commands.into_iter().enumerate() {
+            let (command, refusal) = self.scope_command(command)?;
+            scoped.push(command);
+            if let Some(error) = refusal {
+                refused.push((index, error));
+            }
+        }
         self.backend.count_batches(1);
         // The route only picks a server; it is never sent to memcached.
-        let replies = self.backend.store().execute(route.as_bytes(), commands)?;
-        Ok(replies.into_iter().zip(refused).map(|(reply, refused)| refused.map_or(reply, Err)).collect())
+        let mut replies = self.backend.store().execute(route.as_bytes(), scoped)?;
+        for (index, error) in refused {
+            if let Some(reply) = replies.get_mut(index) {
+                *reply = Err(error);
+            }
+        }
+        Ok(replies)
     }
 
     fn broadcast(&mut self, commands: Vec<Command>) -> Result<(), Error> {

@@ -43,6 +43,16 @@ struct Server {
     client: MetaClient,
 }
 
+/// Each `MetaClient` here talks to one server (routing across the pool is
+/// ours, in `routing`), so its router need not hash anything.
+struct OneServer;
+
+impl exp::Router for OneServer {
+    fn route(&self, _key: &[u8], _servers: &[String]) -> usize {
+        0
+    }
+}
+
 /// A pool of memcached servers; a route always goes to the same server.
 pub(crate) struct Memcached {
     servers: Vec<Server>,
@@ -63,6 +73,7 @@ impl Memcached {
                 bail!("memcached server {address} is listed twice");
             }
             let client = MetaClient::builder()
+                .router(OneServer)
                 .connect_timeout(Some(options.timeout))
                 .io_timeout(Some(options.timeout))
                 .connect(address.as_str())

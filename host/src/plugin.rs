@@ -33,7 +33,9 @@ impl Plugin {
         component: &Component,
         linker: &Linker<T>,
     ) -> anyhow::Result<Plugin> {
-        Ok(Plugin(crate::bindings::Plugin::instantiate(store, component, linker).map_err(anyhow::Error::from)?))
+        Ok(Plugin(
+            crate::bindings::Plugin::instantiate(store, component, linker).map_err(anyhow::Error::from)?,
+        ))
     }
 
     pub(crate) fn from_bindings(plugin: crate::bindings::Plugin) -> Plugin {
@@ -59,7 +61,10 @@ impl Plugin {
         value: &[u8],
         ttl: Option<u32>,
     ) -> Result<(), CacheError> {
-        settle(self.exports().call_set(store, tenant, key, value, ttl), value.len() as u64)
+        settle(
+            self.exports().call_set(store, tenant, key, value, ttl),
+            value.len() as u64,
+        )
     }
 
     /// Makes every entry of `tenant` written so far unreachable.

@@ -139,3 +139,28 @@ fn errors_are_one_line_and_exit_2() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&output.stderr).contains("item limit is 1 MiB"));
     Ok(())
 }
+
+#[test]
+fn the_compiled_component_is_cached_and_a_broken_cache_is_rebuilt() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("tenant-cache-cli-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let demo = || cli(&["demo"]).env("TENANT_CACHE_CACHE_DIR", &dir).output();
+    let artifacts = || -> anyhow::Result<Vec<std::path::PathBuf>> {
+        Ok(std::fs::read_dir(&dir)?
+            .map(|entry| entry.map(|entry| entry.path()))
+            .collect::<Result<_, _>>()?)
+    };
+    assert!(demo()?.status.success());
+    let cached = artifacts()?;
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(cached[0].extension().is_some_and(|ext| ext == "cwasm"));
+    // A corrupted artifact is not trusted: the component is compiled again
+    // and the artifact replaced.
+    std::fs::write(&cached[0], b"not a compiled component")?;
+    let output = demo()?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout(&output).ends_with("Lisboa cached /info is: 2 days\n"));
+    assert!(std::fs::metadata(&cached[0])?.len() > 1000);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

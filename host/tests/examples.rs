@@ -13,7 +13,10 @@ use memcached::Memcached;
 /// `target/<profile>/examples/<name>`, next to this test's `deps/`.
 fn example(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("test binaries live in <profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binaries live in <profile>/deps");
     let path = profile_dir.join("examples").join(name);
     anyhow::ensure!(path.exists(), "{} was not built", path.display());
     Ok(path)
@@ -24,7 +27,11 @@ fn the_embedding_example_runs() -> anyhow::Result<()> {
     let server = Memcached::start()?;
     let output = Command::new(example("embed")?).arg(server.address()).output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(stdout, "Lisboa: Some(\"2 days\")\nBarcelona: None\n");
     assert!(server.keys()?.iter().all(|key| key.starts_with("tc:my-app:")));
     Ok(())
@@ -35,7 +42,11 @@ fn the_instance_pool_example_serves_concurrent_requests() -> anyhow::Result<()> 
     let server = Memcached::start()?;
     let output = Command::new(example("pool")?).arg(server.address()).output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.starts_with("8000 requests from 8 threads"), "{stdout}");
     Ok(())
 }

@@ -47,7 +47,10 @@ fn on_a_pool_every_operation_is_still_one_round_trip() -> anyhow::Result<()> {
     assert_eq!(backend.batches_sent() - before, servers.len() as u64);
     // Tenants really are spread over the three servers.
     for server in &servers {
-        assert!(server.keys()?.iter().any(|key| key.starts_with("tc:app:n:")), "a server holds no tenant");
+        assert!(
+            server.keys()?.iter().any(|key| key.starts_with("tc:app:n:")),
+            "a server holds no tenant"
+        );
     }
     Ok(())
 }
@@ -68,7 +71,11 @@ fn losing_one_of_three_servers_loses_only_its_share() -> anyhow::Result<()> {
         }
     }
     let share = lost.len() as f64 / TENANTS as f64;
-    eprintln!("one of three servers killed: {} of {TENANTS} tenants' entries lost ({:.1}%)", lost.len(), share * 100.0);
+    eprintln!(
+        "one of three servers killed: {} of {TENANTS} tenants' entries lost ({:.1}%)",
+        lost.len(),
+        share * 100.0
+    );
     assert!((0.15..=0.55).contains(&share), "lost {share}");
     // Clears keep working for every tenant on a live server; those on the
     // dead one fail loudly instead of pretending.
@@ -76,7 +83,10 @@ fn losing_one_of_three_servers_loses_only_its_share() -> anyhow::Result<()> {
         match cache.clear(&tenant(n)) {
             Ok(()) => assert_eq!(cache.get(&tenant(n), "/info")?, None),
             Err(CacheError::Unavailable(message)) => {
-                assert!(lost.contains(&n) && message.contains(&servers[1].address()), "{message}")
+                assert!(
+                    lost.contains(&n) && message.contains(&servers[1].address()),
+                    "{message}"
+                )
             }
             Err(other) => panic!("{other}"),
         }
@@ -113,7 +123,11 @@ fn a_frozen_server_that_resumes_never_resurrects_cleared_data() -> anyhow::Resul
             Err(other) => panic!("{other}"),
         }
     }
-    assert!(refused > 0 && !cleared.is_empty(), "{refused} refused, {} cleared", cleared.len());
+    assert!(
+        refused > 0 && !cleared.is_empty(),
+        "{refused} refused, {} cleared",
+        cleared.len()
+    );
     // clear-all cannot reach the frozen server: it fails loudly.
     assert!(matches!(cache.clear_all(), Err(CacheError::Unavailable(_))));
     servers[2].signal("CONT")?;

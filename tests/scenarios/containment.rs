@@ -26,11 +26,19 @@ fn runaway_guests_are_stopped_and_the_host_keeps_serving() -> anyhow::Result<()>
             Err(CacheError::Trap(error)) => eprintln!("{behaviour}: stopped in {:?}: {error:#}", started.elapsed()),
             other => panic!("{behaviour}: expected a trap, got {other:?}"),
         }
-        assert!(started.elapsed() < Duration::from_secs(3), "{behaviour} ran for {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{behaviour} ran for {:?}",
+            started.elapsed()
+        );
         // The same handle is served again, on a fresh instance.
         assert_eq!(bad.get("fine", "k")?.as_deref(), Some(&b"ok"[..]), "after {behaviour}");
         // And so is the real component on the same host.
-        assert_eq!(good.get("Lisboa", "/info")?.as_deref(), Some(&b"2 days"[..]), "after {behaviour}");
+        assert_eq!(
+            good.get("Lisboa", "/info")?.as_deref(),
+            Some(&b"2 days"[..]),
+            "after {behaviour}"
+        );
     }
     Ok(())
 }
@@ -39,13 +47,19 @@ fn runaway_guests_are_stopped_and_the_host_keeps_serving() -> anyhow::Result<()>
 fn a_loop_is_stopped_at_the_configured_deadline() -> anyhow::Result<()> {
     let server = Memcached::start()?;
     let backend = backend(&[&server])?;
-    let options = RuntimeOptions { call_timeout: Duration::from_millis(500), ..Default::default() };
+    let options = RuntimeOptions {
+        call_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
     let mut bad = misbehaving(options)?.instantiate(Grant::new(backend, "bad"))?;
     let started = Instant::now();
     let error = bad.get("loop", "k").expect_err("a loop never returns");
     let elapsed = started.elapsed();
     assert!(matches!(error, CacheError::Trap(_)), "{error:?}");
     assert!(error.to_string().contains("deadline"), "{error}");
-    assert!(elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
     Ok(())
 }

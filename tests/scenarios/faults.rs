@@ -38,7 +38,11 @@ fn memcached_killed_mid_run_fails_fast_and_recovers_on_restart() -> anyhow::Resu
         unavailable(cache.get("Lisboa", &format!("/k{n}")), "get after kill");
         unavailable(cache.set("Lisboa", "/k", b"v", None), "set after kill");
         unavailable(cache.clear("Lisboa"), "clear after kill");
-        assert!(started.elapsed() < DEADLINE * 3 + Duration::from_millis(200), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < DEADLINE * 3 + Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
         to_error.get_or_insert(killed.elapsed());
     }
     server.restart()?;
@@ -118,7 +122,10 @@ fn malformed_or_mismatched_replies_are_errors_never_values() -> anyhow::Result<(
         let mut cache = cache_at(liar.address())?;
         for _ in 0..3 {
             match cache.get("Lisboa", "/info") {
-                Ok(Some(value)) => panic!("{:?}: returned a forged value {value:?}", String::from_utf8_lossy(reply)),
+                Ok(Some(value)) => panic!(
+                    "{:?}: returned a forged value {value:?}",
+                    String::from_utf8_lossy(reply)
+                ),
                 Err(CacheError::Trap(error)) => panic!("trap: {error:#}"),
                 // A reply set that cannot be matched is an error; one that
                 // parses (all misses) is a miss.

@@ -10,11 +10,58 @@ use tenant_cache_tests::{Memcached, backend, cache};
 /// At least 40 strings, each one a way naive schemes break.
 fn corpus() -> Vec<String> {
     let mut strings: Vec<String> = [
-        "", " ", "  ", "a b", "\r\n", "\r", "\n", "\t", "\0", "a\0b", "\x7f", "\x1b[31m", ":", "::", "a:", ":a",
-        "a:b", "/", "//", "a/b", "%", "%25", "%3A", "%zz", "#", "#0", "*", "?", "\\", "\"", "'", "flush_all",
-        "flush_all\r\n", "delete a", "stats", "get a b c", "mg a v", "ms a 2\r\nxx", "version", "quit",
-        "e\u{301}", "\u{5d0}\u{5d1}\u{202e}abc", "🦀", "👩\u{200d}👩\u{200d}👧", "\u{feff}", "ǅ", "a:1/x", "x:5/y",
-        "tc:", "tc:default:a", "n:Lisboa", "d:Lisboa:/info",
+        "",
+        " ",
+        "  ",
+        "a b",
+        "\r\n",
+        "\r",
+        "\n",
+        "\t",
+        "\0",
+        "a\0b",
+        "\x7f",
+        "\x1b[31m",
+        ":",
+        "::",
+        "a:",
+        ":a",
+        "a:b",
+        "/",
+        "//",
+        "a/b",
+        "%",
+        "%25",
+        "%3A",
+        "%zz",
+        "#",
+        "#0",
+        "*",
+        "?",
+        "\\",
+        "\"",
+        "'",
+        "flush_all",
+        "flush_all\r\n",
+        "delete a",
+        "stats",
+        "get a b c",
+        "mg a v",
+        "ms a 2\r\nxx",
+        "version",
+        "quit",
+        "e\u{301}",
+        "\u{5d0}\u{5d1}\u{202e}abc",
+        "🦀",
+        "👩\u{200d}👩\u{200d}👧",
+        "\u{feff}",
+        "ǅ",
+        "a:1/x",
+        "x:5/y",
+        "tc:",
+        "tc:default:a",
+        "n:Lisboa",
+        "d:Lisboa:/info",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -35,9 +82,17 @@ fn plant(control: &mut TenantCache) -> Result<(), CacheError> {
 fn check(control: &mut TenantCache, server: &Memcached, case: &str) -> anyhow::Result<()> {
     for n in 0..5 {
         let value = control.get("control", &format!("k{n}"))?;
-        assert_eq!(value, Some(format!("v{n}").into_bytes()), "control entry lost after {case}");
+        assert_eq!(
+            value,
+            Some(format!("v{n}").into_bytes()),
+            "control entry lost after {case}"
+        );
     }
-    assert_eq!(server.raw_get("unrelated")?.as_deref(), Some("item"), "unrelated item lost after {case}");
+    assert_eq!(
+        server.raw_get("unrelated")?.as_deref(),
+        Some("item"),
+        "unrelated item lost after {case}"
+    );
     Ok(())
 }
 
@@ -64,7 +119,11 @@ fn hostile_tenants_keys_and_apps_round_trip_exactly() -> anyhow::Result<()> {
         assert_eq!(app.get(string, string)?, None, "{case}: another app saw main's entry");
         app.set(string, string, b"app", None)?;
         assert_eq!(app.get(string, string)?.as_deref(), Some(&b"app"[..]), "{case}");
-        assert_eq!(main.get(string, string)?, Some(value), "{case}: app write leaked into main");
+        assert_eq!(
+            main.get(string, string)?,
+            Some(value),
+            "{case}: app write leaked into main"
+        );
         // Clearing it clears only it.
         main.clear(string)?;
         assert_eq!(main.get(string, string)?, None, "{case}");
@@ -74,7 +133,10 @@ fn hostile_tenants_keys_and_apps_round_trip_exactly() -> anyhow::Result<()> {
         check(&mut control, &server, &case)?;
     }
     for key in server.keys()? {
-        assert!(key.len() <= 250 && key.bytes().all(|byte| byte.is_ascii_graphic()), "{key:?}");
+        assert!(
+            key.len() <= 250 && key.bytes().all(|byte| byte.is_ascii_graphic()),
+            "{key:?}"
+        );
     }
     Ok(())
 }
@@ -96,7 +158,11 @@ fn awkward_value_sizes_round_trip_or_fail_typed() -> anyhow::Result<()> {
             Err(CacheError::ValueTooLarge { size: reported, limit }) => {
                 assert!(size > MIB - 1024, "{size} bytes refused");
                 assert_eq!((reported, limit), (size as u64, MIB as u64));
-                assert_eq!(cache.get("t", "sized")?.map(|v| v.len()), None, "a refused set left a value");
+                assert_eq!(
+                    cache.get("t", "sized")?.map(|v| v.len()),
+                    None,
+                    "a refused set left a value"
+                );
             }
             Err(other) => panic!("{size} bytes: {other:?}"),
         }

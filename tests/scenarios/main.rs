@@ -4,6 +4,7 @@
 
 // DESIGN.md §2, one file per guarantee.
 mod atomic_clears;
+mod concurrent_writes;
 mod errors;
 mod isolation;
 mod keys;

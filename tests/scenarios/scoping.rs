@@ -12,14 +12,22 @@ fn a_component_cannot_escape_its_application_prefix() -> anyhow::Result<()> {
     let backend = backend(&[&server])?;
     let mut victim = cache(&backend, "victim")?;
     victim.set("Lisboa", "/info", b"secret", None)?;
-    let victim_keys: Vec<String> = server.keys()?.into_iter().filter(|key| key.starts_with("tc:victim:")).collect();
+    let victim_keys: Vec<String> = server
+        .keys()?
+        .into_iter()
+        .filter(|key| key.starts_with("tc:victim:"))
+        .collect();
     assert_eq!(victim_keys.len(), 3, "{victim_keys:?}");
 
     let mut attacker = misbehaving(RuntimeOptions::default())?.instantiate(Grant::new(backend.clone(), "attacker"))?;
     // Reads of the victim's keys, absolute or relative, only ever reach the
     // attacker's own prefix.
     let mut probes: Vec<String> = victim_keys.clone();
-    probes.extend(victim_keys.iter().map(|key| key.trim_start_matches("tc:victim:").to_string()));
+    probes.extend(
+        victim_keys
+            .iter()
+            .map(|key| key.trim_start_matches("tc:victim:").to_string()),
+    );
     probes.extend(["foreign", "../victim/a", "..", "tc:", "tc:victim:", "*"].map(String::from));
     for key in &probes {
         assert_eq!(attacker.get("escape", key)?, None, "read {key:?} outside its prefix");
@@ -27,8 +35,21 @@ fn a_component_cannot_escape_its_application_prefix() -> anyhow::Result<()> {
     }
     // Keys memcached would misread are refused before anything is sent.
     let long = "k".repeat(197);
-    for key in ["", "a b", "x\r\nflush_all", "x\r\ndelete foreign", "\0", "\t", "é", "\u{7f}", long.as_str()] {
-        for result in [attacker.get("escape", key).map(drop), attacker.set("escape", key, b"x", None)] {
+    for key in [
+        "",
+        "a b",
+        "x\r\nflush_all",
+        "x\r\ndelete foreign",
+        "\0",
+        "\t",
+        "é",
+        "\u{7f}",
+        long.as_str(),
+    ] {
+        for result in [
+            attacker.get("escape", key).map(drop),
+            attacker.set("escape", key, b"x", None),
+        ] {
             match result {
                 Err(CacheError::Internal(message)) => assert!(message.contains("InvalidKey"), "{key:?}: {message}"),
                 other => panic!("{key:?}: expected the host to refuse the key, got {other:?}"),
@@ -39,7 +60,10 @@ fn a_component_cannot_escape_its_application_prefix() -> anyhow::Result<()> {
     assert_eq!(server.raw_get("foreign")?.as_deref(), Some("untouched"));
     for key in server.keys()? {
         let own = key.starts_with("tc:victim:") || key.starts_with("tc:attacker:") || key == "foreign";
-        assert!(own && key.len() <= 250 && key.bytes().all(|byte| byte.is_ascii_graphic()), "{key:?}");
+        assert!(
+            own && key.len() <= 250 && key.bytes().all(|byte| byte.is_ascii_graphic()),
+            "{key:?}"
+        );
     }
     Ok(())
 }

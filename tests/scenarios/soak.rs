@@ -74,16 +74,26 @@ fn soak_mixed_operations_on_overlapping_tenants() -> anyhow::Result<()> {
                     let mut log = Log::default();
                     let mut random = 0x9e37_79b9_7f4a_7c15 ^ (writer + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
                     for seq in 0..OPS_PER_THREAD as u64 {
-                        let (roll, tenant, key) = (next(&mut random) % 100, next(&mut random) % TENANTS, next(&mut random) % KEYS);
+                        let (roll, tenant, key) = (
+                            next(&mut random) % 100,
+                            next(&mut random) % TENANTS,
+                            next(&mut random) % KEYS,
+                        );
                         let name = format!("tenant-{tenant}");
                         let began = Instant::now();
                         match roll {
                             0..55 => {
                                 let value = cache.get(&name, &format!("k{key}"))?;
-                                log.reads.push(Read { tenant, key, started: began, value });
+                                log.reads.push(Read {
+                                    tenant,
+                                    key,
+                                    started: began,
+                                    value,
+                                });
                             }
                             55..87 => {
-                                let result = cache.set(&name, &format!("k{key}"), &encode(tenant, key, writer, seq), None);
+                                let result =
+                                    cache.set(&name, &format!("k{key}"), &encode(tenant, key, writer, seq), None);
                                 let succeeded = match result {
                                     Ok(()) => true,
                                     Err(CacheError::Contention(_)) => {
@@ -92,15 +102,30 @@ fn soak_mixed_operations_on_overlapping_tenants() -> anyhow::Result<()> {
                                     }
                                     Err(other) => return Err(other.into()),
                                 };
-                                log.writes.insert((writer, seq), Write { started: began, ended: Instant::now(), succeeded });
+                                log.writes.insert(
+                                    (writer, seq),
+                                    Write {
+                                        started: began,
+                                        ended: Instant::now(),
+                                        succeeded,
+                                    },
+                                );
                             }
                             87..98 => {
                                 cache.clear(&name)?;
-                                log.clears.push(Clear { tenant: Some(tenant), started: began, ended: Instant::now() });
+                                log.clears.push(Clear {
+                                    tenant: Some(tenant),
+                                    started: began,
+                                    ended: Instant::now(),
+                                });
                             }
                             _ => {
                                 cache.clear_all()?;
-                                log.clears.push(Clear { tenant: None, started: began, ended: Instant::now() });
+                                log.clears.push(Clear {
+                                    tenant: None,
+                                    started: began,
+                                    ended: Instant::now(),
+                                });
                             }
                         }
                     }
@@ -108,7 +133,10 @@ fn soak_mixed_operations_on_overlapping_tenants() -> anyhow::Result<()> {
                 })
             })
             .collect();
-        handles.into_iter().map(|handle| handle.join().expect("soak thread panicked")).collect::<anyhow::Result<_>>()
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("soak thread panicked"))
+            .collect::<anyhow::Result<_>>()
     })?;
     let elapsed = started.elapsed();
 

@@ -94,9 +94,13 @@ fn serve(mut client: TcpStream, behaviour: Behaviour, stop: Arc<AtomicBool>) {
             }
         }
         Behaviour::SlowProxy { upstream, delay, slow } => {
-            let Ok(mut server) = TcpStream::connect(&upstream) else { return };
+            let Ok(mut server) = TcpStream::connect(&upstream) else {
+                return;
+            };
             let _ = server.set_read_timeout(Some(Duration::from_millis(20)));
-            let (Ok(mut client_out), Ok(mut server_in)) = (client.try_clone(), server.try_clone()) else { return };
+            let (Ok(mut client_out), Ok(mut server_in)) = (client.try_clone(), server.try_clone()) else {
+                return;
+            };
             let stop_replies = stop.clone();
             // Replies: upstream → client, held back while `slow` is set.
             thread::spawn(move || {

@@ -38,7 +38,13 @@ pub fn cache_on(server: &Memcached, app: &str) -> anyhow::Result<TenantCache> {
 
 /// A backend on `servers` with a short exchange deadline, for fault tests.
 pub fn backend_with_timeout(servers: &[String], timeout: Duration) -> anyhow::Result<Backend> {
-    Backend::memcached(servers, MemcachedOptions { timeout, ..Default::default() })
+    Backend::memcached(
+        servers,
+        MemcachedOptions {
+            timeout,
+            ..Default::default()
+        },
+    )
 }
 
 /// The test-only misbehaving component (see `components/misbehaving`).

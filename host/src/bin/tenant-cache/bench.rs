@@ -22,24 +22,77 @@ struct Measure {
     baseline: Option<&'static str>,
 }
 
-/// Times `ops` calls of `call` (after a warm-up of a tenth as many).
-fn time(ops: usize, mut call: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64, f64)> {
-    for _ in 0..ops / 10 {
-        call()?;
+/// A measure being taken.
+struct Case<'a> {
+    name: &'static str,
+    key: &'static str,
+    baseline: Option<&'static str>,
+    call: Box<dyn FnMut() -> anyhow::Result<()> + 'a>,
+    samples: Vec<Duration>,
+}
+
+impl<'a> Case<'a> {
+    fn new(
+        name: &'static str,
+        key: &'static str,
+        baseline: Option<&'static str>,
+        call: impl FnMut() -> anyhow::Result<()> + 'a,
+    ) -> Self {
+        Case {
+            name,
+            key,
+            baseline,
+            call: Box::new(call),
+            samples: Vec::new(),
+        }
     }
-    let mut samples = Vec::with_capacity(ops);
-    let started = Instant::now();
-    for _ in 0..ops {
-        let before = Instant::now();
-        call()?;
-        samples.push(before.elapsed());
+}
+
+/// Discards a call's result: only its time matters here.
+fn done<T>(_result: T) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// Calls per case before moving on to the next case.
+const SLICE: usize = 50;
+
+/// Times `ops` calls of every case, interleaved in slices of [`SLICE`]
+/// calls, so that every case sees the same machine: a noisy moment slows
+/// them all rather than skewing one ratio.
+fn measure(cases: &mut [Case<'_>], ops: usize, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Measure>> {
+    for case in cases.iter_mut() {
+        progress(case.name);
+        for _ in 0..ops / 10 {
+            (case.call)()?;
+        }
     }
-    let total = started.elapsed();
-    samples.sort_unstable();
-    let micros = |d: Duration| d.as_secs_f64() * 1e6;
-    let p50 = micros(samples[samples.len() / 2]);
-    let p99 = micros(samples[(samples.len() * 99 / 100).min(samples.len() - 1)]);
-    Ok((p50, p99, ops as f64 / total.as_secs_f64()))
+    progress("all measures, interleaved");
+    for _ in 0..ops.div_ceil(SLICE) {
+        for case in cases.iter_mut() {
+            for _ in 0..SLICE {
+                let before = Instant::now();
+                (case.call)()?;
+                case.samples.push(before.elapsed());
+            }
+        }
+    }
+    Ok(cases
+        .iter_mut()
+        .map(|case| {
+            case.samples.sort_unstable();
+            let micros = |d: Duration| d.as_secs_f64() * 1e6;
+            let total: Duration = case.samples.iter().sum();
+            let count = case.samples.len();
+            Measure {
+                name: case.name,
+                key: case.key,
+                p50: micros(case.samples[count / 2]),
+                p99: micros(case.samples[(count * 99 / 100).min(count - 1)]),
+                ops_per_s: count as f64 / total.as_secs_f64(),
+                baseline: case.baseline,
+            }
+        })
+        .collect())
 }
 
 /// Runs `per_thread` calls on each of `threads` threads, each with its own
@@ -64,7 +117,9 @@ fn throughput<S: Send>(
                 })
             })
             .collect();
-        handles.into_iter().try_for_each(|handle| handle.join().expect("bench thread panicked"))
+        handles
+            .into_iter()
+            .try_for_each(|handle| handle.join().expect("bench thread panicked"))
     })?;
     Ok((threads * per_thread) as f64 / started.elapsed().as_secs_f64())
 }
@@ -73,7 +128,7 @@ fn throughput<S: Send>(
 pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool) -> anyhow::Result<()> {
     let server = servers.first().context("bench needs --memcached HOST:PORT")?.clone();
     let ops = ops.max(100);
-    let steps = 13;
+    let steps = 14;
     let mut step = 0;
     let mut progress = |what: &str| {
         step += 1;
@@ -85,7 +140,9 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         .io_timeout(Some(options.timeout))
         .connect(server.as_str())
         .with_context(|| format!("connecting to memcached at {server}"))?;
-    client.noop().with_context(|| format!("memcached at {server} does not answer"))?;
+    client
+        .noop()
+        .with_context(|| format!("memcached at {server} does not answer"))?;
     let run_id: u64 = rand::random();
     let raw_key = format!("tc-bench:{run_id:x}:raw");
     let value = vec![b'v'; 100];
@@ -94,57 +151,78 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
 
     let backend = Backend::memcached(std::slice::from_ref(&server), options)?;
     let app = format!("tenant-cache-bench-{run_id:x}");
-    let runtime = Runtime::from_bytes(tenant_cache_host::COMPONENT, RuntimeOptions { pooling: true, ..Default::default() })?;
+    let runtime = Runtime::from_bytes(
+        tenant_cache_host::COMPONENT,
+        RuntimeOptions {
+            pooling: true,
+            ..Default::default()
+        },
+    )?;
     let unpooled = Runtime::from_bytes(tenant_cache_host::COMPONENT, RuntimeOptions::default())?;
     let grant = Grant::new(backend.clone(), &app);
     let mut cache = runtime.instantiate(grant.clone())?;
     cache.set("bench", "/k", &value, None)?;
-    let naive = Naive { client: &client, prefix: format!("tc-bench:{run_id:x}:naive:") };
+    cache.set("bench-set", "/k", &value, None)?;
+    let naive = Naive {
+        client: &client,
+        prefix: format!("tc-bench:{run_id:x}:naive:"),
+    };
     naive.set("bench", "/k", &value)?;
 
-    let mut measures = Vec::new();
-    let mut add = |name, key, baseline, (p50, p99, ops_per_s): (f64, f64, f64)| {
-        measures.push(Measure { name, key, p50, p99, ops_per_s, baseline });
-    };
-    progress("raw client get");
-    add("raw client get", "raw_get", None, time(ops, || Ok(drop(client.get(&raw_key).send()?)))?);
-    progress("raw client set (100 B)");
-    add("raw client set (100 B)", "raw_set", None, time(ops, || Ok(drop(client.set(&raw_key, &value).send()?)))?);
-    progress("raw client increment");
     let counter = format!("{raw_key}:n");
-    add("raw client increment", "raw_incr", None, time(ops, || Ok(drop(client.increment(&counter).send()?)))?);
-    progress("tenant-cache get");
-    add("tenant-cache get", "get", Some("raw_get"), time(ops, || Ok(drop(cache.get("bench", "/k")?)))?);
-    progress("tenant-cache set (100 B)");
-    add("tenant-cache set (100 B)", "set", Some("raw_set"), time(ops, || Ok(cache.set("bench", "/k", &value, None)?))?);
-    progress("tenant-cache clear");
-    add("tenant-cache clear", "clear", Some("raw_incr"), time(ops, || Ok(cache.clear("bench")?))?);
-    cache.set("bench", "/k", &value, None)?;
-    progress("naive get (3 round trips)");
-    add("naive get (3 round trips)", "naive_get", Some("raw_get"), time(ops, || Ok(drop(naive.get("bench", "/k")?)))?);
-    progress("naive set (3 round trips)");
-    add("naive set (3 round trips)", "naive_set", Some("raw_set"), time(ops, || naive.set("bench", "/k", &value))?);
-    progress("instantiate (pooling allocator)");
-    add("instantiate (pooling)", "instantiate", None, time(ops, || Ok(drop(runtime.instantiate(grant.clone())?)))?);
-    progress("instantiate (on-demand allocator)");
-    let unpooled_ops = (ops / 4).max(100);
-    add("instantiate (on-demand)", "instantiate_on_demand", None, time(unpooled_ops, || {
-        Ok(drop(unpooled.instantiate(grant.clone())?))
-    })?);
-    progress("fresh instance + get");
-    add("fresh instance + get (pooling)", "fresh_get", Some("raw_get"), time(ops, || {
-        Ok(drop(runtime.instantiate(grant.clone())?.get("bench", "/k")?))
-    })?);
+    let mut get_cache = runtime.instantiate(grant.clone())?;
+    let mut set_cache = runtime.instantiate(grant.clone())?;
+    let mut clear_cache = runtime.instantiate(grant.clone())?;
+    let unpooled_grant = grant.clone();
+    let mut cases = vec![
+        Case::new("raw client get", "raw_get", None, || done(client.get(&raw_key).send()?)),
+        Case::new("raw client set (100 B)", "raw_set", None, || {
+            done(client.set(&raw_key, &value).send()?)
+        }),
+        Case::new("raw client increment", "raw_incr", None, || {
+            done(client.increment(&counter).send()?)
+        }),
+        Case::new("tenant-cache get", "get", Some("raw_get"), || {
+            done(get_cache.get("bench", "/k")?)
+        }),
+        Case::new("tenant-cache set (100 B)", "set", Some("raw_set"), || {
+            Ok(set_cache.set("bench-set", "/k", &value, None)?)
+        }),
+        Case::new("tenant-cache clear", "clear", Some("raw_incr"), || {
+            Ok(clear_cache.clear("bench-clear")?)
+        }),
+        Case::new("naive get (3 round trips)", "naive_get", Some("raw_get"), || {
+            done(naive.get("bench", "/k")?)
+        }),
+        Case::new("naive set (3 round trips)", "naive_set", Some("raw_set"), || {
+            naive.set("bench-set", "/k", &value)
+        }),
+        Case::new("instantiate (pooling)", "instantiate", None, || {
+            done(runtime.instantiate(grant.clone())?)
+        }),
+        Case::new("instantiate (on-demand)", "instantiate_on_demand", None, || {
+            done(unpooled.instantiate(unpooled_grant.clone())?)
+        }),
+        Case::new("fresh instance + get (pooling)", "fresh_get", Some("raw_get"), || {
+            done(runtime.instantiate(grant.clone())?.get("bench", "/k")?)
+        }),
+    ];
+    let measures = measure(&mut cases, ops, &mut progress)?;
+    drop(cases);
 
     let mut rates = Vec::new();
     for threads in [1, 2] {
-        progress(if threads == 1 { "throughput, 1 thread" } else { "throughput, 2 threads" });
-        let raw = throughput(threads, ops, || Ok(()), |_| Ok(drop(client.get(&raw_key).send()?)))?;
+        progress(if threads == 1 {
+            "throughput, 1 thread"
+        } else {
+            "throughput, 2 threads"
+        });
+        let raw = throughput(threads, ops, || Ok(()), |_| done(client.get(&raw_key).send()?))?;
         let component = throughput(
             threads,
             ops,
             || runtime.instantiate(grant.clone()),
-            |cache| Ok(drop(cache.get("bench", "/k")?)),
+            |cache| done(cache.get("bench", "/k")?),
         )?;
         rates.push((threads, raw, component));
     }
@@ -161,7 +239,10 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
 }
 
 fn p50_of(measures: &[Measure], key: &str) -> f64 {
-    measures.iter().find(|measure| measure.key == key).map_or(f64::NAN, |measure| measure.p50)
+    measures
+        .iter()
+        .find(|measure| measure.key == key)
+        .map_or(f64::NAN, |measure| measure.p50)
 }
 
 fn to_json(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize) -> String {
@@ -171,14 +252,21 @@ fn to_json(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize) -> Str
         fields.push(format!("\"{}_p99_us\":{:.1}", measure.key, measure.p99));
         fields.push(format!("\"{}_ops_per_s\":{:.0}", measure.key, measure.ops_per_s));
         if let Some(baseline) = measure.baseline {
-            fields.push(format!("\"{}_vs_{baseline}_p50\":{:.3}", measure.key, measure.p50 / p50_of(measures, baseline)));
+            fields.push(format!(
+                "\"{}_vs_{baseline}_p50\":{:.3}",
+                measure.key,
+                measure.p50 / p50_of(measures, baseline)
+            ));
         }
     }
     for (threads, raw, component) in rates {
         fields.push(format!("\"raw_get_{threads}t_ops_per_s\":{raw:.0}"));
         fields.push(format!("\"get_{threads}t_ops_per_s\":{component:.0}"));
     }
-    fields.push(format!("\"naive_get_vs_get_p50\":{:.3}", p50_of(measures, "naive_get") / p50_of(measures, "get")));
+    fields.push(format!(
+        "\"naive_get_vs_get_p50\":{:.3}",
+        p50_of(measures, "naive_get") / p50_of(measures, "get")
+    ));
     fields.push(format!(
         "\"fresh_instance_extra_p50_us\":{:.1}",
         p50_of(measures, "fresh_get") - p50_of(measures, "get")
@@ -188,8 +276,15 @@ fn to_json(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize) -> Str
 
 fn to_table(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize, server: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "tenant-cache bench: memcached at {server}, {ops} calls per measure, one thread\n");
-    let _ = writeln!(out, "{:<34} {:>9} {:>9} {:>10}   {}", "measure", "p50 µs", "p99 µs", "ops/s", "p50 vs raw");
+    let _ = writeln!(
+        out,
+        "tenant-cache bench: memcached at {server}, {ops} calls per measure, interleaved, one thread\n"
+    );
+    let _ = writeln!(
+        out,
+        "{:<34} {:>9} {:>9} {:>10}   p50 vs raw",
+        "measure", "p50 µs", "p99 µs", "ops/s"
+    );
     for measure in measures {
         let ratio = measure
             .baseline
@@ -201,9 +296,18 @@ fn to_table(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize, serve
             measure.name, measure.p50, measure.p99, measure.ops_per_s
         );
     }
-    let _ = writeln!(out, "\n{:<34} {:>12} {:>14} {:>8}", "get throughput", "raw ops/s", "tenant-cache", "ratio");
+    let _ = writeln!(
+        out,
+        "\n{:<34} {:>12} {:>14} {:>8}",
+        "get throughput", "raw ops/s", "tenant-cache", "ratio"
+    );
     for (threads, raw, component) in rates {
-        let _ = writeln!(out, "{:<34} {raw:>12.0} {component:>14.0} {:>8.2}", format!("{threads} thread(s)"), component / raw);
+        let _ = writeln!(
+            out,
+            "{:<34} {raw:>12.0} {component:>14.0} {:>8.2}",
+            format!("{threads} thread(s)"),
+            component / raw
+        );
     }
     let _ = writeln!(
         out,

@@ -14,8 +14,15 @@ impl Naive<'_> {
     fn namespace(&self, tenant: &str) -> anyhow::Result<String> {
         let counter = format!("{}ns:{tenant}", self.prefix);
         let current = self.client.get(&counter).send()?;
-        let version = current.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()).unwrap_or(0u64);
-        self.client.set(&counter, version.to_string()).ttl(Ttl::secs(3600)).send()?;
+        let version = current
+            .value
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0u64);
+        self.client
+            .set(&counter, version.to_string())
+            .ttl(Ttl::secs(3600))
+            .send()?;
         Ok(format!("{}{tenant}:{version}:", self.prefix))
     }
 
