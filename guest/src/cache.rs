@@ -70,7 +70,7 @@ impl<M: Memcached> TenantCache<M> {
             .execute(&tenant, &commands)
             .map_err(from_memcached)?
             .into_iter();
-        let current = read_versions(&mut replies)?;
+        let current = versions(read_records(&mut replies)?);
         self.versions.put(&tenant, current);
         let mut values = Vec::with_capacity(keys.len());
         for reply in replies {
@@ -88,39 +88,52 @@ impl<M: Memcached> TenantCache<M> {
 
     /// Stores several entries of one tenant: one round trip in steady state.
     pub fn set_many(&mut self, tenant: &str, entries: &[(String, Vec<u8>)], ttl: Option<u32>) -> Result<(), Error> {
-        if ttl == Some(0) {
-            return Err(Error::InvalidInput(String::from(
-                "ttl must be at least 1 second; leave it out to keep the entry until memcached evicts it",
-            )));
-        }
+        check_ttl(ttl)?;
         let tenant = encode_part(tenant);
         let keys: Vec<String> = entries.iter().map(|(key, _)| data_record(&tenant, key)).collect();
+        // What the last attempt read of each record, if anything.
+        let mut last: Option<[Record; 2]> = None;
         for _ in 0..MAX_WRITE_ATTEMPTS {
+            // With guessed versions, entries are only `add`ed: a guess must
+            // never overwrite an entry another writer made visible.
+            let guessed = self.versions.get(&tenant).is_none();
             let (tag, mut commands) = match self.versions.get(&tenant) {
                 Some(seen) => (seen, Vec::with_capacity(entries.len() + 2)),
-                // Versions unknown: propose the application version seen
-                // last (or a fresh one) and a fresh tenant version with
-                // `add`; if the records exist, the read-back below names
-                // the real ones.
+                // Versions unknown: propose versions for the records not
+                // known to hold one, with `add` (the read-back below names
+                // the real ones if they exist) or, for a record holding
+                // something that is not a version, with `set` (which hides
+                // what was written under it).
                 None => {
-                    let app = self.versions.app().unwrap_or_else(|| self.memcached.random_u64());
-                    let fresh = Versions {
-                        app,
-                        tenant: self.memcached.random_u64(),
+                    let [app, tenant_version] = last.unwrap_or([
+                        self.versions.app().map_or(Record::Missing, Record::Version),
+                        Record::Missing,
+                    ]);
+                    let mut commands = Vec::with_capacity(entries.len() + 4);
+                    let mut propose = |record: Record, key: String| match record {
+                        Record::Version(version) => version,
+                        Record::Missing | Record::Corrupt => {
+                            let fresh = self.memcached.random_u64();
+                            let store = version_record(key, fresh);
+                            commands.push(if record == Record::Missing {
+                                Command::Add(store)
+                            } else {
+                                Command::Set(store)
+                            });
+                            fresh
+                        }
                     };
-                    let proposals = [(APP_RECORD.into(), fresh.app), (tenant_record(&tenant), fresh.tenant)];
+                    let app = propose(app, String::from(APP_RECORD));
+                    let tenant_version = propose(tenant_version, tenant_record(&tenant));
                     (
-                        fresh,
-                        proposals
-                            .into_iter()
-                            .map(|(key, version)| Command::Add(record(key, version)))
-                            .collect(),
+                        Versions {
+                            app,
+                            tenant: tenant_version,
+                        },
+                        commands,
                     )
                 }
             };
-            // With guessed versions, entries are only `add`ed: a guess must
-            // never overwrite an entry another writer made visible.
-            let guessed = !commands.is_empty();
             let proposals = commands.len();
             for (key, (_, value)) in keys.iter().zip(entries) {
                 let store = Store {
@@ -146,7 +159,9 @@ impl<M: Memcached> TenantCache<M> {
                 let stored = reply.map_err(from_memcached)?;
                 all_stored &= index < proposals || matches!(stored, Reply::Done);
             }
-            let current = read_versions(&mut replies)?;
+            let records = read_records(&mut replies)?;
+            let current = versions(records);
+            last = Some(records);
             self.versions.put(&tenant, current);
             if current == Some(tag) && all_stored {
                 return Ok(());
@@ -157,11 +172,23 @@ impl<M: Memcached> TenantCache<M> {
         )))
     }
 
+    /// Removes one entry: one command.
+    pub fn delete(&mut self, tenant: &str, key: &str) -> Result<(), Error> {
+        let tenant = encode_part(tenant);
+        let command = Command::Delete(data_record(&tenant, key));
+        let replies = self.memcached.execute(&tenant, &[command]).map_err(from_memcached)?;
+        match replies.into_iter().next() {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(error)) => Err(from_memcached(error)),
+            None => Err(Error::Internal(String::from("memcached did not answer the delete"))),
+        }
+    }
+
     /// Moves the tenant version: one command.
     pub fn clear(&mut self, tenant: &str) -> Result<(), Error> {
         let tenant = encode_part(tenant);
         let fresh = self.memcached.random_u64();
-        let command = Command::Set(record(tenant_record(&tenant), fresh));
+        let command = Command::Set(version_record(tenant_record(&tenant), fresh));
         let replies = self.memcached.execute(&tenant, &[command]).map_err(from_memcached)?;
         match replies.into_iter().next() {
             Some(Ok(Reply::Done)) => {
@@ -180,7 +207,7 @@ impl<M: Memcached> TenantCache<M> {
     /// Moves the application version on every server: one command each.
     pub fn clear_all(&mut self) -> Result<(), Error> {
         let fresh = self.memcached.random_u64();
-        let command = Command::Set(record(String::from(APP_RECORD), fresh));
+        let command = Command::Set(version_record(String::from(APP_RECORD), fresh));
         self.memcached.broadcast(&[command]).map_err(from_memcached)?;
         self.versions.move_app(fresh);
         Ok(())
@@ -200,7 +227,7 @@ fn unframe_if_current(mut stored: Vec<u8>, current: Versions) -> Option<Vec<u8>>
 }
 
 /// A version record, kept until evicted: reads bump it in the LRU.
-fn record(key: String, version: u64) -> Store {
+fn version_record(key: String, version: u64) -> Store {
     Store {
         key,
         value: record_value(version),
@@ -208,21 +235,52 @@ fn record(key: String, version: u64) -> Store {
     }
 }
 
-/// Takes the application and tenant version replies off the front;
-/// `None` when either record is missing (nothing written under them can
-/// be trusted then).
-fn read_versions(replies: &mut impl Iterator<Item = Result<Reply, McError>>) -> Result<Option<Versions>, Error> {
-    let mut version = || -> Result<Option<u64>, Error> {
+/// What a version record holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Record {
+    Version(u64),
+    Missing,
+    /// Something that is not a version record (written by someone else).
+    Corrupt,
+}
+
+/// Takes the application and tenant version replies off the front.
+fn read_records(replies: &mut impl Iterator<Item = Result<Reply, McError>>) -> Result<[Record; 2], Error> {
+    let mut record = || -> Result<Record, Error> {
         match replies.next() {
-            Some(Ok(Reply::Value(stored))) => Ok(parse_record(&stored)),
-            Some(Ok(_)) => Ok(None),
+            Some(Ok(Reply::Value(stored))) => Ok(parse_record(&stored).map_or(Record::Corrupt, Record::Version)),
+            Some(Ok(_)) => Ok(Record::Missing),
             Some(Err(error)) => Err(from_memcached(error)),
             None => Err(Error::Internal(String::from("memcached host returned too few replies"))),
         }
     };
-    let app = version()?;
-    let tenant = version()?;
-    Ok(app.zip(tenant).map(|(app, tenant)| Versions { app, tenant }))
+    Ok([record()?, record()?])
+}
+
+/// The current versions; `None` when either record is missing or not a
+/// version (nothing written under it can be trusted then).
+fn versions(records: [Record; 2]) -> Option<Versions> {
+    match records {
+        [Record::Version(app), Record::Version(tenant)] => Some(Versions { app, tenant }),
+        _ => None,
+    }
+}
+
+/// The longest time-to-live accepted: ten years. memcached stores expiry
+/// times as 32-bit Unix timestamps, which end in 2106.
+const MAX_TTL: u32 = 10 * 365 * 24 * 3600;
+
+fn check_ttl(ttl: Option<u32>) -> Result<(), Error> {
+    match ttl {
+        Some(0) => Err(Error::InvalidInput(String::from(
+            "ttl must be at least 1 second; leave it out to keep the entry until memcached evicts it",
+        ))),
+        Some(secs) if secs > MAX_TTL => Err(Error::InvalidInput(alloc::format!(
+            "ttl must be at most {MAX_TTL} seconds (ten years), not {secs}; leave it out to keep the entry \
+             until memcached evicts it"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The one place capability errors become tenant-cache errors.

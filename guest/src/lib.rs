@@ -71,6 +71,9 @@ impl Guest for Component {
     fn set(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>) -> Result<(), Error> {
         with_cache(|cache| cache.set_many(&tenant, &[(key, value)], ttl))
     }
+    fn delete(tenant: String, key: String) -> Result<(), Error> {
+        with_cache(|cache| cache.delete(&tenant, &key))
+    }
     fn clear(tenant: String) -> Result<(), Error> {
         with_cache(|cache| cache.clear(&tenant))
     }

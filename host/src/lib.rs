@@ -83,6 +83,11 @@ impl Backend {
         self.store.describe()
     }
 
+    /// The largest value this backend stores, in bytes.
+    pub fn item_size_limit(&self) -> u64 {
+        self.store.item_size_limit()
+    }
+
     /// Pipelined batches sent so far through this backend and its clones,
     /// one per server reached: the number of memcached round trips
     /// (batches to different servers run in parallel).

@@ -127,7 +127,9 @@ impl Memcached {
             exp::Error::Server(message) if message.contains("too large") => {
                 Error::ValueTooLarge(self.options.item_size_limit)
             }
-            exp::Error::Usage(message) => Error::InvalidKey(message.to_string()),
+            exp::Error::Usage(message) => {
+                Error::Protocol(format!("the memcached client refused the request: {message}"))
+            }
             other => Error::Protocol(format!("memcached at {address}: {other}")),
         }
     }

@@ -67,6 +67,11 @@ impl Plugin {
         )
     }
 
+    /// Removes `key` of `tenant`; removing a missing entry is not an error.
+    pub fn delete(&self, store: impl AsContextMut, tenant: &str, key: &str) -> Result<(), CacheError> {
+        settle(self.exports().call_delete(store, tenant, key), 0)
+    }
+
     /// Makes every entry of `tenant` written so far unreachable.
     pub fn clear(&self, store: impl AsContextMut, tenant: &str) -> Result<(), CacheError> {
         settle(self.exports().call_clear(store, tenant), 0)

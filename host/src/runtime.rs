@@ -214,9 +214,22 @@ impl TenantCache {
     }
 
     /// Stores `value` under `key` of `tenant`; `ttl` in seconds (≥ 1),
-    /// `None` to keep it until memcached evicts it.
+    /// `None` to keep it until memcached evicts it. A value larger than the
+    /// backend's item size limit fails with [`CacheError::ValueTooLarge`]
+    /// and removes the key, as memcached itself does.
     pub fn set(&mut self, tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> Result<(), CacheError> {
+        // A value that cannot be stored is not copied into the component at
+        // all (it could exceed the component's memory limit).
+        if let Some(error) = self.too_large(value.len()) {
+            self.delete(tenant, key)?;
+            return Err(error);
+        }
         self.call(|plugin, store| plugin.set(store, tenant, key, value, ttl))
+    }
+
+    /// Removes `key` of `tenant`; removing a missing entry is not an error.
+    pub fn delete(&mut self, tenant: &str, key: &str) -> Result<(), CacheError> {
+        self.call(|plugin, store| plugin.delete(store, tenant, key))
     }
 
     /// Makes every entry of `tenant` written so far unreachable.
@@ -241,7 +254,33 @@ impl TenantCache {
         entries: &[(String, Vec<u8>)],
         ttl: Option<u32>,
     ) -> Result<(), CacheError> {
-        self.call(|plugin, store| plugin.set_many(store, tenant, entries, ttl))
+        let largest = entries.iter().map(|(_, value)| value.len()).max().unwrap_or(0);
+        let Some(error) = self.too_large(largest) else {
+            return self.call(|plugin, store| plugin.set_many(store, tenant, entries, ttl));
+        };
+        // As one batch would: the entries that fit are stored, the others
+        // removed, and the call fails.
+        let limit = self.grant().backend().item_size_limit();
+        let (fitting, oversized): (Vec<_>, Vec<_>) = entries
+            .iter()
+            .cloned()
+            .partition(|(_, value)| value.len() as u64 <= limit);
+        for (key, _) in &oversized {
+            self.delete(tenant, key)?;
+        }
+        if !fitting.is_empty() {
+            self.call(|plugin, store| plugin.set_many(store, tenant, &fitting, ttl))?;
+        }
+        Err(error)
+    }
+
+    /// The error for a value of `size` bytes, if it exceeds the item limit.
+    fn too_large(&self, size: usize) -> Option<CacheError> {
+        let limit = self.grant().backend().item_size_limit();
+        (size as u64 > limit).then_some(CacheError::ValueTooLarge {
+            size: size as u64,
+            limit,
+        })
     }
 
     /// The grant this instance runs with.

@@ -37,13 +37,18 @@ fn oversized_values_are_a_typed_error_and_nothing_is_lost() -> anyhow::Result<()
     let server = Memcached::start()?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/big", b"old", None)?;
-    for size in [1024 * 1024 + 1, 10 * 1024 * 1024] {
+    // Up to far past the component's 64 MiB memory limit: refused before
+    // the value is even copied into it.
+    for size in [1024 * 1024 + 1, 10 * 1024 * 1024, 100 * 1024 * 1024] {
         match cache.set("Lisboa", "/big", &vec![7u8; size], None) {
             Err(CacheError::ValueTooLarge { size: reported, limit }) => {
                 assert_eq!((reported, limit), (size as u64, 1024 * 1024));
             }
             other => panic!("expected value-too-large for {size} bytes, got {other:?}"),
         }
+        // As memcached does for a too-large set: the old value is gone.
+        assert_eq!(cache.get("Lisboa", "/big")?, None, "{size} bytes");
+        cache.set("Lisboa", "/big", b"old", None)?;
     }
     // A value just under the limit, framed, exceeds what memcached stores
     // once the item header and key are counted: still a typed error.

@@ -75,3 +75,18 @@ fn clears_never_flush_foreign_items() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn delete_removes_one_entry_only() -> anyhow::Result<()> {
+    let server = Memcached::start()?;
+    let mut cache = cache_on(&server, "app")?;
+    cache.set("Lisboa", "/a", b"a", None)?;
+    cache.set("Lisboa", "/b", b"b", None)?;
+    cache.set("Barcelona", "/a", b"a", None)?;
+    cache.delete("Lisboa", "/a")?;
+    cache.delete("Lisboa", "/never-set")?;
+    assert_eq!(cache.get("Lisboa", "/a")?, None);
+    assert_eq!(cache.get("Lisboa", "/b")?.as_deref(), Some(&b"b"[..]));
+    assert_eq!(cache.get("Barcelona", "/a")?.as_deref(), Some(&b"a"[..]));
+    Ok(())
+}

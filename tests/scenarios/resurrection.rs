@@ -76,3 +76,19 @@ fn a_memcached_restart_after_clears_brings_nothing_back() -> anyhow::Result<()> 
     assert_eq!(cache.get("Lisboa", "/info")?.as_deref(), Some(&b"after"[..]));
     Ok(())
 }
+
+#[test]
+fn a_foreign_value_in_a_version_record_is_replaced_not_trusted() -> anyhow::Result<()> {
+    let server = Memcached::start()?;
+    let mut cache = cache_on(&server, "app")?;
+    cache.set("Lisboa", "/info", b"before", None)?;
+    // Someone else overwrites the tenant's version record with junk.
+    server.raw_set("tc:app:n:Lisboa", "not-a-version")?;
+    let mut fresh = cache_on(&server, "app")?;
+    assert_eq!(fresh.get("Lisboa", "/info")?, None);
+    // Writes still work (the record is replaced), and the old entry stays hidden.
+    fresh.set("Lisboa", "/other", b"after", None)?;
+    assert_eq!(fresh.get("Lisboa", "/other")?.as_deref(), Some(&b"after"[..]));
+    assert_eq!(cache.get("Lisboa", "/info")?, None);
+    Ok(())
+}

@@ -61,3 +61,18 @@ fn a_zero_ttl_is_refused() -> anyhow::Result<()> {
     assert_eq!(cache.get("Lisboa", "/info")?, None);
     Ok(())
 }
+
+#[test]
+fn a_ttl_beyond_ten_years_is_refused_with_a_reason() -> anyhow::Result<()> {
+    let server = Memcached::start()?;
+    let mut cache = cache_on(&server, "app")?;
+    cache.set("Lisboa", "/ten-years", b"ok", Some(10 * 365 * 24 * 3600))?;
+    assert_eq!(cache.get("Lisboa", "/ten-years")?.as_deref(), Some(&b"ok"[..]));
+    for ttl in [10 * 365 * 24 * 3600 + 1, u32::MAX] {
+        match cache.set("Lisboa", "/info", b"x", Some(ttl)) {
+            Err(CacheError::InvalidInput(message)) => assert!(message.contains("at most"), "{message}"),
+            other => panic!("ttl {ttl}: expected invalid input, got {other:?}"),
+        }
+    }
+    Ok(())
+}

@@ -68,6 +68,9 @@ impl Guest for Component {
         }
         Ok(())
     }
+    fn delete(_: String, _: String) -> Result<(), Error> {
+        Ok(())
+    }
     fn clear(_: String) -> Result<(), Error> {
         Ok(())
     }
