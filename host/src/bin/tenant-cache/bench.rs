@@ -1,6 +1,7 @@
 //! `tenant-cache bench`: tenant-cache against the raw memcached client and
 //! the naive algorithm, side by side, on the same memcached in one run.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ struct Case<'a> {
     key: &'static str,
     baseline: Option<&'static str>,
     call: Box<dyn FnMut() -> anyhow::Result<()> + 'a>,
+    /// Runs before each call, outside the timed section.
+    setup: Option<Box<dyn FnMut() -> anyhow::Result<()> + 'a>>,
     samples: Vec<Duration>,
 }
 
@@ -43,8 +46,15 @@ impl<'a> Case<'a> {
             key,
             baseline,
             call: Box::new(call),
+            setup: None,
             samples: Vec::new(),
         }
+    }
+
+    /// Adds a step that runs before every call, outside the timed section.
+    fn untimed_step(mut self, setup: impl FnMut() -> anyhow::Result<()> + 'a) -> Self {
+        self.setup = Some(Box::new(setup));
+        self
     }
 }
 
@@ -63,6 +73,9 @@ fn measure(cases: &mut [Case<'_>], ops: usize, progress: &mut dyn FnMut(&str)) -
     for case in cases.iter_mut() {
         progress(case.name);
         for _ in 0..ops / 10 {
+            if let Some(setup) = &mut case.setup {
+                setup()?;
+            }
             (case.call)()?;
         }
     }
@@ -70,6 +83,9 @@ fn measure(cases: &mut [Case<'_>], ops: usize, progress: &mut dyn FnMut(&str)) -
     for _ in 0..ops.div_ceil(SLICE) {
         for case in cases.iter_mut() {
             for _ in 0..SLICE {
+                if let Some(setup) = &mut case.setup {
+                    setup()?;
+                }
                 let before = Instant::now();
                 (case.call)()?;
                 case.samples.push(before.elapsed());
@@ -174,6 +190,12 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     let mut set_cache = runtime.instantiate(grant.clone())?;
     let mut clear_cache = runtime.instantiate(grant.clone())?;
     let unpooled_grant = grant.clone();
+    let (pooled, on_demand, fresh_slot, dropped) = (
+        RefCell::new(None),
+        RefCell::new(None),
+        RefCell::new(None),
+        RefCell::new(None),
+    );
     let mut cases = vec![
         Case::new("raw client get", "raw_get", None, || done(client.get(&raw_key).send()?)),
         Case::new("raw client set (100 B)", "raw_set", None, || {
@@ -197,15 +219,25 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         Case::new("naive set (3 round trips)", "naive_set", Some("raw_set"), || {
             naive.set("bench-set", "/k", &value)
         }),
+        // An instance per request: the request waits for instantiation and
+        // the call; the instance is dropped after the response (measured
+        // on its own below), so drops happen outside the timed section.
         Case::new("instantiate (pooling)", "instantiate", None, || {
-            done(runtime.instantiate(grant.clone())?)
-        }),
+            done(pooled.replace(Some(runtime.instantiate(grant.clone())?)))
+        })
+        .untimed_step(|| done(pooled.take())),
         Case::new("instantiate (on-demand)", "instantiate_on_demand", None, || {
-            done(unpooled.instantiate(unpooled_grant.clone())?)
-        }),
+            done(on_demand.replace(Some(unpooled.instantiate(unpooled_grant.clone())?)))
+        })
+        .untimed_step(|| done(on_demand.take())),
         Case::new("fresh instance + get (pooling)", "fresh_get", Some("raw_get"), || {
-            done(runtime.instantiate(grant.clone())?.get("bench", "/k")?)
-        }),
+            let mut fresh = runtime.instantiate(grant.clone())?;
+            fresh.get("bench", "/k")?;
+            done(fresh_slot.replace(Some(fresh)))
+        })
+        .untimed_step(|| done(fresh_slot.take())),
+        Case::new("drop an instance (pooling)", "drop", None, || done(dropped.take()))
+            .untimed_step(|| done(dropped.replace(Some(runtime.instantiate(grant.clone())?)))),
     ];
     let measures = measure(&mut cases, ops, &mut progress)?;
     drop(cases);
