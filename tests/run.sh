@@ -27,4 +27,6 @@ cargo test --release --workspace
 echo "== clippy (host, tests, and the guest for wasm32-wasip2)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo clippy --release -p tenant-cache-guest -p tenant-cache-misbehaving --target wasm32-wasip2 -- -D warnings
+echo "== docs (every public item of the host library documented, links valid)"
+RUSTDOCFLAGS="-D warnings" cargo doc --release -p tenant-cache-host --no-deps --quiet
 echo "== all checks passed"
