@@ -21,7 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// A multi-tenant cache on memcached: clear one tenant, or every tenant of
 /// an application, without flushing anything else.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "tenant-cache", version)]
 struct Cli {
     /// memcached servers, HOST:PORT[,HOST:PORT...]; without it, an embedded
     /// in-process store is used.
@@ -88,9 +88,15 @@ fn main() -> ExitCode {
         }
         // Usage errors, like every other error, are one line on stderr.
         Err(error) => {
+            // clap's first paragraph says what is wrong (its list of missing
+            // arguments included); the usage that follows is in --help.
             let rendered = error.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("tenant-cache: {first} (see tenant-cache --help)");
+            let what: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("tenant-cache: {} (see tenant-cache --help)", what.join(" "));
             return ExitCode::from(2);
         }
     };
