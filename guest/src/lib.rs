@@ -48,7 +48,9 @@ impl Memcached for Imports {
 /// One instance runs one call at a time, so one cache per instance.
 struct Instance(RefCell<Option<TenantCache<Imports>>>);
 
-// SAFETY: a component instance is single-threaded.
+// SAFETY: a component instance runs one call at a time on one thread, and
+// only the exports touch `INSTANCE` (native builds, the unit tests, never
+// call them).
 unsafe impl Sync for Instance {}
 
 static INSTANCE: Instance = Instance(RefCell::new(None));
