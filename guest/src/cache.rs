@@ -96,8 +96,9 @@ impl<M: Memcached> TenantCache<M> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
             // With guessed versions, entries are only `add`ed: a guess must
             // never overwrite an entry another writer made visible.
-            let guessed = self.versions.get(&tenant).is_none();
-            let (tag, mut commands) = match self.versions.get(&tenant) {
+            let seen = self.versions.get(&tenant);
+            let guessed = seen.is_none();
+            let (tag, mut commands) = match seen {
                 Some(seen) => (seen, Vec::with_capacity(entries.len() + 2)),
                 // Versions unknown: propose versions for the records not
                 // known to hold one, with `add` (the read-back below names

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{HasData, Linker};
 
 use crate::Backend;
@@ -124,9 +123,7 @@ fn app_part(app: &str) -> String {
     if part.len() <= MAX_APP_PART {
         return part;
     }
-    let digest = Sha256::digest(app.as_bytes());
-    let hex: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("#{hex}")
+    format!("#{}", crate::short_digest(app.as_bytes()))
 }
 
 impl Host for Grant {

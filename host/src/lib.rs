@@ -55,6 +55,16 @@ pub use memcached::MemcachedOptions;
 pub use plugin::Plugin;
 pub use runtime::{COMPONENT, Runtime, RuntimeOptions, TenantCache};
 
+/// The first 128 bits of the SHA-256 of `bytes`, as 32 hex digits: names
+/// derived from content (a long application name, a compiled artifact).
+fn short_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// Where entries are stored: a memcached pool or the embedded store.
 /// Cloning is cheap; clones share connections (or the embedded entries).
 #[derive(Clone)]

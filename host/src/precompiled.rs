@@ -5,7 +5,6 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -13,8 +12,7 @@ use wasmtime::component::Component;
 /// component's SHA-256 and by the engine's compatibility hash (wasmtime
 /// version and every setting that changes the machine code).
 fn artifact(engine: &Engine, bytes: &[u8], dir: &Path) -> PathBuf {
-    let digest = Sha256::digest(bytes);
-    let component: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
+    let component = crate::short_digest(bytes);
     // A collision here is harmless: wasmtime re-checks compatibility on load.
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);

@@ -22,16 +22,22 @@ fn example(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-#[test]
-fn the_embedding_example_runs() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
-    let output = Command::new(example("embed")?).arg(server.address()).output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
+/// Runs example `name` against `server`; its stdout once it succeeded.
+fn run_example(name: &str, server: &Memcached) -> anyhow::Result<String> {
+    let output = Command::new(example(name)?).arg(server.address()).output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(
         output.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    Ok(stdout)
+}
+
+#[test]
+fn the_embedding_example_runs() -> anyhow::Result<()> {
+    let server = Memcached::start()?;
+    let stdout = run_example("embed", &server)?;
     assert_eq!(stdout, "Lisboa: Some(\"2 days\")\nBarcelona: None\n");
     assert!(server.keys()?.iter().all(|key| key.starts_with("tc:my-app:")));
     Ok(())
@@ -40,13 +46,7 @@ fn the_embedding_example_runs() -> anyhow::Result<()> {
 #[test]
 fn the_instance_pool_example_serves_concurrent_requests() -> anyhow::Result<()> {
     let server = Memcached::start()?;
-    let output = Command::new(example("pool")?).arg(server.address()).output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_example("pool", &server)?;
     assert!(stdout.starts_with("8000 requests from 8 threads"), "{stdout}");
     Ok(())
 }
