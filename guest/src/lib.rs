@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod cache;
 pub mod frame;
 pub mod keys;
+pub mod small_blocks;
 pub mod versions;
 
 #[allow(missing_docs, clippy::all)]

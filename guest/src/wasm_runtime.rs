@@ -7,14 +7,20 @@
 #[link(name = "c")]
 unsafe extern "C" {}
 
-/// The allocator: talc, first over an arena in the component's own static
-/// memory, then over pages it grows. The arena matters for hosts that
-/// create an instance per request: it is part of the initial memory, which
-/// the pooling allocator keeps resident between instances, so an ordinary
-/// call never grows memory and takes no page faults.
+use core::alloc::{GlobalAlloc, Layout};
+
+use crate::small_blocks::{FreeLists, class_layout, class_of};
+
+/// The allocator: small blocks from per-size free lists, everything else
+/// from talc (see [`crate::small_blocks`]). Talc works first over an arena
+/// in the component's own static memory, then over pages it grows. The
+/// arena matters for hosts that create an instance per request: it is part
+/// of the initial memory, which the pooling allocator keeps resident
+/// between instances, so an ordinary call never grows memory and takes no
+/// page faults.
 #[global_allocator]
-static ALLOCATOR: talc::cell::TalcSyncCell<ArenaThenGrow, talc::wasm::WasmBinning> =
-    talc::cell::TalcSyncCell::new_wasm(ArenaThenGrow);
+static ALLOCATOR: SmallBlocksOver<talc::cell::TalcSyncCell<ArenaThenGrow, talc::wasm::WasmBinning>> =
+    SmallBlocksOver::new(talc::cell::TalcSyncCell::new_wasm(ArenaThenGrow));
 
 const ARENA_SIZE: usize = 24 * 1024;
 const PAGE: usize = 65536;
@@ -55,11 +61,77 @@ unsafe impl talc::source::Source for ArenaThenGrow {
     }
 }
 
+/// [`FreeLists`] in front of a general allocator.
+struct SmallBlocksOver<A> {
+    lists: core::cell::UnsafeCell<FreeLists>,
+    general: A,
+}
+
+impl<A> SmallBlocksOver<A> {
+    const fn new(general: A) -> Self {
+        SmallBlocksOver {
+            lists: core::cell::UnsafeCell::new(FreeLists::new()),
+            general,
+        }
+    }
+}
+
+// SAFETY: a component instance is single-threaded; nothing else reaches
+// the lists.
+unsafe impl<A: Sync> Sync for SmallBlocksOver<A> {}
+
+// SAFETY: a small block comes from `general` with its class's layout and
+// goes back to a list only when the caller frees it with a layout of the
+// same class, so every block is either on one list or owned by one caller.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for SmallBlocksOver<A> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match class_of(layout) {
+            // SAFETY: single-threaded (see `Sync` above).
+            Some(class) => match unsafe { (*self.lists.get()).pop(class) } {
+                Some(block) => block,
+                // SAFETY: a class layout has a non-zero size.
+                None => unsafe { self.general.alloc(class_layout(class)) },
+            },
+            // SAFETY: forwarded as is.
+            None => unsafe { self.general.alloc(layout) },
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match class_of(layout) {
+            // SAFETY: `ptr` is a block of `class` (see `GlobalAlloc` above),
+            // now free.
+            Some(class) => unsafe { (*self.lists.get()).push(class, ptr) },
+            // SAFETY: forwarded as is.
+            None => unsafe { self.general.dealloc(ptr, layout) },
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe {
+            let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+            match (class_of(layout), class_of(new_layout)) {
+                (None, None) => self.general.realloc(ptr, layout, new_size),
+                (old, new) if old == new => ptr,
+                _ => {
+                    let new_ptr = self.alloc(new_layout);
+                    if !new_ptr.is_null() {
+                        core::ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
+                        self.dealloc(ptr, layout);
+                    }
+                    new_ptr
+                }
+            }
+        }
+    }
+}
+
 /// The canonical ABI's allocator export. `std` provides it on this target;
 /// a `no_std` component must, and it only forwards to the global allocator.
 #[unsafe(no_mangle)]
 unsafe extern "C" fn cabi_realloc(old: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
-    use alloc::alloc::{Layout, alloc, handle_alloc_error, realloc};
+    use alloc::alloc::{alloc, handle_alloc_error, realloc};
     if new_len == 0 {
         return align as *mut u8;
     }

@@ -91,3 +91,7 @@ bindings::export!(Component with_types_in bindings);
 #[cfg(target_arch = "wasm32")]
 #[path = "../../../../guest/src/wasm_runtime.rs"]
 mod wasm_runtime;
+
+#[cfg(target_arch = "wasm32")]
+#[path = "../../../../guest/src/small_blocks.rs"]
+mod small_blocks;
