@@ -105,6 +105,17 @@ impl Backend {
         self.batches.load(Ordering::Relaxed)
     }
 
+    /// Runs meta commands as they are, outside any application's prefix,
+    /// on the first server and over the same connections the capability
+    /// uses: the raw baseline `tenant-cache bench` compares against.
+    #[doc(hidden)]
+    pub fn raw_exchange(
+        &self,
+        commands: Vec<memcache::exp::MetaCommand>,
+    ) -> anyhow::Result<Vec<memcache::exp::MetaResponse>> {
+        self.store.raw(commands).map_err(|error| anyhow::anyhow!("{error:?}"))
+    }
+
     fn with_store(store: Arc<dyn store::Store>) -> Backend {
         Backend {
             store,

@@ -1,5 +1,7 @@
 //! What the capability runs on: memcached, or the embedded store.
 
+use memcache::exp::{MetaCommand, MetaResponse};
+
 use crate::bindings::memcached::{Command, Error, Reply};
 
 /// One reply per command, or an error that concerns the whole batch.
@@ -12,6 +14,14 @@ pub(crate) trait Store: Send + Sync {
     fn execute(&self, route: &[u8], commands: Vec<Command>) -> BatchResult;
     /// Runs `commands` on every server; fails if any server fails.
     fn broadcast(&self, commands: Vec<Command>) -> Result<(), Error>;
+    /// Runs meta commands as they are on the first server (the bench's
+    /// raw baseline); only memcached has them.
+    fn raw(&self, _commands: Vec<MetaCommand>) -> Result<Vec<MetaResponse>, Error> {
+        Err(Error::Protocol(format!(
+            "{} takes no raw memcached commands",
+            self.describe()
+        )))
+    }
     /// How many servers a broadcast reaches.
     fn servers(&self) -> usize;
     /// The largest value the store accepts, in bytes.

@@ -7,10 +7,10 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use memcache::exp::MetaClient;
+use memcache::exp::{MetaClient, MetaCommand, MetaOp};
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions};
 
-use crate::naive::Naive;
+use crate::naive::{Naive, raw, raw_get, raw_set};
 
 /// One measured operation: latencies of single calls, and throughput.
 struct Measure {
@@ -151,21 +151,24 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         eprint!("\rbench: {step:>2}/{steps} {what:<40}");
         let _ = std::io::stderr().flush();
     };
+    // The raw baseline and the naive algorithm run on the very client and
+    // connection tenant-cache uses: memcached hands each connection to one
+    // of its worker threads, and the latency of one worker can differ from
+    // another's by several microseconds, more than what is measured here.
+    let backend = Backend::memcached(std::slice::from_ref(&server), options.clone())?;
+    raw_get(&backend, "tc-bench:ping").with_context(|| format!("memcached at {server} does not answer"))?;
+    // The crate's pooled client, on a connection of its own, for reference.
     let client = MetaClient::builder()
         .connect_timeout(Some(options.timeout))
         .io_timeout(Some(options.timeout))
         .connect(server.as_str())
         .with_context(|| format!("connecting to memcached at {server}"))?;
-    client
-        .noop()
-        .with_context(|| format!("memcached at {server} does not answer"))?;
     let run_id: u64 = rand::random();
     let raw_key = format!("tc-bench:{run_id:x}:raw");
     let value = vec![b'v'; 100];
-    client.set(&raw_key, &value).send()?;
-    client.set(format!("{raw_key}:n"), "0").send()?;
+    raw_set(&backend, &raw_key, &value, None)?;
+    raw_set(&backend, &format!("{raw_key}:n"), b"0", None)?;
 
-    let backend = Backend::memcached(std::slice::from_ref(&server), options)?;
     let app = format!("tenant-cache-bench-{run_id:x}");
     let runtime = Runtime::from_bytes(
         tenant_cache_host::COMPONENT,
@@ -180,7 +183,7 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     cache.set("bench", "/k", &value, None)?;
     cache.set("bench-set", "/k", &value, None)?;
     let naive = Naive {
-        client: &client,
+        backend: &backend,
         prefix: format!("tc-bench:{run_id:x}:naive:"),
     };
     naive.set("bench", "/k", &value)?;
@@ -197,13 +200,19 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         RefCell::new(None),
     );
     let mut cases = vec![
-        Case::new("raw client get", "raw_get", None, || done(client.get(&raw_key).send()?)),
-        Case::new("raw client set (100 B)", "raw_set", None, || {
-            done(client.set(&raw_key, &value).send()?)
+        Case::new("raw get", "raw_get", None, || done(raw_get(&backend, &raw_key)?)),
+        Case::new("raw set (100 B)", "raw_set", None, || {
+            raw_set(&backend, &raw_key, &value, None)
         }),
-        Case::new("raw client increment", "raw_incr", None, || {
-            done(client.increment(&counter).send()?)
+        Case::new("raw increment", "raw_incr", None, || {
+            done(raw(&backend, MetaCommand::new(MetaOp::Arithmetic, counter.as_str()))?)
         }),
+        Case::new(
+            "memcache MetaClient get (own conn.)",
+            "metaclient_get",
+            Some("raw_get"),
+            || done(client.get(&raw_key).send()?),
+        ),
         Case::new("tenant-cache get", "get", Some("raw_get"), || {
             done(get_cache.get("bench", "/k")?)
         }),
@@ -249,7 +258,7 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         } else {
             "throughput, 2 threads"
         });
-        let raw = throughput(threads, ops, || Ok(()), |_| done(client.get(&raw_key).send()?))?;
+        let raw = throughput(threads, ops, || Ok(()), |_| done(raw_get(&backend, &raw_key)?))?;
         let component = throughput(
             threads,
             ops,
@@ -259,7 +268,7 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         rates.push((threads, raw, component));
     }
     eprintln!("\rbench: done{:<50}", "");
-    let _ = client.delete(&raw_key).send();
+    let _ = raw(&backend, MetaCommand::new(MetaOp::Delete, raw_key.as_str()));
     let _ = cache.clear_all();
 
     if json {
