@@ -100,7 +100,11 @@ mod tests {
             let class = class(size, 1).unwrap();
             assert!(class_layout(class).size() >= size, "size {size} in class {class}");
             if class > 0 {
-                assert!(class_layout(class - 1).size() < size, "size {size} could use class {}", class - 1);
+                assert!(
+                    class_layout(class - 1).size() < size,
+                    "size {size} could use class {}",
+                    class - 1
+                );
             }
         }
     }
