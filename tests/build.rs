@@ -13,6 +13,7 @@ fn main() {
     for watched in [
         "tests/components",
         "guest/src/wasm_runtime.rs",
+        "guest/src/small_blocks.rs",
         "wit",
         "host/wasm_build.rs",
     ] {

@@ -25,10 +25,23 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
-use crate::bindings::tenant_cache::cache::memcached::{Command, Error as McError, Reply, Store};
+use crate::bindings::tenant_cache::cache::memcached::{Command, Error as McError, Store};
 use crate::frame::{HEADER_LEN, frame, unframe};
 use crate::keys::{APP_RECORD, data_record, encode_part, tenant_record};
 use crate::versions::{VersionCache, Versions, parse_record, record_value};
+
+/// The outcome of one command of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `get` found the item.
+    Value(Vec<u8>),
+    /// `get` or `delete` found no item.
+    Miss,
+    /// `set`, `add` or `delete` took effect.
+    Done,
+    /// `add` found an existing item and stored nothing.
+    Exists,
+}
 
 /// The memcached capability the algorithm runs on.
 pub trait Memcached {

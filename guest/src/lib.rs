@@ -24,8 +24,8 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest};
-use bindings::tenant_cache::cache::memcached::{self, Command, Reply};
-use cache::{Memcached, TenantCache};
+use bindings::tenant_cache::cache::memcached::{self, Command, Replies, Reply as Outcome};
+use cache::{Memcached, Reply, TenantCache};
 
 /// The imported capability.
 struct Imports;
@@ -36,7 +36,7 @@ impl Memcached for Imports {
         route: &str,
         commands: &[Command],
     ) -> Result<Vec<Result<Reply, memcached::Error>>, memcached::Error> {
-        memcached::execute(route, commands)
+        memcached::execute(route, commands).and_then(unpack)
     }
     fn broadcast(&self, commands: &[Command]) -> Result<(), memcached::Error> {
         memcached::broadcast(commands)
@@ -44,6 +44,36 @@ impl Memcached for Imports {
     fn random_u64(&self) -> u64 {
         memcached::random_u64()
     }
+}
+
+/// One reply per command, each value cut out of the shared buffer (a lone
+/// value that fills it takes it whole).
+fn unpack(replies: Replies) -> Result<Vec<Result<Reply, memcached::Error>>, memcached::Error> {
+    let Replies { outcomes, mut values } = replies;
+    let mut start = 0usize;
+    let mut unpacked = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        unpacked.push(match outcome {
+            Outcome::Value(len) => {
+                let end = start
+                    .checked_add(len as usize)
+                    .filter(|&end| end <= values.len())
+                    .ok_or_else(|| memcached::Error::Protocol(String::from("value lengths exceed the values")))?;
+                let value = if start == 0 && end == values.len() {
+                    core::mem::take(&mut values)
+                } else {
+                    values[start..end].to_vec()
+                };
+                start = end;
+                Ok(Reply::Value(value))
+            }
+            Outcome::Miss => Ok(Reply::Miss),
+            Outcome::Done => Ok(Reply::Done),
+            Outcome::Exists => Ok(Reply::Exists),
+            Outcome::Failed(error) => Err(error),
+        });
+    }
+    Ok(unpacked)
 }
 
 /// One instance runs one call at a time, so one cache per instance.
@@ -98,3 +128,62 @@ bindings::export!(Component with_types_in bindings);
 
 #[cfg(target_arch = "wasm32")]
 mod wasm_runtime;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replies(outcomes: Vec<Outcome>, values: &[u8]) -> Replies {
+        Replies {
+            outcomes,
+            values: values.to_vec(),
+        }
+    }
+
+    /// The bindings' error has no `PartialEq`: compare what it shows.
+    fn shown(unpacked: Result<Vec<Result<Reply, memcached::Error>>, memcached::Error>) -> String {
+        alloc::format!("{unpacked:?}")
+    }
+
+    #[test]
+    fn values_are_cut_in_order() {
+        let unpacked = unpack(replies(
+            vec![Outcome::Value(2), Outcome::Miss, Outcome::Value(0), Outcome::Value(3), Outcome::Done],
+            b"abcde",
+        ));
+        assert_eq!(
+            shown(unpacked),
+            shown(Ok(vec![
+                Ok(Reply::Value(b"ab".to_vec())),
+                Ok(Reply::Miss),
+                Ok(Reply::Value(Vec::new())),
+                Ok(Reply::Value(b"cde".to_vec())),
+                Ok(Reply::Done),
+            ]))
+        );
+        let lone = unpack(replies(vec![Outcome::Exists, Outcome::Value(3)], b"xyz"));
+        assert_eq!(
+            shown(lone),
+            shown(Ok(vec![Ok(Reply::Exists), Ok(Reply::Value(b"xyz".to_vec()))]))
+        );
+        let failed = unpack(replies(vec![Outcome::Failed(memcached::Error::ValueTooLarge(9))], b""));
+        assert_eq!(
+            shown(failed),
+            shown(Ok(vec![Err(memcached::Error::ValueTooLarge(9))]))
+        );
+    }
+
+    #[test]
+    fn lengths_beyond_the_values_are_a_protocol_error() {
+        for (outcomes, values) in [
+            (vec![Outcome::Value(4)], &b"abc"[..]),
+            (vec![Outcome::Value(2), Outcome::Value(2)], b"abc"),
+            (vec![Outcome::Value(1), Outcome::Value(u32::MAX)], b"abc"),
+        ] {
+            assert!(matches!(
+                unpack(replies(outcomes, values)),
+                Err(memcached::Error::Protocol(_))
+            ));
+        }
+    }
+}

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
 use crate::Backend;
-use crate::bindings::memcached::{Command, Error, Host, Store};
-use crate::store::BatchResult;
+use crate::bindings::memcached::{Command, Error, Host, Replies, Reply as Outcome, Store as Item};
+use crate::store::Reply;
 
 /// memcached's limit on a key, in bytes.
 const MAX_MEMCACHED_KEY: usize = 250;
@@ -74,39 +74,81 @@ impl Grant {
     }
 
     /// Scopes one command. A store whose value cannot fit the item size
-    /// limit is not sent: a `set` becomes a `delete` of its key (as
+    /// limit is not sent as such: a `set` becomes a `delete` of its key (as
     /// memcached itself drops the old item when a set is too large, so a
-    /// failed write never leaves a stale value behind), an `add` a
-    /// harmless `get`; `Some(error)` is then that command's reply.
-    fn scope_command(&self, command: Command) -> Result<(Command, Option<Error>), Error> {
+    /// failed write never leaves a stale value behind) and an `add` is
+    /// dropped; the second part is then that command's failure.
+    fn scope_command(&self, command: Command) -> Result<(Option<Command>, Option<Error>), Error> {
         let limit = self.backend.store().item_size_limit();
-        let fits = |item: &Store| u64::try_from(item.value.len()).is_ok_and(|len| len <= limit);
+        let fits = |item: &Item| u64::try_from(item.value.len()).is_ok_and(|len| len <= limit);
         Ok(match command {
-            Command::Get(key) => (Command::Get(self.scope(key)?), None),
-            Command::Delete(key) => (Command::Delete(self.scope(key)?), None),
+            Command::Get(key) => (Some(Command::Get(self.scope(key)?)), None),
+            Command::Delete(key) => (Some(Command::Delete(self.scope(key)?)), None),
             Command::Set(item) if !fits(&item) => (
-                Command::Delete(self.scope(item.key)?),
+                Some(Command::Delete(self.scope(item.key)?)),
                 Some(Error::ValueTooLarge(limit)),
             ),
             Command::Add(item) if !fits(&item) => {
-                (Command::Get(self.scope(item.key)?), Some(Error::ValueTooLarge(limit)))
+                self.scope(item.key)?;
+                (None, Some(Error::ValueTooLarge(limit)))
             }
             Command::Set(item) => (
-                Command::Set(Store {
+                Some(Command::Set(Item {
                     key: self.scope(item.key)?,
                     ..item
-                }),
+                })),
                 None,
             ),
             Command::Add(item) => (
-                Command::Add(Store {
+                Some(Command::Add(Item {
                     key: self.scope(item.key)?,
                     ..item
-                }),
+                })),
                 None,
             ),
         })
     }
+}
+
+/// Packs a store's replies the way the capability returns them: the
+/// values back to back in one buffer. `refused` (sorted by index) are the
+/// failures of commands that were not sent as such: each takes its place
+/// in the outcomes, in command order.
+fn pack(replies: Vec<Result<Reply, Error>>, refused: Vec<(usize, Error)>) -> Replies {
+    let mut outcomes = Vec::with_capacity(replies.len() + refused.len());
+    let lengths = replies.iter().filter_map(|reply| match reply {
+        Ok(Reply::Value(value)) => Some(value.len()),
+        _ => None,
+    });
+    let (count, total) = lengths.fold((0, 0), |(count, total), len| (count + 1, total + len));
+    let mut values = Vec::new();
+    if count > 1 {
+        values.reserve_exact(total);
+    }
+    let mut refused = refused.into_iter().peekable();
+    for reply in replies {
+        while let Some((_, error)) = refused.next_if(|(index, _)| *index == outcomes.len()) {
+            outcomes.push(Outcome::Failed(error));
+        }
+        outcomes.push(match reply {
+            Ok(Reply::Value(value)) => {
+                let len = value.len() as u32;
+                // A lone value moves in whole, however large.
+                if count == 1 {
+                    values = value;
+                } else {
+                    values.extend_from_slice(&value);
+                }
+                Outcome::Value(len)
+            }
+            Ok(Reply::Miss) => Outcome::Miss,
+            Ok(Reply::Done) => Outcome::Done,
+            Ok(Reply::Exists) => Outcome::Exists,
+            Err(error) => Outcome::Failed(error),
+        });
+    }
+    outcomes.extend(refused.map(|(_, error)| Outcome::Failed(error)));
+    Replies { outcomes, values }
 }
 
 /// The application name as it appears in keys: percent-encoded like the
@@ -127,38 +169,46 @@ fn app_part(app: &str) -> String {
 }
 
 impl Host for Grant {
-    fn execute(&mut self, route: String, commands: Vec<Command>) -> BatchResult {
-        let mut scoped = Vec::with_capacity(commands.len());
+    fn execute(&mut self, route: String, commands: Vec<Command>) -> Result<Replies, Error> {
+        let mut sent = Vec::with_capacity(commands.len());
+        // Commands not sent as such: by position among the sent ones (a
+        // refused `set` still sends its `delete`), or by index (a refused
+        // `add` sends nothing).
+        let mut failed = Vec::new();
         let mut refused = Vec::new();
         for (index, command) in commands.into_iter().enumerate() {
-            let (command, refusal) = self.scope_command(command)?;
-            scoped.push(command);
-            if let Some(error) = refusal {
-                refused.push((index, error));
+            match self.scope_command(command)? {
+                (Some(command), None) => sent.push(command),
+                (Some(command), Some(error)) => {
+                    failed.push((sent.len(), error));
+                    sent.push(command);
+                }
+                (None, Some(error)) => refused.push((index, error)),
+                (None, None) => {}
             }
         }
         self.backend.count_batches(1);
         // The route only picks a server; it is never sent to memcached.
-        let mut replies = self.backend.store().execute(route.as_bytes(), scoped)?;
-        for (index, error) in refused {
-            if let Some(reply) = replies.get_mut(index) {
+        let mut replies = self.backend.store().execute(route.as_bytes(), sent)?;
+        for (position, error) in failed {
+            if let Some(reply) = replies.get_mut(position) {
                 *reply = Err(error);
             }
         }
-        Ok(replies)
+        Ok(pack(replies, refused))
     }
 
     fn broadcast(&mut self, commands: Vec<Command>) -> Result<(), Error> {
         let mut scoped = Vec::with_capacity(commands.len());
         for command in commands {
             match self.scope_command(command)? {
-                (command, None) => scoped.push(command),
+                (Some(command), None) => scoped.push(command),
                 (_, Some(refused)) => return Err(refused),
+                (None, None) => {}
             }
         }
-        let commands = scoped;
         self.backend.count_batches(self.backend.store().servers() as u64);
-        self.backend.store().broadcast(commands)
+        self.backend.store().broadcast(scoped)
     }
 
     fn random_u64(&mut self) -> u64 {
@@ -192,6 +242,37 @@ mod tests {
         let long = app_part(&"x".repeat(1000));
         assert!(long.starts_with('#') && long.len() == 33);
         assert_ne!(long, app_part(&"x".repeat(1001)));
+    }
+
+    #[test]
+    fn replies_pack_values_back_to_back_with_refusals_in_place() {
+        let packed = pack(
+            vec![
+                Ok(Reply::Value(b"ab".to_vec())),
+                Ok(Reply::Miss),
+                Err(Error::Protocol("x".into())),
+                Ok(Reply::Value(b"cde".to_vec())),
+                Ok(Reply::Done),
+            ],
+            vec![(0, Error::ValueTooLarge(1)), (3, Error::ValueTooLarge(2)), (7, Error::ValueTooLarge(3))],
+        );
+        assert_eq!(
+            packed.outcomes,
+            vec![
+                Outcome::Failed(Error::ValueTooLarge(1)),
+                Outcome::Value(2),
+                Outcome::Miss,
+                Outcome::Failed(Error::ValueTooLarge(2)),
+                Outcome::Failed(Error::Protocol("x".into())),
+                Outcome::Value(3),
+                Outcome::Done,
+                Outcome::Failed(Error::ValueTooLarge(3)),
+            ]
+        );
+        assert_eq!(packed.values, b"abcde");
+        let lone = pack(vec![Ok(Reply::Miss), Ok(Reply::Value(vec![7; 1000]))], Vec::new());
+        assert_eq!(lone.outcomes, vec![Outcome::Miss, Outcome::Value(1000)]);
+        assert_eq!(lone.values, vec![7; 1000]);
     }
 
     #[test]

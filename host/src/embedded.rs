@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::bindings::memcached::{Command, Error, Reply, Store as Item};
-use crate::store::{BatchResult, Store};
+use crate::bindings::memcached::{Command, Error, Store as Item};
+use crate::store::{BatchResult, Reply, Store};
 
 /// memcached's default item size limit (`-I 1m`).
 const ITEM_SIZE_LIMIT: u64 = 1024 * 1024;

@@ -28,9 +28,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use memcache::exp::{self, MetaCommand, MetaConnection, MetaOp, MetaResponse, ReturnCode};
 
-use crate::bindings::memcached::{Command, Error, Reply, Store as Item};
+use crate::bindings::memcached::{Command, Error, Store as Item};
 use crate::routing;
-use crate::store::{BatchResult, Store};
+use crate::store::{BatchResult, Reply, Store};
 
 /// How a memcached pool is reached.
 #[derive(Clone, Debug)]

@@ -2,7 +2,20 @@
 
 use memcache::exp::{MetaCommand, MetaResponse};
 
-use crate::bindings::memcached::{Command, Error, Reply};
+use crate::bindings::memcached::{Command, Error};
+
+/// The outcome of one command, as a store reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// `get` found the item.
+    Value(Vec<u8>),
+    /// `get` or `delete` found no item.
+    Miss,
+    /// `set`, `add` or `delete` took effect.
+    Done,
+    /// `add` found an existing item and stored nothing.
+    Exists,
+}
 
 /// One reply per command, or an error that concerns the whole batch.
 pub(crate) type BatchResult = Result<Vec<Result<Reply, Error>>, Error>;

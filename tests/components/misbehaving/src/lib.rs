@@ -24,10 +24,10 @@ struct Component;
 
 fn raw(command: Command) -> Result<Option<Vec<u8>>, Error> {
     match memcached::execute("escape", &[command]) {
-        Ok(mut replies) => match replies.pop() {
-            Some(Ok(Reply::Value(value))) => Ok(Some(value)),
-            Some(Ok(_)) => Ok(None),
-            Some(Err(error)) => Err(Error::Internal(alloc::format!("{error:?}"))),
+        Ok(replies) => match replies.outcomes.first() {
+            Some(Reply::Value(_)) => Ok(Some(replies.values)),
+            Some(Reply::Failed(error)) => Err(Error::Internal(alloc::format!("{error:?}"))),
+            Some(_) => Ok(None),
             None => Err(Error::Internal(String::from("no reply"))),
         },
         Err(error) => Err(Error::Internal(alloc::format!("{error:?}"))),
