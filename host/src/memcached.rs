@@ -6,8 +6,8 @@
 //! The pool and the checks around each exchange are ours. The crate's
 //! pooled `MetaClient` costs nine system calls per exchange (three of them
 //! probing the idle connection) and about 6.7k instructions per extra
-//! command in a batch; here an exchange is five calls plus a one-call
-//! probe, and an extra command about 2.5k instructions. The crate's legacy
+//! command in a batch; here an exchange is seven calls (one of them the
+//! probe), and an extra command about 2.5k instructions. The crate's legacy
 //! `Client` is out of the question: it probes every checkout with a
 //! `version` round trip, writes keys into the command line unchecked and
 //! can pair a reply with the wrong request after a timeout.
@@ -18,8 +18,11 @@
 //!   forged reply fails the batch instead of answering another key;
 //! - a connection that failed in any way is dropped, never reused;
 //! - an idle connection is probed before reuse, so a server restart is
-//!   noticed before a request is written to a dead connection;
-//! - one deadline covers the whole exchange, connecting included.
+//!   noticed before a request is written to a dead connection (bytes
+//!   already buffered from an earlier reply cannot pass for a new one:
+//!   their tokens are stale);
+//! - connecting, and then each exchange as a whole, are bounded by the
+//!   configured timeout.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
