@@ -23,18 +23,19 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
 use crate::bindings::tenant_cache::cache::memcached::{Command, Error as McError, Store};
-use crate::frame::{HEADER_LEN, frame, unframe};
+use crate::frame::{frame, unframe};
 use crate::keys::{APP_RECORD, data_record, encode_part, tenant_record};
 use crate::versions::{VersionCache, Versions, parse_record, record_value};
 
 /// The outcome of one command of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// `get` found the item.
-    Value(Vec<u8>),
+    /// `get` found the item; its value is this range of the batch's values.
+    Value(Range<usize>),
     /// `get` or `delete` found no item.
     Miss,
     /// `set`, `add` or `delete` took effect.
@@ -43,10 +44,19 @@ pub enum Reply {
     Exists,
 }
 
+/// The replies to a batch: one per command, the values in one buffer.
+#[derive(Debug)]
+pub struct Batch {
+    /// One reply per command, in command order.
+    pub replies: Vec<Result<Reply, McError>>,
+    /// The bytes the `Value` replies point into.
+    pub values: Vec<u8>,
+}
+
 /// The memcached capability the algorithm runs on.
 pub trait Memcached {
     /// One pipelined batch on the server that owns `route`.
-    fn execute(&self, route: &str, commands: &[Command]) -> Result<Vec<Result<Reply, McError>>, McError>;
+    fn execute(&self, route: &str, commands: &[Command]) -> Result<Batch, McError>;
     /// The same batch on every server.
     fn broadcast(&self, commands: &[Command]) -> Result<(), McError>;
     /// A fresh random value.
@@ -78,17 +88,19 @@ impl<M: Memcached> TenantCache<M> {
         commands.push(Command::Get(String::from(APP_RECORD)));
         commands.push(Command::Get(tenant_record(&tenant)));
         commands.extend(keys.iter().map(|key| Command::Get(data_record(&tenant, key))));
-        let mut replies = self
-            .memcached
-            .execute(&tenant, &commands)
-            .map_err(from_memcached)?
-            .into_iter();
-        let current = versions(read_records(&mut replies)?);
+        let Batch {
+            replies,
+            values: stored,
+        } = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?;
+        let mut replies = replies.into_iter();
+        let current = versions(read_records(&mut replies, &stored)?);
         self.versions.put(&tenant, current);
         let mut values = Vec::with_capacity(keys.len());
         for reply in replies {
             let value = match (reply.map_err(from_memcached)?, current) {
-                (Reply::Value(stored), Some(current)) => unframe_if_current(stored, current),
+                (Reply::Value(range), Some(current)) => {
+                    stored.get(range).and_then(|entry| unframe_if_current(entry, current))
+                }
                 _ => None,
             };
             values.push(value);
@@ -163,7 +175,7 @@ impl<M: Memcached> TenantCache<M> {
             }
             commands.push(Command::Get(String::from(APP_RECORD)));
             commands.push(Command::Get(tenant_record(&tenant)));
-            let replies = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?;
+            let Batch { replies, values } = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?;
             if replies.len() != commands.len() {
                 return Err(Error::Internal(String::from("memcached host returned too few replies")));
             }
@@ -173,7 +185,7 @@ impl<M: Memcached> TenantCache<M> {
                 let stored = reply.map_err(from_memcached)?;
                 all_stored &= index < proposals || matches!(stored, Reply::Done);
             }
-            let records = read_records(&mut replies)?;
+            let records = read_records(&mut replies, &values)?;
             let current = versions(records);
             last = Some(records);
             self.versions.put(&tenant, current);
@@ -190,8 +202,8 @@ impl<M: Memcached> TenantCache<M> {
     pub fn delete(&mut self, tenant: &str, key: &str) -> Result<(), Error> {
         let tenant = encode_part(tenant);
         let command = Command::Delete(data_record(&tenant, key));
-        let replies = self.memcached.execute(&tenant, &[command]).map_err(from_memcached)?;
-        match replies.into_iter().next() {
+        let batch = self.memcached.execute(&tenant, &[command]).map_err(from_memcached)?;
+        match batch.replies.into_iter().next() {
             Some(Ok(_)) => Ok(()),
             Some(Err(error)) => Err(from_memcached(error)),
             None => Err(Error::Internal(String::from("memcached did not answer the delete"))),
@@ -203,8 +215,8 @@ impl<M: Memcached> TenantCache<M> {
         let tenant = encode_part(tenant);
         let fresh = self.memcached.random_u64();
         let command = Command::Set(version_record(tenant_record(&tenant), fresh));
-        let replies = self.memcached.execute(&tenant, &[command]).map_err(from_memcached)?;
-        match replies.into_iter().next() {
+        let batch = self.memcached.execute(&tenant, &[command]).map_err(from_memcached)?;
+        match batch.replies.into_iter().next() {
             Some(Ok(Reply::Done)) => {
                 let seen = self
                     .versions
@@ -228,14 +240,11 @@ impl<M: Memcached> TenantCache<M> {
     }
 }
 
-/// The caller's bytes of a stored frame written under `current`, unframed
-/// in place; `None` for an entry written under other versions.
-fn unframe_if_current(mut stored: Vec<u8>, current: Versions) -> Option<Vec<u8>> {
-    match unframe(&stored) {
-        Some((written, _)) if written == current => {
-            stored.drain(..HEADER_LEN);
-            Some(stored)
-        }
+/// The caller's bytes of a stored frame written under `current`; `None`
+/// for an entry written under other versions.
+fn unframe_if_current(stored: &[u8], current: Versions) -> Option<Vec<u8>> {
+    match unframe(stored) {
+        Some((written, value)) if written == current => Some(value.to_vec()),
         _ => None,
     }
 }
@@ -259,10 +268,16 @@ enum Record {
 }
 
 /// Takes the application and tenant version replies off the front.
-fn read_records(replies: &mut impl Iterator<Item = Result<Reply, McError>>) -> Result<[Record; 2], Error> {
+fn read_records(
+    replies: &mut impl Iterator<Item = Result<Reply, McError>>,
+    values: &[u8],
+) -> Result<[Record; 2], Error> {
     let mut record = || -> Result<Record, Error> {
         match replies.next() {
-            Some(Ok(Reply::Value(stored))) => Ok(parse_record(&stored).map_or(Record::Corrupt, Record::Version)),
+            Some(Ok(Reply::Value(range))) => Ok(values
+                .get(range)
+                .and_then(parse_record)
+                .map_or(Record::Corrupt, Record::Version)),
             Some(Ok(_)) => Ok(Record::Missing),
             Some(Err(error)) => Err(from_memcached(error)),
             None => Err(Error::Internal(String::from("memcached host returned too few replies"))),

@@ -25,17 +25,13 @@ use core::cell::RefCell;
 
 use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest};
 use bindings::tenant_cache::cache::memcached::{self, Command, Replies, Reply as Outcome};
-use cache::{Memcached, Reply, TenantCache};
+use cache::{Batch, Memcached, Reply, TenantCache};
 
 /// The imported capability.
 struct Imports;
 
 impl Memcached for Imports {
-    fn execute(
-        &self,
-        route: &str,
-        commands: &[Command],
-    ) -> Result<Vec<Result<Reply, memcached::Error>>, memcached::Error> {
+    fn execute(&self, route: &str, commands: &[Command]) -> Result<Batch, memcached::Error> {
         memcached::execute(route, commands).and_then(unpack)
     }
     fn broadcast(&self, commands: &[Command]) -> Result<(), memcached::Error> {
@@ -46,10 +42,10 @@ impl Memcached for Imports {
     }
 }
 
-/// One reply per command, each value cut out of the shared buffer (a lone
-/// value that fills it takes it whole).
-fn unpack(replies: Replies) -> Result<Vec<Result<Reply, memcached::Error>>, memcached::Error> {
-    let Replies { outcomes, mut values } = replies;
+/// The capability's replies as the algorithm takes them: each value a
+/// range of the one buffer, checked to lie inside it.
+fn unpack(replies: Replies) -> Result<Batch, memcached::Error> {
+    let Replies { outcomes, values } = replies;
     let mut start = 0usize;
     let mut unpacked = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
@@ -59,13 +55,9 @@ fn unpack(replies: Replies) -> Result<Vec<Result<Reply, memcached::Error>>, memc
                     .checked_add(len as usize)
                     .filter(|&end| end <= values.len())
                     .ok_or_else(|| memcached::Error::Protocol(String::from("value lengths exceed the values")))?;
-                let value = if start == 0 && end == values.len() {
-                    core::mem::take(&mut values)
-                } else {
-                    values[start..end].to_vec()
-                };
+                let range = start..end;
                 start = end;
-                Ok(Reply::Value(value))
+                Ok(Reply::Value(range))
             }
             Outcome::Miss => Ok(Reply::Miss),
             Outcome::Done => Ok(Reply::Done),
@@ -73,7 +65,10 @@ fn unpack(replies: Replies) -> Result<Vec<Result<Reply, memcached::Error>>, memc
             Outcome::Failed(error) => Err(error),
         });
     }
-    Ok(unpacked)
+    Ok(Batch {
+        replies: unpacked,
+        values,
+    })
 }
 
 /// One instance runs one call at a time, so one cache per instance.
@@ -141,35 +136,42 @@ mod tests {
     }
 
     /// The bindings' error has no `PartialEq`: compare what it shows.
-    fn shown(unpacked: Result<Vec<Result<Reply, memcached::Error>>, memcached::Error>) -> String {
+    fn shown(unpacked: Result<Batch, memcached::Error>) -> String {
         alloc::format!("{unpacked:?}")
     }
 
     #[test]
-    fn values_are_cut_in_order() {
+    fn values_become_ranges_in_order() {
         let unpacked = unpack(replies(
-            vec![Outcome::Value(2), Outcome::Miss, Outcome::Value(0), Outcome::Value(3), Outcome::Done],
+            vec![
+                Outcome::Value(2),
+                Outcome::Miss,
+                Outcome::Value(0),
+                Outcome::Value(3),
+                Outcome::Done,
+            ],
             b"abcde",
         ));
         assert_eq!(
             shown(unpacked),
-            shown(Ok(vec![
-                Ok(Reply::Value(b"ab".to_vec())),
-                Ok(Reply::Miss),
-                Ok(Reply::Value(Vec::new())),
-                Ok(Reply::Value(b"cde".to_vec())),
-                Ok(Reply::Done),
-            ]))
-        );
-        let lone = unpack(replies(vec![Outcome::Exists, Outcome::Value(3)], b"xyz"));
-        assert_eq!(
-            shown(lone),
-            shown(Ok(vec![Ok(Reply::Exists), Ok(Reply::Value(b"xyz".to_vec()))]))
+            shown(Ok(Batch {
+                replies: vec![
+                    Ok(Reply::Value(0..2)),
+                    Ok(Reply::Miss),
+                    Ok(Reply::Value(2..2)),
+                    Ok(Reply::Value(2..5)),
+                    Ok(Reply::Done),
+                ],
+                values: b"abcde".to_vec(),
+            }))
         );
         let failed = unpack(replies(vec![Outcome::Failed(memcached::Error::ValueTooLarge(9))], b""));
         assert_eq!(
             shown(failed),
-            shown(Ok(vec![Err(memcached::Error::ValueTooLarge(9))]))
+            shown(Ok(Batch {
+                replies: vec![Err(memcached::Error::ValueTooLarge(9))],
+                values: Vec::new(),
+            }))
         );
     }
 
