@@ -254,7 +254,11 @@ mod tests {
                 Ok(Reply::Value(b"cde".to_vec())),
                 Ok(Reply::Done),
             ],
-            vec![(0, Error::ValueTooLarge(1)), (3, Error::ValueTooLarge(2)), (7, Error::ValueTooLarge(3))],
+            vec![
+                (0, Error::ValueTooLarge(1)),
+                (3, Error::ValueTooLarge(2)),
+                (7, Error::ValueTooLarge(3)),
+            ],
         );
         assert_eq!(
             packed.outcomes,
