@@ -164,3 +164,64 @@ fn the_compiled_component_is_cached_and_a_broken_cache_is_rebuilt() -> anyhow::R
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// The number after `"key":` in a flat JSON object.
+fn json_number(json: &str, key: &str) -> Option<f64> {
+    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let end = json[start..].find([',', '}']).map_or(json.len(), |end| start + end);
+    json[start..end].parse().ok()
+}
+
+#[test]
+fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
+    let server = Memcached::start()?;
+    let output = run(&server, &["bench", "--ops", "100", "--json"])?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("bench: 16/16"), "no progress shown: {stderr:?}");
+    let json = stdout(&output);
+    assert!(json.trim().starts_with('{') && json.trim().ends_with('}'), "{json}");
+    for key in [
+        "raw_get_p50_us",
+        "get_p50_us",
+        "raw_set_p50_us",
+        "set_p50_us",
+        "raw_incr_p50_us",
+        "clear_p50_us",
+        "naive_get_p50_us",
+        "instantiate_p50_us",
+        "fresh_get_p50_us",
+        "get_p99_us",
+        "raw_get_2t_ops_per_s",
+        "get_2t_ops_per_s",
+        "get_1t_ops_per_s",
+        "naive_get_vs_get_p50",
+    ] {
+        let value = json_number(&json, key).unwrap_or_else(|| panic!("{key} missing in {json}"));
+        assert!(value.is_finite() && value > 0.0, "{key} = {value}");
+    }
+    let table = run(&server, &["bench", "--ops", "100"])?;
+    assert!(table.status.success());
+    let table = stdout(&table);
+    for row in [
+        "raw get",
+        "tenant-cache get",
+        "tenant-cache clear",
+        "naive get",
+        "fresh instance",
+        "2 thread(s)",
+    ] {
+        assert!(table.contains(row), "{row:?} missing in\n{table}");
+    }
+    Ok(())
+}
+
+#[test]
+fn bench_without_a_server_fails_in_one_line() -> anyhow::Result<()> {
+    let output = cli(&["bench"]).output()?;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--memcached"), "{stderr}");
+    Ok(())
+}

@@ -144,13 +144,6 @@ fn throughput<S: Send>(
 pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool) -> anyhow::Result<()> {
     let server = servers.first().context("bench needs --memcached HOST:PORT")?.clone();
     let ops = ops.max(100);
-    let steps = 14;
-    let mut step = 0;
-    let mut progress = |what: &str| {
-        step += 1;
-        eprint!("\rbench: {step:>2}/{steps} {what:<40}");
-        let _ = std::io::stderr().flush();
-    };
     // The raw baseline and the naive algorithm run on the very client and
     // connection tenant-cache uses: memcached hands each connection to one
     // of its worker threads, and the latency of one worker can differ from
@@ -248,6 +241,14 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         Case::new("drop an instance (pooling)", "drop", None, || done(dropped.take()))
             .untimed_step(|| done(dropped.replace(Some(runtime.instantiate(grant.clone())?)))),
     ];
+    // Each case's warm-up, the interleaved measures, two throughputs.
+    let steps = cases.len() + 3;
+    let mut step = 0;
+    let mut progress = |what: &str| {
+        step += 1;
+        eprint!("\rbench: {step:>2}/{steps} {what:<40}");
+        let _ = std::io::stderr().flush();
+    };
     let measures = measure(&mut cases, ops, &mut progress)?;
     drop(cases);
 
