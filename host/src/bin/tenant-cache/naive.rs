@@ -60,6 +60,6 @@ impl Naive<'_> {
     /// set: counter, refresh, data.
     pub fn set(&self, tenant: &str, key: &str, value: &[u8]) -> anyhow::Result<()> {
         let namespace = self.namespace(tenant)?;
-        raw_set(self.backend, &format!("{namespace}{key}"), value, None)
+        raw_set(self.backend, &format!("{namespace}{key}"), value, Some(3600))
     }
 }
