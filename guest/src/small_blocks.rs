@@ -73,6 +73,42 @@ impl FreeLists {
     }
 }
 
+/// A region new blocks are cut from, front to back, before any free list
+/// holds one: a fresh instance's first calls then cost as little as later
+/// ones, without going to the general allocator.
+pub struct Bump {
+    next: usize,
+    end: usize,
+}
+
+impl Bump {
+    /// An empty region; [`Bump::claim`] gives it memory.
+    pub const fn new() -> Self {
+        Bump { next: 0, end: 0 }
+    }
+
+    /// Cuts blocks from `start..start + len` from now on.
+    pub fn claim(&mut self, start: *mut u8, len: usize) {
+        self.next = start as usize;
+        self.end = start as usize + len;
+    }
+
+    /// A block of `class`, while the region lasts.
+    pub fn take(&mut self, class: usize) -> Option<*mut u8> {
+        let size = class_layout(class).size();
+        let start = self.next.checked_next_multiple_of(ALIGN)?;
+        let end = start.checked_add(size).filter(|&end| end <= self.end)?;
+        self.next = end;
+        Some(start as *mut u8)
+    }
+}
+
+impl Default for Bump {
+    fn default() -> Self {
+        Bump::new()
+    }
+}
+
 impl Default for FreeLists {
     fn default() -> Self {
         FreeLists::new()
@@ -114,6 +150,32 @@ mod tests {
         assert_eq!(class(MAX_SMALL + 1, 1), None);
         assert_eq!(class(64, 32), None);
         assert_eq!(class(1 << 20, 8), None);
+    }
+
+    #[test]
+    fn the_region_gives_aligned_disjoint_blocks_until_it_runs_out() {
+        #[repr(align(16))]
+        struct Region([u8; 256]);
+        let mut region = Region([0; 256]);
+        let start = region.0.as_mut_ptr();
+        let mut bump = Bump::new();
+        assert_eq!(bump.take(0), None);
+        bump.claim(start, 256);
+        let blocks: Vec<(usize, usize)> = [0, 2, 1, 0, 4]
+            .into_iter()
+            .map_while(|class| {
+                bump.take(class)
+                    .map(|block| (block as usize, class_layout(class).size()))
+            })
+            .collect();
+        assert_eq!(blocks.len(), 4, "16 + 64 + 32 + 16 fit in 256 bytes, 256 more do not");
+        let mut previous_end = start as usize;
+        for (block, size) in blocks {
+            assert_eq!(block % ALIGN, 0);
+            assert!(block >= previous_end && block + size <= start as usize + 256);
+            previous_end = block + size;
+        }
+        assert_eq!(bump.take(0).map(|block| block as usize), Some(previous_end));
     }
 
     #[test]

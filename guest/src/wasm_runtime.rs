@@ -9,20 +9,22 @@ unsafe extern "C" {}
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use crate::small_blocks::{FreeLists, class_layout, class_of};
+use crate::small_blocks::{Bump, FreeLists, class_layout, class_of};
 
 /// The allocator: small blocks from per-size free lists, everything else
-/// from talc (see [`crate::small_blocks`]). Talc works first over an arena
-/// in the component's own static memory, then over pages it grows. The
-/// arena matters for hosts that create an instance per request: it is part
-/// of the initial memory, which the pooling allocator keeps resident
-/// between instances, so an ordinary call never grows memory and takes no
-/// page faults.
+/// from talc (see [`crate::small_blocks`]). New small blocks are first cut
+/// from a static region; talc works first over a static arena, then over
+/// pages it grows. Both matter for hosts that create an instance per
+/// request: they are part of the initial memory, which the pooling
+/// allocator keeps resident between instances (the host's first 64 KiB),
+/// so an ordinary call on a fresh instance never grows memory and takes no
+/// page faults. Stack (32 KiB), statics, arena and region must stay below
+/// those 64 KiB: `tests/scenarios/fresh_instances.rs` counts the faults.
 #[global_allocator]
 static ALLOCATOR: SmallBlocksOver<talc::cell::TalcSyncCell<ArenaThenGrow, talc::wasm::WasmBinning>> =
     SmallBlocksOver::new(talc::cell::TalcSyncCell::new_wasm(ArenaThenGrow));
 
-const ARENA_SIZE: usize = 24 * 1024;
+const ARENA_SIZE: usize = 16 * 1024;
 const PAGE: usize = 65536;
 
 static mut ARENA: [core::mem::MaybeUninit<u8>; ARENA_SIZE] = [core::mem::MaybeUninit::uninit(); ARENA_SIZE];
@@ -61,9 +63,11 @@ unsafe impl talc::source::Source for ArenaThenGrow {
     }
 }
 
-/// [`FreeLists`] in front of a general allocator.
+/// [`FreeLists`] in front of a general allocator; new small blocks come
+/// from a static region first.
 struct SmallBlocksOver<A> {
     lists: core::cell::UnsafeCell<FreeLists>,
+    region: core::cell::UnsafeCell<Option<Bump>>,
     general: A,
 }
 
@@ -71,10 +75,37 @@ impl<A> SmallBlocksOver<A> {
     const fn new(general: A) -> Self {
         SmallBlocksOver {
             lists: core::cell::UnsafeCell::new(FreeLists::new()),
+            region: core::cell::UnsafeCell::new(None),
             general,
         }
     }
+
+    /// A new block of `class` from the static region, while it lasts.
+    ///
+    /// # Safety
+    /// Single-threaded (see `Sync` below).
+    unsafe fn cut_from_region(&self, class: usize) -> Option<*mut u8> {
+        /// The static region, part of the initial memory like the arena.
+        #[repr(align(16))]
+        struct Region([core::mem::MaybeUninit<u8>; REGION_SIZE]);
+        static mut REGION: Region = Region([core::mem::MaybeUninit::uninit(); REGION_SIZE]);
+        // SAFETY: single-threaded, and the region is handed out only here,
+        // each byte at most once.
+        let region = unsafe { &mut *self.region.get() };
+        region
+            .get_or_insert_with(|| {
+                let mut bump = Bump::new();
+                // SAFETY: only a pointer is taken; the bytes are handed out
+                // by `bump`, each once.
+                bump.claim(unsafe { (&raw mut REGION.0).cast() }, REGION_SIZE);
+                bump
+            })
+            .take(class)
+    }
 }
+
+/// Bytes of static memory that small blocks are first cut from.
+const REGION_SIZE: usize = 8 * 1024;
 
 // SAFETY: a component instance is single-threaded; nothing else reaches
 // the lists.
@@ -87,7 +118,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SmallBlocksOver<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class_of(layout) {
             // SAFETY: single-threaded (see `Sync` above).
-            Some(class) => match unsafe { (*self.lists.get()).pop(class) } {
+            Some(class) => match unsafe { (*self.lists.get()).pop(class).or_else(|| self.cut_from_region(class)) } {
                 Some(block) => block,
                 // SAFETY: a class layout has a non-zero size.
                 None => unsafe { self.general.alloc(class_layout(class)) },

@@ -23,3 +23,6 @@ mod soak;
 // Scale-out and embedding: server pools, partitions, portability.
 mod cluster;
 mod portability;
+
+// Performance: what an instance per request costs.
+mod fresh_instances;
