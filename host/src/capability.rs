@@ -78,8 +78,7 @@ impl Grant {
     /// memcached itself drops the old item when a set is too large, so a
     /// failed write never leaves a stale value behind) and an `add` is
     /// dropped; the second part is then that command's failure.
-    fn scope_command(&self, command: Command) -> Result<(Option<Command>, Option<Error>), Error> {
-        let limit = self.backend.store().item_size_limit();
+    fn scope_command(&self, command: Command, limit: u64) -> Result<(Option<Command>, Option<Error>), Error> {
         let fits = |item: &Item| u64::try_from(item.value.len()).is_ok_and(|len| len <= limit);
         Ok(match command {
             Command::Get(key) => (Some(Command::Get(self.scope(key)?)), None),
@@ -176,8 +175,9 @@ impl Host for Grant {
         // `add` sends nothing).
         let mut failed = Vec::new();
         let mut refused = Vec::new();
+        let limit = self.backend.store().item_size_limit();
         for (index, command) in commands.into_iter().enumerate() {
-            match self.scope_command(command)? {
+            match self.scope_command(command, limit)? {
                 (Some(command), None) => sent.push(command),
                 (Some(command), Some(error)) => {
                     failed.push((sent.len(), error));
@@ -200,8 +200,9 @@ impl Host for Grant {
 
     fn broadcast(&mut self, commands: Vec<Command>) -> Result<(), Error> {
         let mut scoped = Vec::with_capacity(commands.len());
+        let limit = self.backend.store().item_size_limit();
         for command in commands {
-            match self.scope_command(command)? {
+            match self.scope_command(command, limit)? {
                 (Some(command), None) => scoped.push(command),
                 (_, Some(refused)) => return Err(refused),
                 (None, None) => {}

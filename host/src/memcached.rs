@@ -104,6 +104,8 @@ enum Failure {
     Exchange(exp::Error),
     /// A reply did not echo its command's opaque token.
     Mismatch,
+    /// A command could not be made: nothing was sent.
+    Refused(Error),
 }
 
 impl Memcached {
@@ -166,17 +168,25 @@ impl Memcached {
         Err(last.unwrap_or_else(|| std::io::Error::other("no address to connect to")))
     }
 
-    /// Sends `commands` to `server` in one payload and reads one reply per
-    /// command, each checked against its command's opaque token.
-    fn exchange(&self, server: &Server, commands: Vec<MetaCommand>) -> Result<Vec<MetaResponse>, Failure> {
+    /// Sends the commands `build` makes to `server` in one payload and
+    /// reads one reply per command, each checked against its command's
+    /// opaque token. `build` is given the first token of the batch and
+    /// stamps the commands with it and the ones after, in order.
+    fn exchange(
+        &self,
+        server: &Server,
+        build: impl FnOnce(u64) -> Result<Vec<MetaCommand>, Error>,
+    ) -> Result<Vec<MetaResponse>, Failure> {
         let mut connection = self.checkout(server).map_err(Failure::Connect)?;
         let first = connection.tokens;
+        let commands = match build(first) {
+            Ok(commands) => commands,
+            Err(error) => {
+                self.put_back(server, connection);
+                return Err(Failure::Refused(error));
+            }
+        };
         connection.tokens += commands.len() as u64;
-        let commands: Vec<MetaCommand> = commands
-            .into_iter()
-            .zip(first..)
-            .map(|(command, token)| command.flag(opaque(token).as_slice()))
-            .collect();
         let replies = connection.meta.execute_batch(&commands).map_err(Failure::Exchange)?;
         let echoed = replies.len() == commands.len()
             && replies.iter().zip(first..).all(|(reply, token)| {
@@ -186,19 +196,29 @@ impl Memcached {
         if !echoed {
             return Err(Failure::Mismatch);
         }
+        self.put_back(server, connection);
+        Ok(replies)
+    }
+
+    /// Returns a connection that is in step with its server to the pool.
+    fn put_back(&self, server: &Server, connection: Connection) {
         let mut idle = server.idle.lock().unwrap_or_else(|poison| poison.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(connection);
         }
-        Ok(replies)
     }
 
     fn run(&self, server: &Server, commands: Vec<Command>) -> BatchResult {
         let writes = commands.iter().any(|command| !matches!(command, Command::Get(_)));
         let kinds: Vec<MetaOp> = commands.iter().map(op_of).collect();
-        let commands = commands.into_iter().map(meta_command).collect::<Result<_, _>>()?;
         let replies = self
-            .exchange(server, commands)
+            .exchange(server, |first| {
+                commands
+                    .into_iter()
+                    .zip(first..)
+                    .map(|(command, token)| meta_command(command, token))
+                    .collect()
+            })
             .map_err(|failure| self.error(server, failure, writes))?;
         Ok(replies
             .into_iter()
@@ -230,6 +250,7 @@ impl Memcached {
                 Error::ValueTooLarge(self.options.item_size_limit)
             }
             Failure::Exchange(other) => Error::Protocol(format!("memcached at {address}: {other}{unknown}")),
+            Failure::Refused(error) => error,
             Failure::Mismatch => Error::Protocol(format!(
                 "memcached at {address} sent a reply that does not match the request; connection dropped{unknown}"
             )),
@@ -275,22 +296,37 @@ fn op_of(command: &Command) -> MetaOp {
     }
 }
 
-/// The meta command for one capability command.
-fn meta_command(command: Command) -> Result<MetaCommand, Error> {
+/// The meta command for one capability command, stamped with `token`. Its
+/// flags travel as one token (`v O1f`): one allocation, not one per flag.
+fn meta_command(command: Command, token: u64) -> Result<MetaCommand, Error> {
+    let opaque = opaque(token);
     let store = |item: Item, add: bool| -> Result<MetaCommand, Error> {
-        let mut command = MetaCommand::new(MetaOp::Set, item.key).value(item.value);
+        let mut flags = Vec::with_capacity(24);
         match item.ttl {
             Some(0) => return Err(Error::Protocol("a ttl of 0 seconds is not a ttl".into())),
-            Some(secs) => command = command.flag(format!("T{}", wire_ttl(secs)?)),
+            Some(secs) => {
+                flags.push(b'T');
+                flags.extend_from_slice(wire_ttl(secs)?.to_string().as_bytes());
+                flags.push(b' ');
+            }
             None => {}
         }
-        Ok(if add { command.flag("ME") } else { command })
+        if add {
+            flags.extend_from_slice(b"ME ");
+        }
+        flags.extend_from_slice(opaque.as_slice());
+        Ok(MetaCommand::new(MetaOp::Set, item.key).value(item.value).flag(flags))
     };
     Ok(match command {
-        Command::Get(key) => MetaCommand::new(MetaOp::Get, key).flag("v"),
+        Command::Get(key) => {
+            let mut flags = Vec::with_capacity(2 + opaque.as_slice().len());
+            flags.extend_from_slice(b"v ");
+            flags.extend_from_slice(opaque.as_slice());
+            MetaCommand::new(MetaOp::Get, key).flag(flags)
+        }
         Command::Set(item) => store(item, false)?,
         Command::Add(item) => store(item, true)?,
-        Command::Delete(key) => MetaCommand::new(MetaOp::Delete, key),
+        Command::Delete(key) => MetaCommand::new(MetaOp::Delete, key).flag(opaque.as_slice()),
     })
 }
 
@@ -350,7 +386,14 @@ impl Store for Memcached {
 
     fn raw(&self, commands: Vec<MetaCommand>) -> Result<Vec<MetaResponse>, Error> {
         let server = &self.servers[0];
-        self.exchange(server, commands)
+        let stamp = |first| {
+            Ok(commands
+                .into_iter()
+                .zip(first..)
+                .map(|(command, token)| command.flag(opaque(token).as_slice()))
+                .collect())
+        };
+        self.exchange(server, stamp)
             .map_err(|failure| self.error(server, failure, true))
     }
 
@@ -407,14 +450,16 @@ mod tests {
             value: b"vv".to_vec(),
             ttl,
         };
-        let wire = |command: Command| String::from_utf8(meta_command(command).unwrap().encode().unwrap()).unwrap();
-        assert_eq!(wire(Command::Get("k".into())), "mg k v\r\n");
-        assert_eq!(wire(Command::Set(item(None))), "ms k 2\r\nvv\r\n");
-        assert_eq!(wire(Command::Add(item(Some(60)))), "ms k 2 T60 ME\r\nvv\r\n");
-        assert_eq!(wire(Command::Delete("k".into())), "md k\r\n");
-        assert!(meta_command(Command::Set(item(Some(0)))).is_err());
+        let wire =
+            |command: Command| String::from_utf8(meta_command(command, 0x1f).unwrap().encode().unwrap()).unwrap();
+        assert_eq!(wire(Command::Get("k".into())), "mg k v O1f\r\n");
+        assert_eq!(wire(Command::Set(item(None))), "ms k 2 O1f\r\nvv\r\n");
+        assert_eq!(wire(Command::Add(item(None))), "ms k 2 ME O1f\r\nvv\r\n");
+        assert_eq!(wire(Command::Add(item(Some(60)))), "ms k 2 T60 ME O1f\r\nvv\r\n");
+        assert_eq!(wire(Command::Delete("k".into())), "md k O1f\r\n");
+        assert!(meta_command(Command::Set(item(Some(0))), 0).is_err());
         let year = wire(Command::Set(item(Some(365 * 24 * 3600))));
-        let end: u64 = year["ms k 2 T".len()..].split_once('\r').unwrap().0.parse().unwrap();
+        let end: u64 = year["ms k 2 T".len()..].split_once(' ').unwrap().0.parse().unwrap();
         assert!(end > 1_700_000_000 + 365 * 24 * 3600, "{year:?}");
     }
 }
