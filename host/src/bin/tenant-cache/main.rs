@@ -10,13 +10,13 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions, TenantCache};
 
+mod allocator;
 mod bench;
 mod naive;
 
-/// mimalloc: the host allocates a little per call (keys, replies), and
-/// glibc's allocator was a tenth of a call's CPU time in profiles.
+/// mimalloc (see [`allocator`]).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 
 /// A multi-tenant cache on memcached: clear one tenant, or every tenant of
 /// an application, without flushing anything else.
