@@ -113,7 +113,11 @@ impl Backend {
         &self,
         commands: Vec<memcache::exp::MetaCommand>,
     ) -> anyhow::Result<Vec<memcache::exp::MetaResponse>> {
-        self.store.raw(commands).map_err(|error| anyhow::anyhow!("{error:?}"))
+        use bindings::memcached::Error;
+        self.store.raw(commands).map_err(|error| match error {
+            Error::Unavailable(text) | Error::InvalidKey(text) | Error::Protocol(text) => anyhow::anyhow!(text),
+            Error::ValueTooLarge(limit) => anyhow::anyhow!("the value exceeds the item size limit of {limit} bytes"),
+        })
     }
 
     fn with_store(store: Arc<dyn store::Store>) -> Backend {

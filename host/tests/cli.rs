@@ -223,5 +223,15 @@ fn bench_without_a_server_fails_in_one_line() -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--memcached"), "{stderr}");
+    let mut gone = Memcached::start()?;
+    gone.kill();
+    let output = run(&gone, &["bench"])?;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&gone.address()) && !stderr.contains("Error::"),
+        "{stderr}"
+    );
     Ok(())
 }

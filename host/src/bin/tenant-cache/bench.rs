@@ -10,7 +10,8 @@ use anyhow::Context;
 use memcache::exp::{MetaClient, MetaCommand, MetaOp};
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions};
 
-use crate::naive::{Naive, raw, raw_get, raw_set};
+use crate::naive::Naive;
+use crate::raw::{raw, raw_get, raw_set};
 
 /// One measured operation: latencies of single calls, and throughput.
 struct Measure {

@@ -13,6 +13,7 @@ use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOption
 mod allocator;
 mod bench;
 mod naive;
+mod raw;
 
 /// mimalloc (see [`allocator`]).
 #[global_allocator]
