@@ -8,7 +8,6 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::Backend;
 use crate::bindings::memcached::{Command, Error, Host, Replies, Reply as Outcome, Store as Item};
-use crate::store::Reply;
 
 /// memcached's limit on a key, in bytes.
 const MAX_MEMCACHED_KEY: usize = 250;
@@ -109,45 +108,23 @@ impl Grant {
     }
 }
 
-/// Packs a store's replies the way the capability returns them: the
-/// values back to back in one buffer. `refused` (sorted by index) are the
-/// failures of commands that were not sent as such: each takes its place
-/// in the outcomes, in command order.
-fn pack(replies: Vec<Result<Reply, Error>>, refused: Vec<(usize, Error)>) -> Replies {
-    let mut outcomes = Vec::with_capacity(replies.len() + refused.len());
-    let lengths = replies.iter().filter_map(|reply| match reply {
-        Ok(Reply::Value(value)) => Some(value.len()),
-        _ => None,
-    });
-    let (count, total) = lengths.fold((0, 0), |(count, total), len| (count + 1, total + len));
-    let mut values = Vec::new();
-    if count > 1 {
-        values.reserve_exact(total);
-    }
-    let mut refused = refused.into_iter().peekable();
-    for reply in replies {
-        while let Some((_, error)) = refused.next_if(|(index, _)| *index == outcomes.len()) {
-            outcomes.push(Outcome::Failed(error));
+/// Puts the failures of commands that were not sent as such into a
+/// store's replies: `failed` replace the replies at their positions (a
+/// refused `set` was sent as a `delete`, whose reply carries no value), and
+/// `refused` (sorted by index; a refused `add` sends nothing) take their
+/// places among the outcomes, in command order.
+fn merge(replies: &mut Replies, failed: Vec<(usize, Error)>, refused: Vec<(usize, Error)>) {
+    for (position, error) in failed {
+        if let Some(outcome) = replies.outcomes.get_mut(position)
+            && !matches!(outcome, Outcome::Value(_))
+        {
+            *outcome = Outcome::Failed(error);
         }
-        outcomes.push(match reply {
-            Ok(Reply::Value(value)) => {
-                let len = value.len() as u32;
-                // A lone value moves in whole, however large.
-                if count == 1 {
-                    values = value;
-                } else {
-                    values.extend_from_slice(&value);
-                }
-                Outcome::Value(len)
-            }
-            Ok(Reply::Miss) => Outcome::Miss,
-            Ok(Reply::Done) => Outcome::Done,
-            Ok(Reply::Exists) => Outcome::Exists,
-            Err(error) => Outcome::Failed(error),
-        });
     }
-    outcomes.extend(refused.map(|(_, error)| Outcome::Failed(error)));
-    Replies { outcomes, values }
+    for (index, error) in refused {
+        let index = index.min(replies.outcomes.len());
+        replies.outcomes.insert(index, Outcome::Failed(error));
+    }
 }
 
 /// The application name as it appears in keys: percent-encoded like the
@@ -190,12 +167,10 @@ impl Host for Grant {
         self.backend.count_batches(1);
         // The route only picks a server; it is never sent to memcached.
         let mut replies = self.backend.store().execute(route.as_bytes(), sent)?;
-        for (position, error) in failed {
-            if let Some(reply) = replies.get_mut(position) {
-                *reply = Err(error);
-            }
+        if !(failed.is_empty() && refused.is_empty()) {
+            merge(&mut replies, failed, refused);
         }
-        Ok(pack(replies, refused))
+        Ok(replies)
     }
 
     fn broadcast(&mut self, commands: Vec<Command>) -> Result<(), Error> {
@@ -246,15 +221,20 @@ mod tests {
     }
 
     #[test]
-    fn replies_pack_values_back_to_back_with_refusals_in_place() {
-        let packed = pack(
-            vec![
-                Ok(Reply::Value(b"ab".to_vec())),
-                Ok(Reply::Miss),
-                Err(Error::Protocol("x".into())),
-                Ok(Reply::Value(b"cde".to_vec())),
-                Ok(Reply::Done),
+    fn refusals_take_their_places_among_the_replies() {
+        let mut replies = Replies {
+            outcomes: vec![
+                Outcome::Value(2),
+                Outcome::Miss,
+                Outcome::Failed(Error::Protocol("x".into())),
+                Outcome::Value(3),
+                Outcome::Done,
             ],
+            values: b"abcde".to_vec(),
+        };
+        merge(
+            &mut replies,
+            vec![(4, Error::ValueTooLarge(4))],
             vec![
                 (0, Error::ValueTooLarge(1)),
                 (3, Error::ValueTooLarge(2)),
@@ -262,7 +242,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            packed.outcomes,
+            replies.outcomes,
             vec![
                 Outcome::Failed(Error::ValueTooLarge(1)),
                 Outcome::Value(2),
@@ -270,14 +250,11 @@ mod tests {
                 Outcome::Failed(Error::ValueTooLarge(2)),
                 Outcome::Failed(Error::Protocol("x".into())),
                 Outcome::Value(3),
-                Outcome::Done,
+                Outcome::Failed(Error::ValueTooLarge(4)),
                 Outcome::Failed(Error::ValueTooLarge(3)),
             ]
         );
-        assert_eq!(packed.values, b"abcde");
-        let lone = pack(vec![Ok(Reply::Miss), Ok(Reply::Value(vec![7; 1000]))], Vec::new());
-        assert_eq!(lone.outcomes, vec![Outcome::Miss, Outcome::Value(1000)]);
-        assert_eq!(lone.values, vec![7; 1000]);
+        assert_eq!(replies.values, b"abcde");
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::bindings::memcached::{Command, Error, Store as Item};
-use crate::store::{BatchResult, Reply, Store};
+use crate::bindings::memcached::{Command, Error, Replies, Reply as Outcome, Store as Item};
+use crate::store::{BatchResult, Store, push_value};
 
 /// memcached's default item size limit (`-I 1m`).
 const ITEM_SIZE_LIMIT: u64 = 1024 * 1024;
@@ -100,39 +100,42 @@ impl Items {
         }
     }
 
-    fn run(&mut self, command: Command, now: Instant) -> Result<Reply, Error> {
-        Ok(match command {
+    /// Runs one command; its outcome goes to `replies`.
+    fn run(&mut self, command: Command, now: Instant, replies: &mut Replies) {
+        let outcome = match command {
             Command::Get(key) => match self.live(&key, now) {
-                Some(entry) => Reply::Value(entry.value.clone()),
-                None => Reply::Miss,
+                Some(entry) => {
+                    push_value(replies, &entry.value);
+                    return;
+                }
+                None => Outcome::Miss,
             },
+            Command::Set(item) | Command::Add(item) if !fits(&item) => {
+                Outcome::Failed(Error::ValueTooLarge(ITEM_SIZE_LIMIT))
+            }
             Command::Set(item) => {
-                check_size(&item)?;
                 self.store(item, now);
-                Reply::Done
+                Outcome::Done
             }
             Command::Add(item) => {
-                check_size(&item)?;
                 if self.live(&item.key, now).is_some() {
-                    Reply::Exists
+                    Outcome::Exists
                 } else {
                     self.store(item, now);
-                    Reply::Done
+                    Outcome::Done
                 }
             }
             Command::Delete(key) => match self.remove(&key) {
-                true => Reply::Done,
-                false => Reply::Miss,
+                true => Outcome::Done,
+                false => Outcome::Miss,
             },
-        })
+        };
+        replies.outcomes.push(outcome);
     }
 }
 
-fn check_size(item: &Item) -> Result<(), Error> {
-    match u64::try_from(item.value.len()) {
-        Ok(len) if len <= ITEM_SIZE_LIMIT => Ok(()),
-        _ => Err(Error::ValueTooLarge(ITEM_SIZE_LIMIT)),
-    }
+fn fits(item: &Item) -> bool {
+    u64::try_from(item.value.len()).is_ok_and(|len| len <= ITEM_SIZE_LIMIT)
 }
 
 impl Embedded {
@@ -146,16 +149,25 @@ impl Embedded {
 impl Store for Embedded {
     fn execute(&self, _route: &[u8], commands: Vec<Command>) -> BatchResult {
         let now = Instant::now();
+        let mut replies = Replies {
+            outcomes: Vec::with_capacity(commands.len()),
+            values: Vec::new(),
+        };
         let mut items = self.items();
-        Ok(commands.into_iter().map(|command| items.run(command, now)).collect())
+        for command in commands {
+            items.run(command, now, &mut replies);
+        }
+        Ok(replies)
     }
 
     fn broadcast(&self, commands: Vec<Command>) -> Result<(), Error> {
-        let now = Instant::now();
-        let mut items = self.items();
-        commands
-            .into_iter()
-            .try_for_each(|command| items.run(command, now).map(drop))
+        let replies = self.execute(b"", commands)?;
+        for outcome in replies.outcomes {
+            if let Outcome::Failed(error) = outcome {
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 
     fn servers(&self) -> usize {
@@ -183,27 +195,40 @@ mod tests {
         }
     }
 
-    fn one(store: &Embedded, command: Command) -> Result<Reply, Error> {
-        store.execute(b"", vec![command]).unwrap().pop().unwrap()
+    /// What one command gave, as (outcome, values).
+    fn one(store: &Embedded, command: Command) -> (Outcome, Vec<u8>) {
+        let mut replies = store.execute(b"", vec![command]).unwrap();
+        assert_eq!(replies.outcomes.len(), 1);
+        (replies.outcomes.pop().unwrap(), replies.values)
     }
+
+    fn found(bytes: &[u8]) -> (Outcome, Vec<u8>) {
+        (Outcome::Value(bytes.len() as u32), bytes.to_vec())
+    }
+
+    const MISS: (Outcome, Vec<u8>) = (Outcome::Miss, Vec::new());
+    const DONE: (Outcome, Vec<u8>) = (Outcome::Done, Vec::new());
 
     #[test]
     fn set_get_delete_round_trip() {
         let store = Embedded::default();
-        assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Miss));
-        assert_eq!(one(&store, Command::Set(item("k", b"v", None))), Ok(Reply::Done));
-        assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Value(b"v".to_vec())));
-        assert_eq!(one(&store, Command::Delete("k".into())), Ok(Reply::Done));
-        assert_eq!(one(&store, Command::Delete("k".into())), Ok(Reply::Miss));
-        assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Miss));
+        assert_eq!(one(&store, Command::Get("k".into())), MISS);
+        assert_eq!(one(&store, Command::Set(item("k", b"v", None))), DONE);
+        assert_eq!(one(&store, Command::Get("k".into())), found(b"v"));
+        assert_eq!(one(&store, Command::Delete("k".into())), DONE);
+        assert_eq!(one(&store, Command::Delete("k".into())), MISS);
+        assert_eq!(one(&store, Command::Get("k".into())), MISS);
     }
 
     #[test]
     fn add_only_stores_new_keys() {
         let store = Embedded::default();
-        assert_eq!(one(&store, Command::Add(item("k", b"1", None))), Ok(Reply::Done));
-        assert_eq!(one(&store, Command::Add(item("k", b"2", None))), Ok(Reply::Exists));
-        assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Value(b"1".to_vec())));
+        assert_eq!(one(&store, Command::Add(item("k", b"1", None))), DONE);
+        assert_eq!(
+            one(&store, Command::Add(item("k", b"2", None))),
+            (Outcome::Exists, Vec::new())
+        );
+        assert_eq!(one(&store, Command::Get("k".into())), found(b"1"));
     }
 
     #[test]
@@ -223,9 +248,9 @@ mod tests {
         let big = vec![0u8; ITEM_SIZE_LIMIT as usize + 1];
         assert_eq!(
             one(&store, Command::Set(item("k", &big, None))),
-            Err(Error::ValueTooLarge(ITEM_SIZE_LIMIT))
+            (Outcome::Failed(Error::ValueTooLarge(ITEM_SIZE_LIMIT)), Vec::new())
         );
-        assert_eq!(one(&store, Command::Get("k".into())), Ok(Reply::Miss));
+        assert_eq!(one(&store, Command::Get("k".into())), MISS);
     }
 
     #[test]
@@ -233,17 +258,17 @@ mod tests {
         let store = Embedded::default();
         let value = vec![7u8; 512 * 1024];
         for n in 0..300 {
-            one(&store, Command::Set(item(&format!("k{n}"), &value, None))).unwrap();
+            assert_eq!(one(&store, Command::Set(item(&format!("k{n}"), &value, None))), DONE);
         }
         assert!(store.items().bytes <= CAPACITY);
-        assert_eq!(one(&store, Command::Get("k299".into())), Ok(Reply::Value(value)));
-        assert_eq!(one(&store, Command::Get("k0".into())), Ok(Reply::Miss));
+        assert_eq!(one(&store, Command::Get("k299".into())), found(&value));
+        assert_eq!(one(&store, Command::Get("k0".into())), MISS);
     }
 
     #[test]
     fn broadcast_applies_everywhere() {
         let store = Embedded::default();
         store.broadcast(vec![Command::Set(item("a", b"1", None))]).unwrap();
-        assert_eq!(one(&store, Command::Get("a".into())), Ok(Reply::Value(b"1".to_vec())));
+        assert_eq!(one(&store, Command::Get("a".into())), found(b"1"));
     }
 }

@@ -65,6 +65,18 @@ fn short_digest(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The reply to one command of [`Backend::raw_exchange`], by its code:
+/// `VA` a value, `HD` done, `EN`/`NF` a miss, `NS`/`EX` exists.
+#[doc(hidden)]
+#[derive(Debug, PartialEq, Eq)]
+pub enum RawReply {
+    Value(Vec<u8>),
+    Done,
+    Miss,
+    Exists,
+    Failed(String),
+}
+
 /// Where entries are stored: a memcached pool or the embedded store.
 /// Cloning is cheap; clones share connections (or the embedded entries).
 #[derive(Clone)]
@@ -109,15 +121,32 @@ impl Backend {
     /// on the first server and over the same connections the capability
     /// uses: the raw baseline `tenant-cache bench` compares against.
     #[doc(hidden)]
-    pub fn raw_exchange(
-        &self,
-        commands: Vec<memcache::exp::MetaCommand>,
-    ) -> anyhow::Result<Vec<memcache::exp::MetaResponse>> {
-        use bindings::memcached::Error;
-        self.store.raw(commands).map_err(|error| match error {
-            Error::Unavailable(text) | Error::InvalidKey(text) | Error::Protocol(text) => anyhow::anyhow!(text),
-            Error::ValueTooLarge(limit) => anyhow::anyhow!("the value exceeds the item size limit of {limit} bytes"),
-        })
+    pub fn raw_exchange(&self, commands: Vec<memcache::exp::MetaCommand>) -> anyhow::Result<Vec<RawReply>> {
+        use bindings::memcached::{Error, Reply};
+        let message = |error| match error {
+            Error::Unavailable(text) | Error::InvalidKey(text) | Error::Protocol(text) => text,
+            Error::ValueTooLarge(limit) => format!("the value exceeds the item size limit of {limit} bytes"),
+        };
+        let replies = self
+            .store
+            .raw(commands)
+            .map_err(|error| anyhow::anyhow!(message(error)))?;
+        let mut values = replies.values.as_slice();
+        Ok(replies
+            .outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Reply::Value(len) => {
+                    let (value, rest) = values.split_at(len as usize);
+                    values = rest;
+                    RawReply::Value(value.to_vec())
+                }
+                Reply::Miss => RawReply::Miss,
+                Reply::Done => RawReply::Done,
+                Reply::Exists => RawReply::Exists,
+                Reply::Failed(error) => RawReply::Failed(message(error)),
+            })
+            .collect())
     }
 
     fn with_store(store: Arc<dyn store::Store>) -> Backend {

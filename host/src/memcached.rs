@@ -1,39 +1,44 @@
-//! The capability on real memcached servers, through the meta protocol of
-//! the `memcache` crate: its commands (`MetaCommand`) and its transport
-//! (`MetaConnection`, which writes a batch in one payload and reads the
-//! replies under one deadline per exchange).
+//! The capability on real memcached servers, in the meta protocol. The
+//! `memcache` crate makes the commands (`MetaCommand`, which validates and
+//! encodes keys) and reads each reply line (`MetaResponse::parse_header`);
+//! the pool, the transport and the checks around each exchange are ours.
 //!
-//! The pool and the checks around each exchange are ours. The crate's
-//! pooled `MetaClient` costs nine system calls per exchange (three of them
-//! probing the idle connection) and about 6.7k instructions per extra
-//! command in a batch; here an exchange is seven calls (one of them the
-//! probe), and an extra command about 2.5k instructions. The crate's legacy
-//! `Client` is out of the question: it probes every checkout with a
-//! `version` round trip, writes keys into the command line unchecked and
-//! can pair a reply with the wrong request after a timeout.
+//! Why not the crate's own: its pooled `MetaClient` costs nine system
+//! calls per exchange (three of them probing the idle connection) and
+//! about 6.7k instructions per extra command in a batch; its transport,
+//! `MetaConnection`, sets both socket timeouts before every write and read,
+//! grows each request from an empty buffer, and allocates each reply line
+//! and each value. Here an exchange is four calls (probe, write, read
+//! timeout, read), the request buffer is kept per connection and values
+//! are read straight into the one buffer the component receives. The
+//! crate's legacy `Client` is out of the question: it probes every
+//! checkout with a `version` round trip, writes keys into the command line
+//! unchecked and can pair a reply with the wrong request after a timeout.
 //!
 //! What every exchange guarantees:
 //! - every command carries an opaque token never used before on its
 //!   connection, and every reply must echo its own: a late, extra or
 //!   forged reply fails the batch instead of answering another key;
-//! - a connection that failed in any way is dropped, never reused;
+//! - a connection that failed in any way, or holds bytes beyond the
+//!   replies asked for, is dropped, never reused;
 //! - an idle connection is probed before reuse, so a server restart is
-//!   noticed before a request is written to a dead connection (bytes
-//!   already buffered from an earlier reply cannot pass for a new one:
-//!   their tokens are stale);
+//!   noticed before a request is written to a dead connection;
+//! - a value longer than the item size limit is refused before it is read;
 //! - connecting, and then each exchange as a whole, are bounded by the
 //!   configured timeout.
 
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::ops::Range;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use memcache::exp::{self, MetaCommand, MetaConnection, MetaOp, MetaResponse, ReturnCode};
+use memcache::exp::{self, MetaCommand, MetaOp, MetaResponse, ReturnCode};
 
-use crate::bindings::memcached::{Command, Error, Store as Item};
+use crate::bindings::memcached::{Command, Error, Replies, Reply as Outcome, Store as Item};
 use crate::routing;
-use crate::store::{BatchResult, Reply, Store};
+use crate::store::{BatchResult, Store};
 
 /// How a memcached pool is reached.
 #[derive(Clone, Debug)]
@@ -57,16 +62,42 @@ impl Default for MemcachedOptions {
 /// Idle connections kept per server; more are closed when returned.
 const MAX_IDLE: usize = 64;
 
+/// The read buffer of a connection. A reply line longer than this is not
+/// from memcached; values are read past it, straight into the batch.
+const INPUT_BUFFER: usize = 16 * 1024;
+
 /// One connection to a server.
 struct Connection {
-    meta: MetaConnection,
-    /// The same socket, to probe while the connection is idle.
-    socket: TcpStream,
+    stream: TcpStream,
+    /// Bytes received and not parsed yet are `input[start..end]`; none
+    /// are left between exchanges.
+    input: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The request being written, kept to reuse its capacity.
+    output: Vec<u8>,
+    /// The send timeout the socket holds: the configured timeout, unless
+    /// the last exchange needed several writes.
+    write_timeout: Duration,
     /// Opaque tokens handed out so far on this connection.
     tokens: u64,
 }
 
 impl Connection {
+    fn new(stream: TcpStream, timeout: Duration) -> io::Result<Connection> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(Connection {
+            stream,
+            input: vec![0; INPUT_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            output: Vec::with_capacity(1024),
+            write_timeout: timeout,
+            tokens: 0,
+        })
+    }
+
     /// Whether an idle connection can carry a request: nothing may have
     /// arrived since its last exchange, neither bytes (a desynchronized
     /// stream) nor the end of the stream (the server closed it, as on a
@@ -75,11 +106,127 @@ impl Connection {
         use rustix::io::Errno;
         use rustix::net::{RecvFlags, recv};
         let mut probe = [0u8; 1];
-        matches!(
-            recv(&self.socket, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT),
-            Err(Errno::AGAIN)
-        )
+        self.start == self.end
+            && matches!(
+                recv(&self.stream, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT),
+                Err(Errno::AGAIN)
+            )
     }
+
+    /// Writes the request in `output` by `deadline`. The socket's send
+    /// timeout is the whole timeout, which bounds a first write; a further
+    /// write (a request larger than the socket buffer) is bounded by what
+    /// is left.
+    fn send(&mut self, deadline: Instant, timeout: Duration) -> io::Result<()> {
+        if self.write_timeout != timeout {
+            self.stream.set_write_timeout(Some(timeout))?;
+            self.write_timeout = timeout;
+        }
+        let mut sent = 0;
+        while sent < self.output.len() {
+            if sent > 0 {
+                self.write_timeout = remaining(deadline)?;
+                self.stream.set_write_timeout(Some(self.write_timeout))?;
+            }
+            match (&self.stream).write(&self.output[sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => sent += written,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(timed_out(error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads into `buffer` once, by `deadline`; end of stream is an error.
+    fn read_into(stream: &TcpStream, buffer: &mut [u8], deadline: Instant) -> io::Result<usize> {
+        loop {
+            stream.set_read_timeout(Some(remaining(deadline)?))?;
+            match (&*stream).read(buffer) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(read) => return Ok(read),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(timed_out(error)),
+            }
+        }
+    }
+
+    /// Reads more of the stream into the input buffer, making room first.
+    fn fill(&mut self, deadline: Instant) -> io::Result<()> {
+        if self.start > 0 {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.end += Self::read_into(&self.stream, &mut self.input[self.end..], deadline)?;
+        Ok(())
+    }
+
+    /// The next reply line, without its line end, as a range of `input`.
+    fn line(&mut self, deadline: Instant) -> Result<Range<usize>, Failure> {
+        // Bytes of `input[start..end]` known to hold no line end.
+        let mut searched = 0;
+        loop {
+            let pending = &self.input[self.start + searched..self.end];
+            if let Some(at) = pending.iter().position(|&byte| byte == b'\n') {
+                let newline = self.start + searched + at;
+                let mut stop = newline;
+                if stop > self.start && self.input[stop - 1] == b'\r' {
+                    stop -= 1;
+                }
+                let line = self.start..stop;
+                self.start = newline + 1;
+                return Ok(line);
+            }
+            searched = self.end - self.start;
+            if searched == self.input.len() {
+                return Err(Failure::Garbled("a reply line longer than 16 KiB"));
+            }
+            self.fill(deadline).map_err(Failure::Io)?;
+        }
+    }
+
+    /// Appends the `len` bytes of a value and takes its line end: what is
+    /// buffered comes from the input buffer, the rest straight from the
+    /// socket into `values`.
+    fn value_into(&mut self, len: usize, values: &mut Vec<u8>, deadline: Instant) -> Result<(), Failure> {
+        let buffered = len.min(self.end - self.start);
+        values.extend_from_slice(&self.input[self.start..self.start + buffered]);
+        self.start += buffered;
+        if buffered < len {
+            let mut filled = values.len();
+            values.resize(filled + len - buffered, 0);
+            while filled < values.len() {
+                filled += Self::read_into(&self.stream, &mut values[filled..], deadline).map_err(Failure::Io)?;
+            }
+        }
+        while self.end - self.start < 2 {
+            self.fill(deadline).map_err(Failure::Io)?;
+        }
+        if &self.input[self.start..self.start + 2] != b"\r\n" {
+            return Err(Failure::Garbled("a value not followed by CRLF"));
+        }
+        self.start += 2;
+        Ok(())
+    }
+}
+
+/// The time left until `deadline`; none left is a timeout (a zero socket
+/// timeout would mean none at all).
+fn remaining(deadline: Instant) -> io::Result<Duration> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(left) if !left.is_zero() => Ok(left),
+        _ => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// A socket timeout surfaces as `WouldBlock`: report it as the timeout it
+/// is.
+fn timed_out(error: io::Error) -> io::Error {
+    if error.kind() == io::ErrorKind::WouldBlock {
+        return io::ErrorKind::TimedOut.into();
+    }
+    error
 }
 
 /// One server of the pool and its idle connections.
@@ -99,10 +246,15 @@ pub(crate) struct Memcached {
 /// Why an exchange failed, for the capability's error.
 enum Failure {
     /// No connection could be made: nothing was sent.
-    Connect(std::io::Error),
-    /// The exchange failed after a connection was up.
-    Exchange(exp::Error),
-    /// A reply did not echo its command's opaque token.
+    Connect(io::Error),
+    /// Writing or reading failed after a connection was up.
+    Io(io::Error),
+    /// memcached answered with an error line (`SERVER_ERROR` …).
+    Server(exp::Error),
+    /// The reply stream is not memcached's meta protocol.
+    Garbled(&'static str),
+    /// A reply did not echo its command's opaque token, or did not fit
+    /// its command.
     Mismatch,
     /// A command could not be made: nothing was sent.
     Refused(Error),
@@ -139,7 +291,7 @@ impl Memcached {
     }
 
     /// An idle connection to `server` that passes the probe, or a new one.
-    fn checkout(&self, server: &Server) -> Result<Connection, std::io::Error> {
+    fn checkout(&self, server: &Server) -> io::Result<Connection> {
         loop {
             let Some(connection) = server.idle.lock().unwrap_or_else(|poison| poison.into_inner()).pop() else {
                 break;
@@ -151,57 +303,90 @@ impl Memcached {
         let mut last = None;
         for addr in &server.addrs {
             match TcpStream::connect_timeout(addr, self.options.timeout) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    let socket = stream.try_clone()?;
-                    let mut meta = MetaConnection::from_stream(stream);
-                    meta.set_io_timeout(Some(self.options.timeout));
-                    return Ok(Connection {
-                        meta,
-                        socket,
-                        tokens: 0,
-                    });
-                }
+                Ok(stream) => return Connection::new(stream, self.options.timeout),
                 Err(error) => last = Some(error),
             }
         }
-        Err(last.unwrap_or_else(|| std::io::Error::other("no address to connect to")))
+        Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
     }
 
-    /// Sends the commands `build` makes to `server` in one payload and
-    /// reads one reply per command, each checked against its command's
-    /// opaque token. `build` is given the first token of the batch and
-    /// stamps the commands with it and the ones after, in order.
+    /// Sends a batch to `server` in one write and reads one reply per
+    /// command, each checked against its command's opaque token.
+    /// - `encode` writes the commands into the request, stamped with the
+    ///   tokens from the one it is given on, in order, and says how many
+    ///   it wrote;
+    /// - `fits` says whether a reply code answers the command at an index;
+    ///   a reply that does not is that command's failure.
     fn exchange(
         &self,
         server: &Server,
-        build: impl FnOnce(u64) -> Result<Vec<MetaCommand>, Error>,
-    ) -> Result<Vec<MetaResponse>, Failure> {
+        encode: impl FnOnce(u64, &mut Vec<u8>) -> Result<usize, Error>,
+        fits: impl Fn(usize, ReturnCode) -> bool,
+    ) -> Result<Replies, Failure> {
         let mut connection = self.checkout(server).map_err(Failure::Connect)?;
         let first = connection.tokens;
-        let commands = match build(first) {
-            Ok(commands) => commands,
+        connection.output.clear();
+        let count = match encode(first, &mut connection.output) {
+            Ok(count) => count,
             Err(error) => {
                 self.put_back(server, connection);
                 return Err(Failure::Refused(error));
             }
         };
-        connection.tokens += commands.len() as u64;
-        let replies = connection.meta.execute_batch(&commands).map_err(Failure::Exchange)?;
-        let echoed = replies.len() == commands.len()
-            && replies.iter().zip(first..).all(|(reply, token)| {
-                let mut opaques = reply.flags().filter(|flag| flag.first() == Some(&b'O'));
-                opaques.next() == Some(opaque(token).as_slice()) && opaques.next().is_none()
-            });
-        if !echoed {
-            return Err(Failure::Mismatch);
+        connection.tokens += count as u64;
+        let deadline = Instant::now() + self.options.timeout;
+        connection.send(deadline, self.options.timeout).map_err(Failure::Io)?;
+        let mut replies = Replies {
+            outcomes: Vec::with_capacity(count),
+            values: Vec::new(),
+        };
+        for (index, token) in (first..).take(count).enumerate() {
+            let line = connection.line(deadline)?;
+            let header = &connection.input[line];
+            let reply = MetaResponse::parse_header(header).map_err(Failure::Server)?;
+            let mut opaques = reply.flags().filter(|flag| flag.first() == Some(&b'O'));
+            if opaques.next() != Some(opaque(token).as_slice()) || opaques.next().is_some() {
+                return Err(Failure::Mismatch);
+            }
+            let code = reply.rc();
+            let outcome = if code == ReturnCode::Va {
+                let len = value_length(header)
+                    .filter(|&len| len as u64 <= self.options.item_size_limit)
+                    .ok_or(Failure::Garbled(
+                        "a value length that is not a number within the item size limit",
+                    ))?;
+                let at = replies.values.len();
+                connection.value_into(len, &mut replies.values, deadline)?;
+                if fits(index, code) {
+                    Outcome::Value(len as u32)
+                } else {
+                    replies.values.truncate(at);
+                    unexpected(code)
+                }
+            } else if fits(index, code) {
+                match code {
+                    ReturnCode::En | ReturnCode::Nf => Outcome::Miss,
+                    ReturnCode::Ns | ReturnCode::Ex => Outcome::Exists,
+                    _ => Outcome::Done,
+                }
+            } else {
+                unexpected(code)
+            };
+            replies.outcomes.push(outcome);
         }
-        self.put_back(server, connection);
+        // Bytes beyond the replies asked for: the stream is out of step,
+        // so the connection goes (the replies read are answers: they
+        // echoed their tokens).
+        if connection.start == connection.end {
+            self.put_back(server, connection);
+        }
         Ok(replies)
     }
 
     /// Returns a connection that is in step with its server to the pool.
-    fn put_back(&self, server: &Server, connection: Connection) {
+    fn put_back(&self, server: &Server, mut connection: Connection) {
+        connection.start = 0;
+        connection.end = 0;
         let mut idle = server.idle.lock().unwrap_or_else(|poison| poison.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(connection);
@@ -211,20 +396,16 @@ impl Memcached {
     fn run(&self, server: &Server, commands: Vec<Command>) -> BatchResult {
         let writes = commands.iter().any(|command| !matches!(command, Command::Get(_)));
         let kinds: Vec<MetaOp> = commands.iter().map(op_of).collect();
-        let replies = self
-            .exchange(server, |first| {
-                commands
-                    .into_iter()
-                    .zip(first..)
-                    .map(|(command, token)| meta_command(command, token))
-                    .collect()
-            })
-            .map_err(|failure| self.error(server, failure, writes))?;
-        Ok(replies
-            .into_iter()
-            .zip(kinds)
-            .map(|(reply, kind)| reply_of(kind, reply))
-            .collect())
+        let encode = |first, output: &mut Vec<u8>| {
+            for (command, token) in commands.into_iter().zip(first..) {
+                meta_command(command, token)?
+                    .encode_into(output)
+                    .map_err(|error| Error::InvalidKey(error.to_string()))?;
+            }
+            Ok(kinds.len())
+        };
+        self.exchange(server, encode, |index, code| fits(kinds[index], code))
+            .map_err(|failure| self.error(server, failure, writes))
     }
 
     /// The one place transport failures become capability errors. A batch
@@ -239,23 +420,50 @@ impl Memcached {
         };
         match failure {
             Failure::Connect(error) => Error::Unavailable(format!("memcached at {address} is unreachable: {error}")),
-            Failure::Exchange(exp::Error::Io(error)) if is_timeout(&error) => Error::Unavailable(format!(
+            Failure::Io(error) if error.kind() == io::ErrorKind::TimedOut => Error::Unavailable(format!(
                 "memcached at {address} did not answer within {:?}{unknown}",
                 self.options.timeout
             )),
-            Failure::Exchange(exp::Error::Io(error)) => {
+            Failure::Io(error) => {
                 Error::Unavailable(format!("memcached at {address} failed mid-request: {error}{unknown}"))
             }
-            Failure::Exchange(exp::Error::Server(message)) if message.contains("too large") => {
+            Failure::Server(exp::Error::Server(message)) if message.contains("too large") => {
                 Error::ValueTooLarge(self.options.item_size_limit)
             }
-            Failure::Exchange(other) => Error::Protocol(format!("memcached at {address}: {other}{unknown}")),
+            Failure::Server(other) => Error::Protocol(format!("memcached at {address}: {other}{unknown}")),
+            Failure::Garbled(what) => Error::Protocol(format!(
+                "memcached at {address} sent {what}; connection dropped{unknown}"
+            )),
             Failure::Refused(error) => error,
             Failure::Mismatch => Error::Protocol(format!(
                 "memcached at {address} sent a reply that does not match the request; connection dropped{unknown}"
             )),
         }
     }
+}
+
+/// The data length of a `VA` reply line: the digits after the code.
+fn value_length(header: &[u8]) -> Option<usize> {
+    let after = header.strip_prefix(b"VA")?;
+    let digits = after.trim_ascii_start();
+    let end = digits
+        .iter()
+        .position(|byte| !byte.is_ascii_digit())
+        .unwrap_or(digits.len());
+    // Ten digits cover memcached's 1 GiB item limit without overflow.
+    if end == 0 || end > 10 || digits.len() == after.len() || digits.get(end).is_some_and(|&byte| byte != b' ') {
+        return None;
+    }
+    Some(
+        digits[..end]
+            .iter()
+            .fold(0, |length, &digit| length * 10 + usize::from(digit - b'0')),
+    )
+}
+
+/// The outcome for a reply code that does not answer its command.
+fn unexpected(code: ReturnCode) -> Outcome {
+    Outcome::Failed(Error::Protocol(format!("unexpected reply {code:?} to the command")))
 }
 
 /// The opaque flag for `token`: `O` and the token in hex.
@@ -279,13 +487,6 @@ impl Opaque {
     fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
-}
-
-fn is_timeout(error: &std::io::Error) -> bool {
-    matches!(
-        error.kind(),
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-    )
 }
 
 fn op_of(command: &Command) -> MetaOp {
@@ -343,16 +544,15 @@ fn wire_ttl(secs: u32) -> Result<u64, Error> {
     Ok(now.as_secs() + u64::from(secs))
 }
 
-/// The capability's reply for the reply to a command of `kind`.
-fn reply_of(kind: MetaOp, reply: MetaResponse) -> Result<Reply, Error> {
-    Ok(match (kind, reply.rc()) {
-        (MetaOp::Get, ReturnCode::Va) => Reply::Value(reply.into_value().unwrap_or_default()),
-        (MetaOp::Get, ReturnCode::En) => Reply::Miss,
-        (MetaOp::Set | MetaOp::Delete, ReturnCode::Hd) => Reply::Done,
-        (MetaOp::Set, ReturnCode::Ns) => Reply::Exists,
-        (MetaOp::Delete, ReturnCode::Nf) => Reply::Miss,
-        (_, code) => return Err(Error::Protocol(format!("unexpected reply {code:?} to {kind:?}"))),
-    })
+/// Whether a reply code answers a command of `kind`.
+fn fits(kind: MetaOp, code: ReturnCode) -> bool {
+    matches!(
+        (kind, code),
+        (MetaOp::Get, ReturnCode::Va | ReturnCode::En)
+            | (MetaOp::Set | MetaOp::Delete, ReturnCode::Hd)
+            | (MetaOp::Set, ReturnCode::Ns)
+            | (MetaOp::Delete, ReturnCode::Nf)
+    )
 }
 
 impl Store for Memcached {
@@ -377,23 +577,28 @@ impl Store for Memcached {
             results
         });
         for result in results {
-            for reply in result? {
-                reply?;
+            for outcome in result?.outcomes {
+                if let Outcome::Failed(error) = outcome {
+                    return Err(error);
+                }
             }
         }
         Ok(())
     }
 
-    fn raw(&self, commands: Vec<MetaCommand>) -> Result<Vec<MetaResponse>, Error> {
+    fn raw(&self, commands: Vec<MetaCommand>) -> BatchResult {
         let server = &self.servers[0];
-        let stamp = |first| {
-            Ok(commands
-                .into_iter()
-                .zip(first..)
-                .map(|(command, token)| command.flag(opaque(token).as_slice()))
-                .collect())
+        let encode = |first, output: &mut Vec<u8>| {
+            let count = commands.len();
+            for (command, token) in commands.into_iter().zip(first..) {
+                command
+                    .flag(opaque(token).as_slice())
+                    .encode_into(output)
+                    .map_err(|error| Error::InvalidKey(error.to_string()))?;
+            }
+            Ok(count)
         };
-        self.exchange(server, stamp)
+        self.exchange(server, encode, |_, _| true)
             .map_err(|failure| self.error(server, failure, true))
     }
 
@@ -426,21 +631,103 @@ mod tests {
         }
     }
 
+    /// A one-connection server on loopback that reads a request, then
+    /// writes `reply` a few bytes at a time.
+    fn dribbling_server(reply: Vec<u8>) -> anyhow::Result<(String, std::thread::JoinHandle<()>)> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let address = listener.local_addr()?.to_string();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_nodelay(true).unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).unwrap();
+            for (index, chunk) in reply.chunks(7).enumerate() {
+                if stream.write_all(chunk).is_err() {
+                    return;
+                }
+                if index % 300 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            // Hold the connection until the client is done with it.
+            let _ = stream.read(&mut request);
+        });
+        Ok((address, server))
+    }
+
+    fn gets(keys: &[&str]) -> Vec<Command> {
+        keys.iter().map(|key| Command::Get((*key).into())).collect()
+    }
+
     #[test]
-    fn replies_map_per_command_kind() {
-        let reply = |line: &[u8]| MetaResponse::parse_header(line).unwrap();
-        assert_eq!(reply_of(MetaOp::Get, reply(b"EN O1")), Ok(Reply::Miss));
-        assert_eq!(reply_of(MetaOp::Set, reply(b"HD O1")), Ok(Reply::Done));
-        assert_eq!(reply_of(MetaOp::Set, reply(b"NS O1")), Ok(Reply::Exists));
-        assert_eq!(reply_of(MetaOp::Delete, reply(b"NF O1")), Ok(Reply::Miss));
-        assert!(matches!(
-            reply_of(MetaOp::Get, reply(b"HD O1")),
-            Err(Error::Protocol(_))
-        ));
-        assert!(matches!(
-            reply_of(MetaOp::Delete, reply(b"EN O1")),
-            Err(Error::Protocol(_))
-        ));
+    fn replies_split_anywhere_are_read_whole() -> anyhow::Result<()> {
+        let big: Vec<u8> = (0..20_000u32).map(|n| (n % 251) as u8).collect();
+        let mut reply = b"VA 3 O0\r\nabc\r\nEN O1\r\nVA 20000 O2\r\n".to_vec();
+        reply.extend_from_slice(&big);
+        reply.extend_from_slice(b"\r\nVA 0 O3\r\n\r\n");
+        let (address, server) = dribbling_server(reply)?;
+        let pool = Memcached::new(&[address], MemcachedOptions::default())?;
+        let replies = pool.execute(b"", gets(&["a", "b", "c", "d"])).unwrap();
+        assert_eq!(
+            replies.outcomes,
+            [
+                Outcome::Value(3),
+                Outcome::Miss,
+                Outcome::Value(20_000),
+                Outcome::Value(0)
+            ]
+        );
+        assert_eq!(&replies.values[..3], b"abc");
+        assert!(replies.values[3..] == big[..]);
+        drop(pool);
+        server.join().unwrap();
+        Ok(())
+    }
+
+    #[test]
+    fn a_value_beyond_the_item_size_limit_is_refused_unread() -> anyhow::Result<()> {
+        let (address, server) = dribbling_server(b"VA 2000000 O0\r\n".to_vec())?;
+        let pool = Memcached::new(&[address], MemcachedOptions::default())?;
+        let error = pool.execute(b"", gets(&["a"])).unwrap_err();
+        assert!(
+            matches!(&error, Error::Protocol(text) if text.contains("item size limit")),
+            "{error:?}"
+        );
+        drop(pool);
+        server.join().unwrap();
+        Ok(())
+    }
+
+    #[test]
+    fn value_lengths_are_the_digits_after_va() {
+        assert_eq!(value_length(b"VA 16 O1"), Some(16));
+        assert_eq!(value_length(b"VA 0"), Some(0));
+        assert_eq!(value_length(b"VA  1048576 O1f c7"), Some(1_048_576));
+        assert_eq!(value_length(b"VA 9999999999"), Some(9_999_999_999));
+        for bad in [
+            &b"VA"[..],
+            b"VA ",
+            b"VA16",
+            b"VA -1",
+            b"VA 1x",
+            b"VA 99999999999",
+            b"EN 16",
+        ] {
+            assert_eq!(value_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn reply_codes_fit_their_commands() {
+        assert!(fits(MetaOp::Get, ReturnCode::Va));
+        assert!(fits(MetaOp::Get, ReturnCode::En));
+        assert!(fits(MetaOp::Set, ReturnCode::Hd));
+        assert!(fits(MetaOp::Set, ReturnCode::Ns));
+        assert!(fits(MetaOp::Delete, ReturnCode::Hd));
+        assert!(fits(MetaOp::Delete, ReturnCode::Nf));
+        assert!(!fits(MetaOp::Get, ReturnCode::Hd));
+        assert!(!fits(MetaOp::Delete, ReturnCode::En));
+        assert!(!fits(MetaOp::Set, ReturnCode::Va));
     }
 
     #[test]

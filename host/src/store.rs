@@ -1,24 +1,20 @@
 //! What the capability runs on: memcached, or the embedded store.
 
-use memcache::exp::{MetaCommand, MetaResponse};
+use memcache::exp::MetaCommand;
 
-use crate::bindings::memcached::{Command, Error};
+use crate::bindings::memcached::{Command, Error, Replies, Reply as Outcome};
 
-/// The outcome of one command, as a store reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Reply {
-    /// `get` found the item.
-    Value(Vec<u8>),
-    /// `get` or `delete` found no item.
-    Miss,
-    /// `set`, `add` or `delete` took effect.
-    Done,
-    /// `add` found an existing item and stored nothing.
-    Exists,
+/// The replies to a batch as the capability returns them (one outcome per
+/// command, the values back to back), or an error that concerns the whole
+/// batch.
+pub(crate) type BatchResult = Result<Replies, Error>;
+
+/// Appends a value outcome: `bytes` go at the end of the batch's values.
+/// Values are below memcached's 1 GiB item limit, so the length fits.
+pub(crate) fn push_value(replies: &mut Replies, bytes: &[u8]) {
+    replies.values.extend_from_slice(bytes);
+    replies.outcomes.push(Outcome::Value(bytes.len() as u32));
 }
-
-/// One reply per command, or an error that concerns the whole batch.
-pub(crate) type BatchResult = Result<Vec<Result<Reply, Error>>, Error>;
 
 /// A memcached-like store. Keys reaching it are already scoped to an
 /// application and validated.
@@ -28,8 +24,9 @@ pub(crate) trait Store: Send + Sync {
     /// Runs `commands` on every server; fails if any server fails.
     fn broadcast(&self, commands: Vec<Command>) -> Result<(), Error>;
     /// Runs meta commands as they are on the first server (the bench's
-    /// raw baseline); only memcached has them.
-    fn raw(&self, _commands: Vec<MetaCommand>) -> Result<Vec<MetaResponse>, Error> {
+    /// raw baseline); only memcached has them. Replies map by their code
+    /// alone: `VA` a value, `HD` done, `EN`/`NF` a miss, `NS`/`EX` exists.
+    fn raw(&self, _commands: Vec<MetaCommand>) -> BatchResult {
         Err(Error::Protocol(format!(
             "{} takes no raw memcached commands",
             self.describe()

@@ -2,11 +2,11 @@
 //! connection, without the component: the bench's raw baseline and the
 //! naive algorithm's round trips.
 
-use memcache::exp::{MetaCommand, MetaOp, ReturnCode};
-use tenant_cache_host::Backend;
+use memcache::exp::{MetaCommand, MetaOp};
+use tenant_cache_host::{Backend, RawReply};
 
 /// One raw command, one round trip.
-pub fn raw(backend: &Backend, command: MetaCommand) -> anyhow::Result<memcache::exp::MetaResponse> {
+pub fn raw(backend: &Backend, command: MetaCommand) -> anyhow::Result<RawReply> {
     backend
         .raw_exchange(vec![command])?
         .pop()
@@ -15,9 +15,8 @@ pub fn raw(backend: &Backend, command: MetaCommand) -> anyhow::Result<memcache::
 
 /// `mg KEY v`: the value, if any.
 pub fn raw_get(backend: &Backend, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    let reply = raw(backend, MetaCommand::new(MetaOp::Get, key).flag("v"))?;
-    Ok(match reply.rc() {
-        ReturnCode::Va => reply.into_value(),
+    Ok(match raw(backend, MetaCommand::new(MetaOp::Get, key).flag("v"))? {
+        RawReply::Value(value) => Some(value),
         _ => None,
     })
 }
@@ -28,8 +27,8 @@ pub fn raw_set(backend: &Backend, key: &str, value: &[u8], ttl: Option<u32>) -> 
     if let Some(ttl) = ttl {
         command = command.flag(format!("T{ttl}"));
     }
-    match raw(backend, command)?.rc() {
-        ReturnCode::Hd => Ok(()),
+    match raw(backend, command)? {
+        RawReply::Done => Ok(()),
         other => anyhow::bail!("memcached did not store {key}: {other:?}"),
     }
 }
