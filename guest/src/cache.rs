@@ -26,9 +26,9 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
-use crate::bindings::tenant_cache::cache::memcached::{Command, Error as McError, Store};
-use crate::frame::{frame, unframe};
-use crate::keys::{APP_RECORD, data_record, encode_part, tenant_record};
+use crate::bindings::tenant_cache::cache::memcached::{Command, Error as McError, Replies, Reply as Outcome, Store};
+use crate::frame::{HEADER_LEN, frame, unframe};
+use crate::keys::{APP_RECORD, ReadKeys, data_record, encode_part, tenant_record};
 use crate::versions::{VersionCache, Versions, parse_record, record_value};
 
 /// The outcome of one command of a batch.
@@ -44,21 +44,70 @@ pub enum Reply {
     Exists,
 }
 
-/// The replies to a batch: one per command, the values in one buffer.
-#[derive(Debug)]
+/// The replies to a batch, read in command order: each value a range of
+/// the one buffer, checked to lie inside it.
 pub struct Batch {
-    /// One reply per command, in command order.
-    pub replies: Vec<Result<Reply, McError>>,
+    outcomes: alloc::vec::IntoIter<Outcome>,
+    values: Vec<u8>,
+    /// Where the next value starts.
+    next_value: usize,
+}
+
+impl Batch {
+    /// The capability's replies.
+    pub fn new(replies: Replies) -> Batch {
+        Batch {
+            outcomes: replies.outcomes.into_iter(),
+            values: replies.values,
+            next_value: 0,
+        }
+    }
+
+    /// The reply to the next command; `None` past the last one.
+    pub fn next_reply(&mut self) -> Option<Result<Reply, McError>> {
+        Some(match self.outcomes.next()? {
+            Outcome::Value(len) => {
+                let start = self.next_value;
+                match start.checked_add(len as usize).filter(|&end| end <= self.values.len()) {
+                    Some(end) => {
+                        self.next_value = end;
+                        Ok(Reply::Value(start..end))
+                    }
+                    None => Err(McError::Protocol(String::from("value lengths exceed the values"))),
+                }
+            }
+            Outcome::Miss => Ok(Reply::Miss),
+            Outcome::Done => Ok(Reply::Done),
+            Outcome::Exists => Ok(Reply::Exists),
+            Outcome::Failed(error) => Err(error),
+        })
+    }
+
+    /// The reply to the next command, which must exist.
+    fn expect_reply(&mut self) -> Result<Reply, Error> {
+        match self.next_reply() {
+            Some(reply) => reply.map_err(from_memcached),
+            None => Err(Error::Internal(String::from("memcached host returned too few replies"))),
+        }
+    }
+
     /// The bytes the `Value` replies point into.
-    pub values: Vec<u8>,
+    pub fn values(&self) -> &[u8] {
+        &self.values
+    }
+
+    /// Replies not read yet.
+    pub fn remaining(&self) -> usize {
+        self.outcomes.len()
+    }
 }
 
 /// The memcached capability the algorithm runs on.
 pub trait Memcached {
     /// One pipelined batch on the server that owns `route`.
-    fn execute(&self, route: &str, commands: &[Command]) -> Result<Batch, McError>;
+    fn execute(&self, route: &str, commands: &[Command<'_>]) -> Result<Replies, McError>;
     /// The same batch on every server.
-    fn broadcast(&self, commands: &[Command]) -> Result<(), McError>;
+    fn broadcast(&self, commands: &[Command<'_>]) -> Result<(), McError>;
     /// A fresh random value.
     fn random_u64(&self) -> u64;
 }
@@ -81,32 +130,54 @@ impl<M: Memcached> TenantCache<M> {
         }
     }
 
+    /// Reads one key: the versions and the entry in one round trip.
+    pub fn get(&mut self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let keys = ReadKeys::new(tenant, key);
+        let commands = [
+            Command::Get(APP_RECORD),
+            Command::Get(keys.tenant_record()),
+            Command::Get(keys.data_record()),
+        ];
+        let replies = self
+            .memcached
+            .execute(keys.tenant(), &commands)
+            .map_err(from_memcached)?;
+        let mut batch = Batch::new(replies);
+        let current = versions(read_records(&mut batch)?);
+        self.versions.put(keys.tenant(), current);
+        let entry = batch.expect_reply()?;
+        Ok(match (entry, current) {
+            (Reply::Value(range), Some(current)) => value_if_current(batch.values, range, current),
+            _ => None,
+        })
+    }
+
     /// Reads several keys of one tenant in one round trip.
     pub fn get_many(&mut self, tenant: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
         let tenant = encode_part(tenant);
+        let tenant_key = tenant_record(&tenant);
+        let data_keys: Vec<String> = keys.iter().map(|key| data_record(&tenant, key)).collect();
         let mut commands = Vec::with_capacity(2 + keys.len());
-        commands.push(Command::Get(String::from(APP_RECORD)));
-        commands.push(Command::Get(tenant_record(&tenant)));
-        commands.extend(keys.iter().map(|key| Command::Get(data_record(&tenant, key))));
-        let Batch {
-            replies,
-            values: stored,
-        } = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?;
-        let mut replies = replies.into_iter();
-        let current = versions(read_records(&mut replies, &stored)?);
+        commands.push(Command::Get(APP_RECORD));
+        commands.push(Command::Get(&tenant_key));
+        commands.extend(data_keys.iter().map(|key| Command::Get(key)));
+        let replies = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?;
+        let mut batch = Batch::new(replies);
+        let current = versions(read_records(&mut batch)?);
         self.versions.put(&tenant, current);
+        if batch.remaining() < keys.len() {
+            return Err(Error::Internal(String::from("memcached host returned too few replies")));
+        }
         let mut values = Vec::with_capacity(keys.len());
-        for reply in replies {
-            let value = match (reply.map_err(from_memcached)?, current) {
-                (Reply::Value(range), Some(current)) => {
-                    stored.get(range).and_then(|entry| unframe_if_current(entry, current))
-                }
+        for _ in keys {
+            let value = match (batch.expect_reply()?, current) {
+                (Reply::Value(range), Some(current)) => batch
+                    .values()
+                    .get(range)
+                    .and_then(|entry| unframe_if_current(entry, current)),
                 _ => None,
             };
             values.push(value);
-        }
-        if values.len() != keys.len() {
-            return Err(Error::Internal(String::from("memcached host returned too few replies")));
         }
         Ok(values)
     }
@@ -115,6 +186,7 @@ impl<M: Memcached> TenantCache<M> {
     pub fn set_many(&mut self, tenant: &str, entries: &[(String, Vec<u8>)], ttl: Option<u32>) -> Result<(), Error> {
         check_ttl(ttl)?;
         let tenant = encode_part(tenant);
+        let tenant_key = tenant_record(&tenant);
         let keys: Vec<String> = entries.iter().map(|(key, _)| data_record(&tenant, key)).collect();
         // What the last attempt read of each record, if anything.
         let mut last: Option<[Record; 2]> = None;
@@ -123,8 +195,10 @@ impl<M: Memcached> TenantCache<M> {
             // never overwrite an entry another writer made visible.
             let seen = self.versions.get(&tenant);
             let guessed = seen.is_none();
-            let (tag, mut commands) = match seen {
-                Some(seen) => (seen, Vec::with_capacity(entries.len() + 2)),
+            // Version records to write first: key, record, whether to `add`.
+            let mut proposals: Vec<(&str, Vec<u8>, bool)> = Vec::new();
+            let tag = match seen {
+                Some(seen) => seen,
                 // Versions unknown: propose versions for the records not
                 // known to hold one, with `add` (the read-back below names
                 // the real ones if they exist) or, for a record holding
@@ -135,57 +209,41 @@ impl<M: Memcached> TenantCache<M> {
                         self.versions.app().map_or(Record::Missing, Record::Version),
                         Record::Missing,
                     ]);
-                    let mut commands = Vec::with_capacity(entries.len() + 4);
-                    let mut propose = |record: Record, key: String| match record {
+                    let mut propose = |record: Record, key| match record {
                         Record::Version(version) => version,
                         Record::Missing | Record::Corrupt => {
                             let fresh = self.memcached.random_u64();
-                            let store = version_record(key, fresh);
-                            commands.push(if record == Record::Missing {
-                                Command::Add(store)
-                            } else {
-                                Command::Set(store)
-                            });
+                            proposals.push((key, record_value(fresh), record == Record::Missing));
                             fresh
                         }
                     };
-                    let app = propose(app, String::from(APP_RECORD));
-                    let tenant_version = propose(tenant_version, tenant_record(&tenant));
-                    (
-                        Versions {
-                            app,
-                            tenant: tenant_version,
-                        },
-                        commands,
-                    )
+                    Versions {
+                        app: propose(app, APP_RECORD),
+                        tenant: propose(tenant_version, &tenant_key),
+                    }
                 }
             };
-            let proposals = commands.len();
-            for (key, (_, value)) in keys.iter().zip(entries) {
-                let store = Store {
-                    key: key.clone(),
-                    value: frame(tag, value),
-                    ttl,
-                };
-                commands.push(if guessed {
-                    Command::Add(store)
-                } else {
-                    Command::Set(store)
-                });
+            let frames: Vec<Vec<u8>> = entries.iter().map(|(_, value)| frame(tag, value)).collect();
+            let mut commands = Vec::with_capacity(proposals.len() + entries.len() + 2);
+            for (key, record, add) in &proposals {
+                commands.push(store(key, record, None, *add));
             }
-            commands.push(Command::Get(String::from(APP_RECORD)));
-            commands.push(Command::Get(tenant_record(&tenant)));
-            let Batch { replies, values } = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?;
-            if replies.len() != commands.len() {
+            for (key, framed) in keys.iter().zip(&frames) {
+                commands.push(store(key, framed, ttl, guessed));
+            }
+            commands.push(Command::Get(APP_RECORD));
+            commands.push(Command::Get(&tenant_key));
+            let replies = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?;
+            let mut batch = Batch::new(replies);
+            if batch.remaining() != commands.len() {
                 return Err(Error::Internal(String::from("memcached host returned too few replies")));
             }
-            let mut replies = replies.into_iter();
             let mut all_stored = true;
-            for (index, reply) in replies.by_ref().take(proposals + entries.len()).enumerate() {
-                let stored = reply.map_err(from_memcached)?;
-                all_stored &= index < proposals || matches!(stored, Reply::Done);
+            for index in 0..proposals.len() + entries.len() {
+                let stored = batch.expect_reply()?;
+                all_stored &= index < proposals.len() || matches!(stored, Reply::Done);
             }
-            let records = read_records(&mut replies, &values)?;
+            let records = read_records(&mut batch)?;
             let current = versions(records);
             last = Some(records);
             self.versions.put(&tenant, current);
@@ -201,23 +259,25 @@ impl<M: Memcached> TenantCache<M> {
     /// Removes one entry: one command.
     pub fn delete(&mut self, tenant: &str, key: &str) -> Result<(), Error> {
         let tenant = encode_part(tenant);
-        let command = Command::Delete(data_record(&tenant, key));
-        let batch = self.memcached.execute(&tenant, &[command]).map_err(from_memcached)?;
-        match batch.replies.into_iter().next() {
-            Some(Ok(_)) => Ok(()),
-            Some(Err(error)) => Err(from_memcached(error)),
-            None => Err(Error::Internal(String::from("memcached did not answer the delete"))),
-        }
+        let record = data_record(&tenant, key);
+        let replies = self
+            .memcached
+            .execute(&tenant, &[Command::Delete(&record)])
+            .map_err(from_memcached)?;
+        Batch::new(replies).expect_reply().map(drop)
     }
 
     /// Moves the tenant version: one command.
     pub fn clear(&mut self, tenant: &str) -> Result<(), Error> {
         let tenant = encode_part(tenant);
         let fresh = self.memcached.random_u64();
-        let command = Command::Set(version_record(tenant_record(&tenant), fresh));
-        let batch = self.memcached.execute(&tenant, &[command]).map_err(from_memcached)?;
-        match batch.replies.into_iter().next() {
-            Some(Ok(Reply::Done)) => {
+        let (key, record) = (tenant_record(&tenant), record_value(fresh));
+        let replies = self
+            .memcached
+            .execute(&tenant, &[store(&key, &record, None, false)])
+            .map_err(from_memcached)?;
+        match Batch::new(replies).expect_reply()? {
+            Reply::Done => {
                 let seen = self
                     .versions
                     .get(&tenant)
@@ -225,7 +285,6 @@ impl<M: Memcached> TenantCache<M> {
                 self.versions.put(&tenant, seen);
                 Ok(())
             }
-            Some(Err(error)) => Err(from_memcached(error)),
             _ => Err(Error::Internal(String::from("memcached did not confirm the clear"))),
         }
     }
@@ -233,10 +292,31 @@ impl<M: Memcached> TenantCache<M> {
     /// Moves the application version on every server: one command each.
     pub fn clear_all(&mut self) -> Result<(), Error> {
         let fresh = self.memcached.random_u64();
-        let command = Command::Set(version_record(String::from(APP_RECORD), fresh));
-        self.memcached.broadcast(&[command]).map_err(from_memcached)?;
+        let record = record_value(fresh);
+        self.memcached
+            .broadcast(&[store(APP_RECORD, &record, None, false)])
+            .map_err(from_memcached)?;
         self.versions.move_app(fresh);
         Ok(())
+    }
+}
+
+/// A `set` (or with `add`, an `add`) of `value` under `key`.
+fn store<'a>(key: &'a str, value: &'a [u8], ttl: Option<u32>, add: bool) -> Command<'a> {
+    let item = Store { key, value, ttl };
+    if add { Command::Add(item) } else { Command::Set(item) }
+}
+
+/// The caller's bytes of the stored frame at `range` of `values`, if it
+/// was written under `current`: cut out of `values` in place.
+fn value_if_current(mut values: Vec<u8>, range: Range<usize>, current: Versions) -> Option<Vec<u8>> {
+    match unframe(values.get(range.clone())?) {
+        Some((written, _)) if written == current => {
+            values.truncate(range.end);
+            values.drain(..range.start + HEADER_LEN);
+            Some(values)
+        }
+        _ => None,
     }
 }
 
@@ -246,15 +326,6 @@ fn unframe_if_current(stored: &[u8], current: Versions) -> Option<Vec<u8>> {
     match unframe(stored) {
         Some((written, value)) if written == current => Some(value.to_vec()),
         _ => None,
-    }
-}
-
-/// A version record, kept until evicted: reads bump it in the LRU.
-fn version_record(key: String, version: u64) -> Store {
-    Store {
-        key,
-        value: record_value(version),
-        ttl: None,
     }
 }
 
@@ -268,20 +339,16 @@ enum Record {
 }
 
 /// Takes the application and tenant version replies off the front.
-fn read_records(
-    replies: &mut impl Iterator<Item = Result<Reply, McError>>,
-    values: &[u8],
-) -> Result<[Record; 2], Error> {
+fn read_records(batch: &mut Batch) -> Result<[Record; 2], Error> {
     let mut record = || -> Result<Record, Error> {
-        match replies.next() {
-            Some(Ok(Reply::Value(range))) => Ok(values
+        Ok(match batch.expect_reply()? {
+            Reply::Value(range) => batch
+                .values()
                 .get(range)
                 .and_then(parse_record)
-                .map_or(Record::Corrupt, Record::Version)),
-            Some(Ok(_)) => Ok(Record::Missing),
-            Some(Err(error)) => Err(from_memcached(error)),
-            None => Err(Error::Internal(String::from("memcached host returned too few replies"))),
-        }
+                .map_or(Record::Corrupt, Record::Version),
+            _ => Record::Missing,
+        })
     };
     Ok([record()?, record()?])
 }
@@ -319,5 +386,85 @@ fn from_memcached(error: McError) -> Error {
         McError::ValueTooLarge(limit) => Error::ValueTooLarge(limit),
         McError::InvalidKey(message) => Error::Internal(alloc::format!("host refused a key: {message}")),
         McError::Protocol(message) => Error::Internal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn batch(outcomes: Vec<Outcome>, values: &[u8]) -> Batch {
+        Batch::new(Replies {
+            outcomes,
+            values: values.to_vec(),
+        })
+    }
+
+    /// Every reply of `batch`, as text (the bindings' error has no
+    /// `PartialEq`).
+    fn all(mut batch: Batch) -> Vec<String> {
+        core::iter::from_fn(|| batch.next_reply())
+            .map(|reply| alloc::format!("{reply:?}"))
+            .collect()
+    }
+
+    #[test]
+    fn values_become_ranges_in_order() {
+        let replies = all(batch(
+            vec![
+                Outcome::Value(2),
+                Outcome::Miss,
+                Outcome::Value(0),
+                Outcome::Value(3),
+                Outcome::Done,
+                Outcome::Failed(McError::ValueTooLarge(9)),
+            ],
+            b"abcde",
+        ));
+        assert_eq!(
+            replies,
+            [
+                "Ok(Value(0..2))",
+                "Ok(Miss)",
+                "Ok(Value(2..2))",
+                "Ok(Value(2..5))",
+                "Ok(Done)",
+                "Err(Error::ValueTooLarge(9))",
+            ]
+        );
+    }
+
+    #[test]
+    fn lengths_beyond_the_values_are_a_protocol_error() {
+        for (outcomes, values) in [
+            (vec![Outcome::Value(4)], &b"abc"[..]),
+            (vec![Outcome::Value(2), Outcome::Value(2)], b"abc"),
+            (vec![Outcome::Value(1), Outcome::Value(u32::MAX)], b"abc"),
+        ] {
+            let replies = all(batch(outcomes, values));
+            assert!(
+                replies
+                    .last()
+                    .is_some_and(|last| last.starts_with("Err(Error::Protocol")),
+                "{replies:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_current_value_is_cut_out_in_place() {
+        let current = Versions { app: 1, tenant: 2 };
+        let mut values = b"0123456789abcdef".to_vec();
+        values.extend_from_slice(&frame(current, b"hello"));
+        values.extend_from_slice(b"tail");
+        let range = 16..16 + HEADER_LEN + 5;
+        assert_eq!(
+            value_if_current(values.clone(), range.clone(), current),
+            Some(b"hello".to_vec())
+        );
+        let moved = Versions { app: 1, tenant: 3 };
+        assert_eq!(value_if_current(values.clone(), range, moved), None);
+        assert_eq!(value_if_current(values, 16..9999, current), None);
     }
 }

@@ -33,12 +33,22 @@ pub fn encode_part(raw: &str) -> String {
     part
 }
 
+/// Whether `byte` stands for itself in a part.
+fn is_plain(byte: u8) -> bool {
+    byte.is_ascii_graphic() && !matches!(byte, b'%' | b':' | b'#')
+}
+
 /// Appends the part for `raw` to `out`.
 fn push_part(out: &mut String, raw: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // The common case, a short plain string, is its own part.
+    if raw.len() <= MAX_PART && raw.bytes().all(is_plain) {
+        out.push_str(raw);
+        return;
+    }
     let start = out.len();
     for byte in raw.bytes() {
-        if byte.is_ascii_graphic() && !matches!(byte, b'%' | b':' | b'#') {
+        if is_plain(byte) {
             out.push(char::from(byte));
         } else {
             out.push('%');
@@ -78,6 +88,50 @@ pub fn data_record(tenant: &str, key: &str) -> String {
     record.push(':');
     push_part(&mut record, key);
     record
+}
+
+/// The two records a read of one key names besides the application
+/// record, built in one buffer: `n:<tenant>` and `d:<tenant>:<key>`.
+pub struct ReadKeys {
+    buffer: String,
+    /// Where the data record starts.
+    data: usize,
+}
+
+impl ReadKeys {
+    /// The records of `key` (raw) of `tenant` (raw).
+    pub fn new(tenant: &str, key: &str) -> ReadKeys {
+        let mut buffer = String::with_capacity(2 + MAX_PART + MAX_KEY);
+        buffer.push_str("n:");
+        push_part(&mut buffer, tenant);
+        let data = buffer.len();
+        // The tenant part again, copied rather than encoded twice (a long
+        // tenant would be hashed twice). A part is ASCII, so it splits
+        // anywhere.
+        let mut part = [0u8; MAX_PART];
+        let len = data - 2;
+        part[..len].copy_from_slice(&buffer.as_bytes()[2..data]);
+        buffer.push_str("d:");
+        buffer.push_str(core::str::from_utf8(&part[..len]).unwrap_or_default());
+        buffer.push(':');
+        push_part(&mut buffer, key);
+        ReadKeys { buffer, data }
+    }
+
+    /// The tenant's part: the route of its records.
+    pub fn tenant(&self) -> &str {
+        &self.buffer[2..self.data]
+    }
+
+    /// `n:<tenant>`.
+    pub fn tenant_record(&self) -> &str {
+        &self.buffer[..self.data]
+    }
+
+    /// `d:<tenant>:<key>`.
+    pub fn data_record(&self) -> &str {
+        &self.buffer[self.data..]
+    }
 }
 
 #[cfg(test)]
@@ -172,6 +226,30 @@ mod tests {
                 assert!(seen.insert(record), "collision for {tenant:?}/{key:?}");
             }
             assert!(wire_valid(&tenant_record(&encode_part(tenant))));
+        }
+    }
+
+    #[test]
+    fn read_keys_are_the_records_built_one_by_one() {
+        let samples = [
+            "",
+            "Lisboa",
+            "/info",
+            "a:b",
+            "é",
+            "%",
+            &"x".repeat(96),
+            &"x".repeat(97),
+            &"é".repeat(100),
+        ];
+        for tenant in samples {
+            for key in samples {
+                let keys = ReadKeys::new(tenant, key);
+                let part = encode_part(tenant);
+                assert_eq!(keys.tenant(), part);
+                assert_eq!(keys.tenant_record(), tenant_record(&part));
+                assert_eq!(keys.data_record(), data_record(&part, key));
+            }
         }
     }
 }

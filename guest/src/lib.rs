@@ -16,7 +16,15 @@ pub mod versions;
 
 #[allow(missing_docs, clippy::all)]
 mod bindings {
-    wit_bindgen::generate!({ world: "plugin", path: "../wit" });
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../wit",
+        // Commands borrow their keys and values: building a batch copies
+        // nothing it does not have to.
+        ownership: Borrowing {
+            duplicate_if_necessary: false
+        },
+    });
 }
 
 use alloc::string::String;
@@ -24,51 +32,22 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest};
-use bindings::tenant_cache::cache::memcached::{self, Command, Replies, Reply as Outcome};
-use cache::{Batch, Memcached, Reply, TenantCache};
+use bindings::tenant_cache::cache::memcached::{self, Command, Replies};
+use cache::{Memcached, TenantCache};
 
 /// The imported capability.
 struct Imports;
 
 impl Memcached for Imports {
-    fn execute(&self, route: &str, commands: &[Command]) -> Result<Batch, memcached::Error> {
-        memcached::execute(route, commands).and_then(unpack)
+    fn execute(&self, route: &str, commands: &[Command<'_>]) -> Result<Replies, memcached::Error> {
+        memcached::execute(route, commands)
     }
-    fn broadcast(&self, commands: &[Command]) -> Result<(), memcached::Error> {
+    fn broadcast(&self, commands: &[Command<'_>]) -> Result<(), memcached::Error> {
         memcached::broadcast(commands)
     }
     fn random_u64(&self) -> u64 {
         memcached::random_u64()
     }
-}
-
-/// The capability's replies as the algorithm takes them: each value a
-/// range of the one buffer, checked to lie inside it.
-fn unpack(replies: Replies) -> Result<Batch, memcached::Error> {
-    let Replies { outcomes, values } = replies;
-    let mut start = 0usize;
-    let mut unpacked = Vec::with_capacity(outcomes.len());
-    for outcome in outcomes {
-        unpacked.push(match outcome {
-            Outcome::Value(len) => {
-                let end = start
-                    .checked_add(len as usize)
-                    .filter(|&end| end <= values.len())
-                    .ok_or_else(|| memcached::Error::Protocol(String::from("value lengths exceed the values")))?;
-                let range = start..end;
-                start = end;
-                Ok(Reply::Value(range))
-            }
-            Outcome::Miss => Ok(Reply::Miss),
-            Outcome::Done => Ok(Reply::Done),
-            Outcome::Exists => Ok(Reply::Exists),
-            Outcome::Failed(error) => Err(error),
-        });
-    }
-    Ok(Batch {
-        replies: unpacked,
-        values,
-    })
 }
 
 /// One instance runs one call at a time, so one cache per instance.
@@ -93,8 +72,7 @@ struct Component;
 
 impl Guest for Component {
     fn get(tenant: String, key: String) -> Result<Option<Vec<u8>>, Error> {
-        let mut values = with_cache(|cache| cache.get_many(&tenant, core::slice::from_ref(&key)))?;
-        Ok(values.pop().flatten())
+        with_cache(|cache| cache.get(&tenant, &key))
     }
     fn set(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>) -> Result<(), Error> {
         with_cache(|cache| cache.set_many(&tenant, &[(key, value)], ttl))
@@ -123,69 +101,3 @@ bindings::export!(Component with_types_in bindings);
 
 #[cfg(target_arch = "wasm32")]
 mod wasm_runtime;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn replies(outcomes: Vec<Outcome>, values: &[u8]) -> Replies {
-        Replies {
-            outcomes,
-            values: values.to_vec(),
-        }
-    }
-
-    /// The bindings' error has no `PartialEq`: compare what it shows.
-    fn shown(unpacked: Result<Batch, memcached::Error>) -> String {
-        alloc::format!("{unpacked:?}")
-    }
-
-    #[test]
-    fn values_become_ranges_in_order() {
-        let unpacked = unpack(replies(
-            vec![
-                Outcome::Value(2),
-                Outcome::Miss,
-                Outcome::Value(0),
-                Outcome::Value(3),
-                Outcome::Done,
-            ],
-            b"abcde",
-        ));
-        assert_eq!(
-            shown(unpacked),
-            shown(Ok(Batch {
-                replies: vec![
-                    Ok(Reply::Value(0..2)),
-                    Ok(Reply::Miss),
-                    Ok(Reply::Value(2..2)),
-                    Ok(Reply::Value(2..5)),
-                    Ok(Reply::Done),
-                ],
-                values: b"abcde".to_vec(),
-            }))
-        );
-        let failed = unpack(replies(vec![Outcome::Failed(memcached::Error::ValueTooLarge(9))], b""));
-        assert_eq!(
-            shown(failed),
-            shown(Ok(Batch {
-                replies: vec![Err(memcached::Error::ValueTooLarge(9))],
-                values: Vec::new(),
-            }))
-        );
-    }
-
-    #[test]
-    fn lengths_beyond_the_values_are_a_protocol_error() {
-        for (outcomes, values) in [
-            (vec![Outcome::Value(4)], &b"abc"[..]),
-            (vec![Outcome::Value(2), Outcome::Value(2)], b"abc"),
-            (vec![Outcome::Value(1), Outcome::Value(u32::MAX)], b"abc"),
-        ] {
-            assert!(matches!(
-                unpack(replies(outcomes, values)),
-                Err(memcached::Error::Protocol(_))
-            ));
-        }
-    }
-}

@@ -1,19 +1,22 @@
 //! The capability on real memcached servers, in the meta protocol. The
 //! `memcache` crate makes the commands (`MetaCommand`, which validates and
-//! encodes keys) and reads each reply line (`MetaResponse::parse_header`);
-//! the pool, the transport and the checks around each exchange are ours.
+//! encodes keys) and names the reply codes (`ReturnCode`); the pool, the
+//! transport, the reading of replies and the checks around each exchange
+//! are ours.
 //!
 //! Why not the crate's own: its pooled `MetaClient` costs nine system
 //! calls per exchange (three of them probing the idle connection) and
-//! about 6.7k instructions per extra command in a batch; its transport,
-//! `MetaConnection`, sets both socket timeouts before every write and read,
-//! grows each request from an empty buffer, and allocates each reply line
-//! and each value. Here an exchange is four calls (probe, write, read
-//! timeout, read), the request buffer is kept per connection and values
-//! are read straight into the one buffer the component receives. The
-//! crate's legacy `Client` is out of the question: it probes every
-//! checkout with a `version` round trip, writes keys into the command line
-//! unchecked and can pair a reply with the wrong request after a timeout.
+//! about 6.7k instructions per extra command in a batch. Its transport,
+//! `MetaConnection`, sets both socket timeouts before every write and
+//! read, grows each request from an empty buffer, and allocates each reply
+//! line, each of its tokens and each value; its line parser keeps a
+//! value's length to itself. Here an exchange is four system calls (probe,
+//! write, read timeout, read), the request buffer is kept per connection,
+//! reply lines are read in place and values go straight into the one
+//! buffer the component receives. The crate's legacy `Client` is out of
+//! the question: it probes every checkout with a `version` round trip,
+//! writes keys into the command line unchecked and can pair a reply with
+//! the wrong request after a timeout.
 //!
 //! What every exchange guarantees:
 //! - every command carries an opaque token never used before on its
@@ -34,7 +37,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use memcache::exp::{self, MetaCommand, MetaOp, MetaResponse, ReturnCode};
+use memcache::exp::{MetaCommand, MetaOp, ReturnCode};
 
 use crate::bindings::memcached::{Command, Error, Replies, Reply as Outcome, Store as Item};
 use crate::routing;
@@ -191,6 +194,11 @@ impl Connection {
     /// socket into `values`.
     fn value_into(&mut self, len: usize, values: &mut Vec<u8>, deadline: Instant) -> Result<(), Failure> {
         let buffered = len.min(self.end - self.start);
+        if values.capacity() == 0 {
+            // The rest of this read holds this value and any after it: one
+            // allocation for the batch, not one per value.
+            values.reserve(self.end - self.start);
+        }
         values.extend_from_slice(&self.input[self.start..self.start + buffered]);
         self.start += buffered;
         if buffered < len {
@@ -249,8 +257,10 @@ enum Failure {
     Connect(io::Error),
     /// Writing or reading failed after a connection was up.
     Io(io::Error),
-    /// memcached answered with an error line (`SERVER_ERROR` …).
-    Server(exp::Error),
+    /// memcached answered `SERVER_ERROR` with this message.
+    Server(String),
+    /// memcached refused a command: its `CLIENT_ERROR` or `ERROR` line.
+    Rejected(String),
     /// The reply stream is not memcached's meta protocol.
     Garbled(&'static str),
     /// A reply did not echo its command's opaque token, or did not fit
@@ -342,19 +352,11 @@ impl Memcached {
         };
         for (index, token) in (first..).take(count).enumerate() {
             let line = connection.line(deadline)?;
-            let header = &connection.input[line];
-            let reply = MetaResponse::parse_header(header).map_err(Failure::Server)?;
-            let mut opaques = reply.flags().filter(|flag| flag.first() == Some(&b'O'));
-            if opaques.next() != Some(opaque(token).as_slice()) || opaques.next().is_some() {
-                return Err(Failure::Mismatch);
-            }
-            let code = reply.rc();
-            let outcome = if code == ReturnCode::Va {
-                let len = value_length(header)
-                    .filter(|&len| len as u64 <= self.options.item_size_limit)
-                    .ok_or(Failure::Garbled(
-                        "a value length that is not a number within the item size limit",
-                    ))?;
+            let (code, len) = header(&connection.input[line], opaque(token).as_slice())?;
+            let outcome = if let Some(len) = len {
+                if len as u64 > self.options.item_size_limit {
+                    return Err(Failure::Garbled("a value longer than the item size limit"));
+                }
                 let at = replies.values.len();
                 connection.value_into(len, &mut replies.values, deadline)?;
                 if fits(index, code) {
@@ -427,10 +429,15 @@ impl Memcached {
             Failure::Io(error) => {
                 Error::Unavailable(format!("memcached at {address} failed mid-request: {error}{unknown}"))
             }
-            Failure::Server(exp::Error::Server(message)) if message.contains("too large") => {
+            Failure::Server(message) if message.contains("too large") => {
                 Error::ValueTooLarge(self.options.item_size_limit)
             }
-            Failure::Server(other) => Error::Protocol(format!("memcached at {address}: {other}{unknown}")),
+            Failure::Server(message) => Error::Protocol(format!(
+                "memcached at {address} failed the request: SERVER_ERROR {message}{unknown}"
+            )),
+            Failure::Rejected(message) => Error::Protocol(format!(
+                "memcached at {address} refused the request: {message}{unknown}"
+            )),
             Failure::Garbled(what) => Error::Protocol(format!(
                 "memcached at {address} sent {what}; connection dropped{unknown}"
             )),
@@ -442,20 +449,63 @@ impl Memcached {
     }
 }
 
-/// The data length of a `VA` reply line: the digits after the code.
-fn value_length(header: &[u8]) -> Option<usize> {
-    let after = header.strip_prefix(b"VA")?;
-    let digits = after.trim_ascii_start();
-    let end = digits
-        .iter()
-        .position(|byte| !byte.is_ascii_digit())
-        .unwrap_or(digits.len());
-    // Ten digits cover memcached's 1 GiB item limit without overflow.
-    if end == 0 || end > 10 || digits.len() == after.len() || digits.get(end).is_some_and(|&byte| byte != b' ') {
+/// Reads a reply line: its code and, for `VA`, the data length. The line
+/// must carry exactly one opaque token, `opaque`. Error lines fail the
+/// batch.
+fn header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
+    let mut tokens = Tokens(line);
+    let first = tokens.next().ok_or(Failure::Garbled("an empty reply line"))?;
+    let rest = || String::from_utf8_lossy(tokens.0).trim().to_owned();
+    let code = match first {
+        b"SERVER_ERROR" => return Err(Failure::Server(rest())),
+        b"CLIENT_ERROR" | b"ERROR" => return Err(Failure::Rejected(String::from_utf8_lossy(line).trim().to_owned())),
+        code => ReturnCode::from_wire(code).map_err(|_| Failure::Garbled("an unknown reply code"))?,
+    };
+    let len = match code {
+        ReturnCode::Va => Some(
+            tokens
+                .next()
+                .and_then(length)
+                .ok_or(Failure::Garbled("a VA reply without a length"))?,
+        ),
+        _ => None,
+    };
+    let mut opaques = tokens.filter(|flag| flag.first() == Some(&b'O'));
+    if opaques.next() != Some(opaque) || opaques.next().is_some() {
+        return Err(Failure::Mismatch);
+    }
+    Ok((code, len))
+}
+
+/// The space-separated tokens of a reply line.
+struct Tokens<'a>(&'a [u8]);
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let line = self.0;
+        let mut start = 0;
+        while start < line.len() && line[start] == b' ' {
+            start += 1;
+        }
+        let mut end = start;
+        while end < line.len() && line[end] != b' ' {
+            end += 1;
+        }
+        self.0 = &line[end..];
+        (end > start).then(|| &line[start..end])
+    }
+}
+
+/// A data length: decimal digits, at most ten (memcached's items are at
+/// most 1 GiB).
+fn length(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
     Some(
-        digits[..end]
+        digits
             .iter()
             .fold(0, |length, &digit| length * 10 + usize::from(digit - b'0')),
     )
@@ -699,21 +749,52 @@ mod tests {
     }
 
     #[test]
-    fn value_lengths_are_the_digits_after_va() {
-        assert_eq!(value_length(b"VA 16 O1"), Some(16));
-        assert_eq!(value_length(b"VA 0"), Some(0));
-        assert_eq!(value_length(b"VA  1048576 O1f c7"), Some(1_048_576));
-        assert_eq!(value_length(b"VA 9999999999"), Some(9_999_999_999));
-        for bad in [
-            &b"VA"[..],
-            b"VA ",
-            b"VA16",
-            b"VA -1",
-            b"VA 1x",
-            b"VA 99999999999",
-            b"EN 16",
+    fn reply_lines_give_code_length_and_echo() {
+        let read = |line: &[u8]| {
+            header(line, b"O1f").map_err(|failure| match failure {
+                Failure::Server(message) => format!("server {message}"),
+                Failure::Rejected(message) => format!("rejected {message}"),
+                Failure::Garbled(what) => format!("garbled {what}"),
+                Failure::Mismatch => String::from("mismatch"),
+                _ => String::from("other"),
+            })
+        };
+        assert_eq!(read(b"VA 16 O1f"), Ok((ReturnCode::Va, Some(16))));
+        assert_eq!(read(b"VA  1048576 c7 O1f"), Ok((ReturnCode::Va, Some(1_048_576))));
+        assert_eq!(read(b"VA 9999999999 O1f"), Ok((ReturnCode::Va, Some(9_999_999_999))));
+        assert_eq!(read(b"EN O1f"), Ok((ReturnCode::En, None)));
+        assert_eq!(read(b"HD O1f"), Ok((ReturnCode::Hd, None)));
+        assert_eq!(
+            read(b"SERVER_ERROR object too large for cache"),
+            Err("server object too large for cache".into())
+        );
+        assert_eq!(
+            read(b"CLIENT_ERROR bad data chunk"),
+            Err("rejected CLIENT_ERROR bad data chunk".into())
+        );
+        assert_eq!(read(b"ERROR"), Err("rejected ERROR".into()));
+        for garbled in [
+            &b""[..],
+            b"  ",
+            b"XX O1f",
+            b"VA O1f",
+            b"VA -1 O1f",
+            b"VA 1x O1f",
+            b"VA 99999999999 O1f",
         ] {
-            assert_eq!(value_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                read(garbled).is_err_and(|error| error.starts_with("garbled")),
+                "{:?}",
+                String::from_utf8_lossy(garbled)
+            );
+        }
+        for mismatched in [&b"EN"[..], b"EN O1", b"EN O1f0", b"EN O1f O1f", b"VA 2 O2"] {
+            assert_eq!(
+                read(mismatched),
+                Err("mismatch".into()),
+                "{:?}",
+                String::from_utf8_lossy(mismatched)
+            );
         }
     }
 
