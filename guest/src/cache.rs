@@ -186,14 +186,37 @@ impl<M: Memcached> TenantCache<M> {
     pub fn set_many(&mut self, tenant: &str, entries: &[(String, Vec<u8>)], ttl: Option<u32>) -> Result<(), Error> {
         check_ttl(ttl)?;
         let tenant = encode_part(tenant);
-        let tenant_key = tenant_record(&tenant);
         let keys: Vec<String> = entries.iter().map(|(key, _)| data_record(&tenant, key)).collect();
+        let records: Vec<(&str, &[u8])> = keys
+            .iter()
+            .zip(entries)
+            .map(|(key, (_, value))| (key.as_str(), value.as_slice()))
+            .collect();
+        self.write(&tenant, &tenant_record(&tenant), &records, ttl)
+    }
+
+    /// Stores one entry: one round trip in steady state.
+    pub fn set(&mut self, tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> Result<(), Error> {
+        check_ttl(ttl)?;
+        let keys = ReadKeys::new(tenant, key);
+        self.write(keys.tenant(), keys.tenant_record(), &[(keys.data_record(), value)], ttl)
+    }
+
+    /// Writes `entries` (data record, value) of the tenant whose part is
+    /// `tenant` and whose version record is `tenant_key`.
+    fn write(
+        &mut self,
+        tenant: &str,
+        tenant_key: &str,
+        entries: &[(&str, &[u8])],
+        ttl: Option<u32>,
+    ) -> Result<(), Error> {
         // What the last attempt read of each record, if anything.
         let mut last: Option<[Record; 2]> = None;
         for _ in 0..MAX_WRITE_ATTEMPTS {
             // With guessed versions, entries are only `add`ed: a guess must
             // never overwrite an entry another writer made visible.
-            let seen = self.versions.get(&tenant);
+            let seen = self.versions.get(tenant);
             let guessed = seen.is_none();
             // Version records to write first: key, record, whether to `add`.
             let mut proposals: Vec<(&str, Vec<u8>, bool)> = Vec::new();
@@ -219,7 +242,7 @@ impl<M: Memcached> TenantCache<M> {
                     };
                     Versions {
                         app: propose(app, APP_RECORD),
-                        tenant: propose(tenant_version, &tenant_key),
+                        tenant: propose(tenant_version, tenant_key),
                     }
                 }
             };
@@ -228,12 +251,12 @@ impl<M: Memcached> TenantCache<M> {
             for (key, record, add) in &proposals {
                 commands.push(store(key, record, None, *add));
             }
-            for (key, framed) in keys.iter().zip(&frames) {
+            for ((key, _), framed) in entries.iter().zip(&frames) {
                 commands.push(store(key, framed, ttl, guessed));
             }
             commands.push(Command::Get(APP_RECORD));
-            commands.push(Command::Get(&tenant_key));
-            let replies = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?;
+            commands.push(Command::Get(tenant_key));
+            let replies = self.memcached.execute(tenant, &commands).map_err(from_memcached)?;
             let mut batch = Batch::new(replies);
             if batch.remaining() != commands.len() {
                 return Err(Error::Internal(String::from("memcached host returned too few replies")));
@@ -246,7 +269,7 @@ impl<M: Memcached> TenantCache<M> {
             let records = read_records(&mut batch)?;
             let current = versions(records);
             last = Some(records);
-            self.versions.put(&tenant, current);
+            self.versions.put(tenant, current);
             if current == Some(tag) && all_stored {
                 return Ok(());
             }

@@ -75,7 +75,7 @@ impl Guest for Component {
         with_cache(|cache| cache.get(&tenant, &key))
     }
     fn set(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>) -> Result<(), Error> {
-        with_cache(|cache| cache.set_many(&tenant, &[(key, value)], ttl))
+        with_cache(|cache| cache.set(&tenant, &key, &value, ttl))
     }
     fn delete(tenant: String, key: String) -> Result<(), Error> {
         with_cache(|cache| cache.delete(&tenant, &key))
