@@ -453,6 +453,25 @@ impl Memcached {
 /// must carry exactly one opaque token, `opaque`. Error lines fail the
 /// batch.
 fn header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
+    // What memcached sends for our commands, `XX[ LENGTH] OPAQUE`, read
+    // without splitting the line; anything else goes the general way.
+    let usual = line
+        .strip_suffix(opaque)
+        .and_then(|rest| rest.strip_suffix(b" "))
+        .and_then(|rest| match rest {
+            [b'V', b'A', b' ', digits @ ..] => Some((ReturnCode::Va, Some(length(digits)?))),
+            [_, _] => Some((ReturnCode::from_wire(rest).ok()?, None)),
+            _ => None,
+        });
+    match usual {
+        Some((ReturnCode::Va, None)) | None => any_header(line, opaque),
+        Some(usual) => Ok(usual),
+    }
+}
+
+/// [`header`] for any reply line: tokens separated by spaces, flags in any
+/// order.
+fn any_header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
     let mut tokens = Tokens(line);
     let first = tokens.next().ok_or(Failure::Garbled("an empty reply line"))?;
     let rest = || String::from_utf8_lossy(tokens.0).trim().to_owned();
@@ -764,6 +783,10 @@ mod tests {
         assert_eq!(read(b"VA 9999999999 O1f"), Ok((ReturnCode::Va, Some(9_999_999_999))));
         assert_eq!(read(b"EN O1f"), Ok((ReturnCode::En, None)));
         assert_eq!(read(b"HD O1f"), Ok((ReturnCode::Hd, None)));
+        assert_eq!(read(b"NS O1f"), Ok((ReturnCode::Ns, None)));
+        assert_eq!(read(b"NF O1f"), Ok((ReturnCode::Nf, None)));
+        assert_eq!(read(b"HD c7 O1f"), Ok((ReturnCode::Hd, None)));
+        assert_eq!(read(b"HD O1f c7"), Ok((ReturnCode::Hd, None)));
         assert_eq!(
             read(b"SERVER_ERROR object too large for cache"),
             Err("server object too large for cache".into())
