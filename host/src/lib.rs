@@ -136,11 +136,13 @@ impl Backend {
             .outcomes
             .into_iter()
             .map(|outcome| match outcome {
-                Reply::Value(len) => {
-                    let (value, rest) = values.split_at(len as usize);
-                    values = rest;
-                    RawReply::Value(value.to_vec())
-                }
+                Reply::Value(len) => match values.split_at_checked(len as usize) {
+                    Some((value, rest)) => {
+                        values = rest;
+                        RawReply::Value(value.to_vec())
+                    }
+                    None => RawReply::Failed(String::from("value lengths exceed the values")),
+                },
                 Reply::Miss => RawReply::Miss,
                 Reply::Done => RawReply::Done,
                 Reply::Exists => RawReply::Exists,

@@ -263,8 +263,7 @@ enum Failure {
     Rejected(String),
     /// The reply stream is not memcached's meta protocol.
     Garbled(&'static str),
-    /// A reply did not echo its command's opaque token, or did not fit
-    /// its command.
+    /// A reply did not echo its command's opaque token.
     Mismatch,
     /// A command could not be made: nothing was sent.
     Refused(Error),
@@ -320,7 +319,7 @@ impl Memcached {
         Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
     }
 
-    /// Sends a batch to `server` in one write and reads one reply per
+    /// Sends a batch to `server` in one payload and reads one reply per
     /// command, each checked against its command's opaque token.
     /// - `encode` writes the commands into the request, stamped with the
     ///   tokens from the one it is given on, in order, and says how many
