@@ -105,14 +105,19 @@ impl ReadKeys {
         buffer.push_str("n:");
         push_part(&mut buffer, tenant);
         let data = buffer.len();
-        // The tenant part again, copied rather than encoded twice (a long
-        // tenant would be hashed twice). A part is ASCII, so it splits
-        // anywhere.
-        let mut part = [0u8; MAX_PART];
-        let len = data - 2;
-        part[..len].copy_from_slice(&buffer.as_bytes()[2..data]);
         buffer.push_str("d:");
-        buffer.push_str(core::str::from_utf8(&part[..len]).unwrap_or_default());
+        if &buffer[2..data] == tenant {
+            // A plain tenant is its own part.
+            buffer.push_str(tenant);
+        } else {
+            // The part again, copied rather than encoded twice (a long
+            // tenant would be hashed twice). A part is ASCII, so it splits
+            // anywhere.
+            let mut part = [0u8; MAX_PART];
+            let len = data - 2;
+            part[..len].copy_from_slice(&buffer.as_bytes()[2..data]);
+            buffer.push_str(core::str::from_utf8(&part[..len]).unwrap_or_default());
+        }
         buffer.push(':');
         push_part(&mut buffer, key);
         ReadKeys { buffer, data }

@@ -19,8 +19,8 @@ pub struct Versions {
 /// width, so parsing needs no overflow checks, which are slow on wasm32).
 pub fn record_value(version: u64) -> Vec<u8> {
     let mut record = Vec::with_capacity(16);
-    record.extend_from_slice(&hex_digits((version >> 32) as u32).to_be_bytes());
-    record.extend_from_slice(&hex_digits(version as u32).to_be_bytes());
+    record.extend_from_slice(&hex_digits((version >> 32) as u32).to_le_bytes());
+    record.extend_from_slice(&hex_digits(version as u32).to_le_bytes());
     record
 }
 
@@ -31,19 +31,21 @@ pub fn parse_record(stored: &[u8]) -> Option<u64> {
     Some(u64::from(parse_digits(*high)?) << 32 | u64::from(parse_digits(*low)?))
 }
 
-// Eight hex digits at a time, one per byte of a u64 (the first digit in
-// the top byte): a handful of word operations instead of a loop.
+// Eight hex digits at a time, one per byte of a little-endian u64 (the
+// first digit in the lowest byte, so no byte swap on wasm32): a handful of
+// word operations instead of a loop.
 
 /// Each of the eight bytes holds 0x01.
 const ONES: u64 = 0x0101_0101_0101_0101;
 
-/// The eight lowercase hex digits of `value`, as the bytes of a u64.
+/// The eight lowercase hex digits of `value`, as the bytes of a
+/// little-endian u64.
 fn hex_digits(value: u32) -> u64 {
-    // One nibble per byte, the top nibble in the top byte.
+    // One nibble per byte, the top nibble in the lowest byte.
     let mut x = u64::from(value);
-    x = (x | x << 16) & 0x0000_FFFF_0000_FFFF;
-    x = (x | x << 8) & 0x00FF_00FF_00FF_00FF;
-    x = (x | x << 4) & 0x0F0F_0F0F_0F0F_0F0F;
+    x = (x >> 16 | x << 32) & 0x0000_FFFF_0000_FFFF;
+    x = (x >> 8 | x << 16) & 0x00FF_00FF_00FF_00FF;
+    x = (x >> 4 | x << 8) & 0x0F0F_0F0F_0F0F_0F0F;
     // '0' + n, plus the gap from ':' to 'a' for n >= 10 (n + 6 >= 16).
     let letters = ((x + 6 * ONES) >> 4) & ONES;
     x + b'0' as u64 * ONES + letters * (b'a' - b'9' - 1) as u64
@@ -51,14 +53,14 @@ fn hex_digits(value: u32) -> u64 {
 
 /// The value of eight lowercase hex digits; `None` if any byte is not one.
 fn parse_digits(digits: [u8; 8]) -> Option<u32> {
-    let x = u64::from_be_bytes(digits);
+    let x = u64::from_le_bytes(digits);
     // Right for valid digits: '0'..'9' keep their low nibble, 'a'..'f'
     // (bit 6 set) add 9 to theirs. Any other byte is caught below: the
     // digits of the result differ from it.
     let mut nibbles = (x & 0x0F0F_0F0F_0F0F_0F0F) + ((x >> 6) & ONES) * 9;
-    nibbles = (nibbles | nibbles >> 4) & 0x00FF_00FF_00FF_00FF;
-    nibbles = (nibbles | nibbles >> 8) & 0x0000_FFFF_0000_FFFF;
-    let value = (nibbles | nibbles >> 16) as u32;
+    nibbles = (nibbles << 4 | nibbles >> 8) & 0x00FF_00FF_00FF_00FF;
+    nibbles = (nibbles << 8 | nibbles >> 16) & 0x0000_FFFF_0000_FFFF;
+    let value = (nibbles << 16 | nibbles >> 32) as u32;
     (hex_digits(value) == x).then_some(value)
 }
 
