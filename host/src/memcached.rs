@@ -753,6 +753,33 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_that_stops_mid_value_times_out_within_the_deadline() -> anyhow::Result<()> {
+        // The server holds the connection open after half a value.
+        let (address, server) = dribbling_server(b"VA 10 O0\r\nabcde".to_vec())?;
+        let timeout = Duration::from_millis(150);
+        let pool = Memcached::new(
+            &[address],
+            MemcachedOptions {
+                timeout,
+                ..MemcachedOptions::default()
+            },
+        )?;
+        let started = Instant::now();
+        let error = pool.execute(b"", gets(&["a"])).unwrap_err();
+        let waited = started.elapsed();
+        assert!(
+            matches!(&error, Error::Unavailable(text) if text.contains("did not answer")),
+            "{error:?}"
+        );
+        assert!(waited < timeout * 4, "{waited:?}");
+        // The half-read connection is not reused: the pool is empty.
+        assert!(pool.servers[0].idle.lock().unwrap().is_empty());
+        drop(pool);
+        server.join().unwrap();
+        Ok(())
+    }
+
+    #[test]
     fn a_value_beyond_the_item_size_limit_is_refused_unread() -> anyhow::Result<()> {
         let (address, server) = dribbling_server(b"VA 2000000 O0\r\n".to_vec())?;
         let pool = Memcached::new(&[address], MemcachedOptions::default())?;
