@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
 };
 
-use crate::bindings::PluginPre;
-use crate::{CacheError, Grant, Plugin};
+use crate::plugin::Exports;
+use crate::{Backend, CacheError, Grant, Plugin};
 
 /// The tenant-cache component built with this crate.
 pub const COMPONENT: &[u8] = include_bytes!(env!("TENANT_CACHE_COMPONENT"));
@@ -74,7 +74,8 @@ impl Drop for Ticker {
 /// Cloning is cheap.
 #[derive(Clone)]
 pub struct Runtime {
-    pre: PluginPre<State>,
+    pre: InstancePre<State>,
+    exports: Exports,
     options: Arc<RuntimeOptions>,
     _ticker: Arc<Ticker>,
 }
@@ -106,15 +107,20 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .context("the component needs imports this host does not grant")?;
+        let exports = Exports::of(&component)?;
         let stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine, stop.clone())?;
-        Ok(Runtime {
-            pre: PluginPre::new(pre)
-                .map_err(anyhow::Error::from)
-                .context("the component lacks the tenant-cache export")?,
+        let runtime = Runtime {
+            pre,
+            exports,
             options: Arc::new(options),
             _ticker: Arc::new(Ticker(stop)),
-        })
+        };
+        // Instances check an export's type on its first call; one checked
+        // instance now makes a component that does not match fail here.
+        let (mut store, plugin) = runtime.fresh(Grant::new(Backend::embedded(), "type-check"))?;
+        plugin.check(&mut store)?;
+        Ok(runtime)
     }
 
     /// A fresh instance of the component holding `grant`.
@@ -136,12 +142,12 @@ impl Runtime {
         let mut store = Store::new(self.pre.engine(), State { grant, limits });
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(u64::MAX);
-        let plugin = self
+        let instance = self
             .pre
             .instantiate(&mut store)
             .map_err(anyhow::Error::from)
             .context("instantiating the component")?;
-        Ok((store, Plugin::from_bindings(plugin)))
+        Ok((store, Plugin::new(instance, self.exports.clone())))
     }
 
     fn deadline_ticks(&self) -> u64 {
