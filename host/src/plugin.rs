@@ -59,7 +59,12 @@ impl Export {
 /// Where each function of the interface is in a component: found once per
 /// component, by name.
 #[derive(Clone)]
-pub(crate) struct Exports([ComponentExportIndex; 7]);
+pub(crate) struct Exports {
+    indices: [ComponentExportIndex; 7],
+    /// Whether the functions' types were checked on an instance of this
+    /// component (then they are right on every instance of it).
+    checked: bool,
+}
 
 impl Exports {
     /// The exports of `component`; an error names the first one missing.
@@ -73,7 +78,10 @@ impl Exports {
                 .with_context(|| format!("the component's {INTERFACE} has no `{}`", export.name()))
         };
         let [get, set, delete, clear, clear_all, get_many, set_many] = Export::ALL.map(index);
-        Ok(Exports([get?, set?, delete?, clear?, clear_all?, get_many?, set_many?]))
+        Ok(Exports {
+            indices: [get?, set?, delete?, clear?, clear_all?, get_many?, set_many?],
+            checked: false,
+        })
     }
 }
 
@@ -140,8 +148,9 @@ impl Plugin {
     }
 
     /// Looks up and type-checks every export now rather than on its first
-    /// call: a component that does not match fails here.
-    pub(crate) fn check(&self, mut store: impl AsContextMut) -> anyhow::Result<()> {
+    /// call: a component that does not match fails here. Returns the
+    /// exports, known to be right for every instance of the component.
+    pub(crate) fn check(&self, mut store: impl AsContextMut) -> anyhow::Result<Exports> {
         let check = |result: wasmtime::Result<()>, export: Export| {
             result
                 .map_err(anyhow::Error::from)
@@ -153,7 +162,11 @@ impl Plugin {
         check(self.clear_func(&mut store).map(drop), Export::Clear)?;
         check(self.clear_all_func(&mut store).map(drop), Export::ClearAll)?;
         check(self.get_many_func(&mut store).map(drop), Export::GetMany)?;
-        check(self.set_many_func(&mut store).map(drop), Export::SetMany)
+        check(self.set_many_func(&mut store).map(drop), Export::SetMany)?;
+        Ok(Exports {
+            checked: true,
+            ..self.exports.clone()
+        })
     }
 
     /// `export` as a function taking `P` and returning `R`. Each export is
@@ -165,17 +178,26 @@ impl Plugin {
         R: ComponentNamedList + Lift,
     {
         let cell = &self.funcs[export as usize];
-        if let Some(func) = cell.get() {
-            // SAFETY: `func` was type-checked against `P` and `R` when it
-            // was put in its cell (below), and `export` is always asked for
-            // with the same types.
-            return Ok(unsafe { TypedFunc::new_unchecked(*func) });
-        }
-        let typed = self
-            .instance
-            .get_typed_func::<P, R>(store.as_context_mut(), &self.exports.0[export as usize])?;
-        let _ = cell.set(*typed.func());
-        Ok(typed)
+        let index = &self.exports.indices[export as usize];
+        let func = match cell.get() {
+            Some(func) => *func,
+            None if self.exports.checked => {
+                let func = (self.instance.get_func(store.as_context_mut(), index))
+                    .ok_or_else(|| wasmtime::format_err!("the component has no `{}`", export.name()))?;
+                let _ = cell.set(func);
+                func
+            }
+            None => {
+                let typed = self.instance.get_typed_func::<P, R>(store.as_context_mut(), index)?;
+                let _ = cell.set(*typed.func());
+                return Ok(typed);
+            }
+        };
+        // SAFETY: `func` was type-checked against `P` and `R`, on this
+        // instance when it was put in its cell (below) or on another
+        // instance of the same component (`checked`), and `export` is
+        // always asked for with the same types.
+        Ok(unsafe { TypedFunc::new_unchecked(func) })
     }
 
     fn get_func<'a>(&self, store: impl AsContextMut) -> Call<(&'a str, &'a str), Option<Vec<u8>>> {

@@ -110,16 +110,17 @@ impl Runtime {
         let exports = Exports::of(&component)?;
         let stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine, stop.clone())?;
-        let runtime = Runtime {
+        let mut runtime = Runtime {
             pre,
             exports,
             options: Arc::new(options),
             _ticker: Arc::new(Ticker(stop)),
         };
-        // Instances check an export's type on its first call; one checked
-        // instance now makes a component that does not match fail here.
+        // The exports' types are checked once, on one instance: a component
+        // that does not match fails here, and instances of one that does
+        // skip the check.
         let (mut store, plugin) = runtime.fresh(Grant::new(Backend::embedded(), "type-check"))?;
-        plugin.check(&mut store)?;
+        runtime.exports = plugin.check(&mut store)?;
         Ok(runtime)
     }
 
