@@ -1,10 +1,11 @@
 //! The component's exports, callable in any wasmtime store: for embedders
 //! that bring their own `Engine`, `Linker<T>` and `Store<T>`.
 //!
-//! An export is looked up and type-checked on its first call, not when the
-//! component is instantiated: an instance created for one request pays for
-//! the one export it calls (looking up and checking all seven took a third
-//! of an instantiation).
+//! An export is looked up on its first call, not when the component is
+//! instantiated: an instance created for one request pays for the one
+//! export it calls (looking up and type-checking all seven took a third of
+//! an instantiation). Its type is checked then too, unless the runtime
+//! already checked it on another instance of the same component.
 
 use std::cell::OnceCell;
 
@@ -104,7 +105,7 @@ type Values = Vec<Option<Vec<u8>>>;
 pub struct Plugin {
     instance: Instance,
     exports: Exports,
-    /// Each export, once looked up and type-checked by its first call.
+    /// Each export, once its first call looked it up (and checked its type).
     funcs: [OnceCell<Func>; 7],
 }
 
