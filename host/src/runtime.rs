@@ -77,6 +77,8 @@ pub struct Runtime {
     pre: InstancePre<State>,
     exports: Exports,
     options: Arc<RuntimeOptions>,
+    /// `options.call_timeout` in ticks of the deadline clock.
+    deadline_ticks: u64,
     _ticker: Arc<Ticker>,
 }
 
@@ -110,9 +112,11 @@ impl Runtime {
         let exports = Exports::of(&component)?;
         let stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine, stop.clone())?;
+        let deadline_ticks = (options.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64;
         let mut runtime = Runtime {
             pre,
             exports,
+            deadline_ticks,
             options: Arc::new(options),
             _ticker: Arc::new(Ticker(stop)),
         };
@@ -149,10 +153,6 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("instantiating the component")?;
         Ok((store, Plugin::new(instance, self.exports.clone())))
-    }
-
-    fn deadline_ticks(&self) -> u64 {
-        (self.options.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64
     }
 }
 
@@ -307,7 +307,7 @@ impl TenantCache {
             let (store, plugin) = self.runtime.fresh(self.grant().clone()).map_err(CacheError::Trap)?;
             (self.store, self.plugin, self.broken) = (store, plugin, false);
         }
-        self.store.set_epoch_deadline(self.runtime.deadline_ticks());
+        self.store.set_epoch_deadline(self.runtime.deadline_ticks);
         let result = call(&self.plugin, &mut self.store);
         self.broken = matches!(result, Err(CacheError::Trap(_)));
         result
