@@ -1,9 +1,10 @@
 //! The capability on real memcached servers, in the meta protocol. The
-//! `memcache` crate makes the commands (`MetaCommand`, which validates and
-//! encodes keys) and names the reply codes (`ReturnCode`); the pool, the
-//! transport, the reading of replies and the checks around each exchange
-//! are ours. Gets, three per read, are written here: the same bytes
-//! `MetaCommand` writes (unit-tested), without its allocations.
+//! `memcache` crate makes the commands (`MetaCommand`, which encodes every
+//! write, in base64 for a key the text protocol cannot carry) and names the
+//! reply codes (`ReturnCode`); the pool, the transport, the reading of
+//! replies and the checks around each exchange are ours. Gets, three per
+//! read, are written here: the same bytes `MetaCommand` writes
+//! (unit-tested), without its allocations.
 //!
 //! Why not the crate's own: its pooled `MetaClient` costs nine system
 //! calls per exchange (three of them probing the idle connection) and
