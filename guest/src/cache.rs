@@ -138,13 +138,7 @@ impl<M: Memcached> TenantCache<M> {
             Command::Get(keys.tenant_record()),
             Command::Get(keys.data_record()),
         ];
-        let replies = self
-            .memcached
-            .execute(keys.tenant(), &commands)
-            .map_err(from_memcached)?;
-        let mut batch = Batch::new(replies);
-        let current = versions(read_records(&mut batch)?);
-        self.versions.put(keys.tenant(), current);
+        let (current, mut batch) = self.read(keys.tenant(), &commands)?;
         let entry = batch.expect_reply()?;
         Ok(match (entry, current) {
             (Reply::Value(range), Some(current)) => value_if_current(batch.values, range, current),
@@ -161,10 +155,7 @@ impl<M: Memcached> TenantCache<M> {
         commands.push(Command::Get(APP_RECORD));
         commands.push(Command::Get(&tenant_key));
         commands.extend(data_keys.iter().map(|key| Command::Get(key)));
-        let replies = self.memcached.execute(&tenant, &commands).map_err(from_memcached)?;
-        let mut batch = Batch::new(replies);
-        let current = versions(read_records(&mut batch)?);
-        self.versions.put(&tenant, current);
+        let (current, mut batch) = self.read(&tenant, &commands)?;
         if batch.remaining() < keys.len() {
             return Err(Error::Internal(String::from("memcached host returned too few replies")));
         }
@@ -180,6 +171,17 @@ impl<M: Memcached> TenantCache<M> {
             values.push(value);
         }
         Ok(values)
+    }
+
+    /// Runs a read on the server of `tenant` (its part): `commands` start
+    /// with the application and tenant version reads. Returns the versions
+    /// read, now remembered for the tenant, and the replies after them.
+    fn read(&mut self, tenant: &str, commands: &[Command<'_>]) -> Result<(Option<Versions>, Batch), Error> {
+        let replies = self.memcached.execute(tenant, commands).map_err(from_memcached)?;
+        let mut batch = Batch::new(replies);
+        let current = versions(read_records(&mut batch)?);
+        self.versions.put(tenant, current);
+        Ok((current, batch))
     }
 
     /// Stores several entries of one tenant: one round trip in steady state.

@@ -397,8 +397,8 @@ impl Memcached {
     }
 
     fn run(&self, server: &Server, commands: Vec<Command>) -> BatchResult {
-        let writes = commands.iter().any(|command| !matches!(command, Command::Get(_)));
         let kinds: Vec<MetaOp> = commands.iter().map(op_of).collect();
+        let writes = kinds.iter().any(|&kind| kind != MetaOp::Get);
         let encode = |first, output: &mut Vec<u8>| {
             for (command, token) in commands.into_iter().zip(first..) {
                 if let Command::Get(key) = &command
@@ -406,9 +406,7 @@ impl Memcached {
                 {
                     continue;
                 }
-                meta_command(command, token)?
-                    .encode_into(output)
-                    .map_err(|error| Error::InvalidKey(error.to_string()))?;
+                encode_meta(meta_command(command, token)?, output)?;
             }
             Ok(kinds.len())
         };
@@ -572,6 +570,14 @@ fn op_of(command: &Command) -> MetaOp {
     }
 }
 
+/// Appends `command` as `MetaCommand` encodes it; a key it cannot encode
+/// (empty, or too long even in base64) is refused.
+fn encode_meta(command: MetaCommand, output: &mut Vec<u8>) -> Result<(), Error> {
+    command
+        .encode_into(output)
+        .map_err(|error| Error::InvalidKey(error.to_string()))
+}
+
 /// Appends `mg <key> v <opaque>` for a key memcached takes as it is, and
 /// says whether it did: what `MetaCommand` writes for it (a unit test
 /// compares the two), without its allocations and second pass over the key
@@ -685,10 +691,7 @@ impl Store for Memcached {
         let encode = |first, output: &mut Vec<u8>| {
             let count = commands.len();
             for (command, token) in commands.into_iter().zip(first..) {
-                command
-                    .flag(opaque(token).as_slice())
-                    .encode_into(output)
-                    .map_err(|error| Error::InvalidKey(error.to_string()))?;
+                encode_meta(command.flag(opaque(token).as_slice()), output)?;
             }
             Ok(count)
         };
@@ -749,6 +752,21 @@ mod tests {
         Ok((address, server))
     }
 
+    /// Runs `test` on a pool of one [`dribbling_server`] answering
+    /// `reply`, then waits for the server to finish.
+    fn with_server<R>(
+        reply: &[u8],
+        options: MemcachedOptions,
+        test: impl FnOnce(&Memcached) -> R,
+    ) -> anyhow::Result<R> {
+        let (address, server) = dribbling_server(reply.to_vec())?;
+        let pool = Memcached::new(&[address], options)?;
+        let result = test(&pool);
+        drop(pool);
+        server.join().map_err(|_| anyhow::anyhow!("the test server panicked"))?;
+        Ok(result)
+    }
+
     fn gets(keys: &[&str]) -> Vec<Command> {
         keys.iter().map(|key| Command::Get((*key).into())).collect()
     }
@@ -759,9 +777,10 @@ mod tests {
         let mut reply = b"VA 3 O0\r\nabc\r\nEN O1\r\nVA 20000 O2\r\n".to_vec();
         reply.extend_from_slice(&big);
         reply.extend_from_slice(b"\r\nVA 0 O3\r\n\r\n");
-        let (address, server) = dribbling_server(reply)?;
-        let pool = Memcached::new(&[address], MemcachedOptions::default())?;
-        let replies = pool.execute(b"", gets(&["a", "b", "c", "d"])).unwrap();
+        let replies = with_server(&reply, MemcachedOptions::default(), |pool| {
+            pool.execute(b"", gets(&["a", "b", "c", "d"]))
+        })?
+        .unwrap();
         assert_eq!(
             replies.outcomes,
             [
@@ -773,49 +792,42 @@ mod tests {
         );
         assert_eq!(&replies.values[..3], b"abc");
         assert!(replies.values[3..] == big[..]);
-        drop(pool);
-        server.join().unwrap();
         Ok(())
     }
 
     #[test]
     fn a_reply_that_stops_mid_value_times_out_within_the_deadline() -> anyhow::Result<()> {
         // The server holds the connection open after half a value.
-        let (address, server) = dribbling_server(b"VA 10 O0\r\nabcde".to_vec())?;
         let timeout = Duration::from_millis(150);
-        let pool = Memcached::new(
-            &[address],
-            MemcachedOptions {
-                timeout,
-                ..MemcachedOptions::default()
-            },
-        )?;
-        let started = Instant::now();
-        let error = pool.execute(b"", gets(&["a"])).unwrap_err();
-        let waited = started.elapsed();
+        let options = MemcachedOptions {
+            timeout,
+            ..MemcachedOptions::default()
+        };
+        let (error, waited, pooled) = with_server(b"VA 10 O0\r\nabcde", options, |pool| {
+            let started = Instant::now();
+            let error = pool.execute(b"", gets(&["a"])).unwrap_err();
+            (error, started.elapsed(), pool.servers[0].idle.lock().unwrap().len())
+        })?;
         assert!(
             matches!(&error, Error::Unavailable(text) if text.contains("did not answer")),
             "{error:?}"
         );
         assert!(waited < timeout * 4, "{waited:?}");
         // The half-read connection is not reused: the pool is empty.
-        assert!(pool.servers[0].idle.lock().unwrap().is_empty());
-        drop(pool);
-        server.join().unwrap();
+        assert_eq!(pooled, 0);
         Ok(())
     }
 
     #[test]
     fn a_value_beyond_the_item_size_limit_is_refused_unread() -> anyhow::Result<()> {
-        let (address, server) = dribbling_server(b"VA 2000000 O0\r\n".to_vec())?;
-        let pool = Memcached::new(&[address], MemcachedOptions::default())?;
-        let error = pool.execute(b"", gets(&["a"])).unwrap_err();
+        let error = with_server(b"VA 2000000 O0\r\n", MemcachedOptions::default(), |pool| {
+            pool.execute(b"", gets(&["a"]))
+        })?
+        .unwrap_err();
         assert!(
             matches!(&error, Error::Protocol(text) if text.contains("item size limit")),
             "{error:?}"
         );
-        drop(pool);
-        server.join().unwrap();
         Ok(())
     }
 

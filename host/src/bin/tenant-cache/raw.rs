@@ -15,10 +15,11 @@ pub fn raw(backend: &Backend, command: MetaCommand) -> anyhow::Result<RawReply> 
 
 /// `mg KEY v`: the value, if any.
 pub fn raw_get(backend: &Backend, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    Ok(match raw(backend, MetaCommand::new(MetaOp::Get, key).flag("v"))? {
-        RawReply::Value(value) => Some(value),
-        _ => None,
-    })
+    match raw(backend, MetaCommand::new(MetaOp::Get, key).flag("v"))? {
+        RawReply::Value(value) => Ok(Some(value)),
+        RawReply::Failed(message) => anyhow::bail!("memcached did not read {key}: {message}"),
+        _ => Ok(None),
+    }
 }
 
 /// `ms KEY` with a value and an optional ttl.
