@@ -26,7 +26,8 @@ cargo test --release --workspace
 
 echo "== clippy (host, tests, and the guest for wasm32-wasip2)"
 cargo clippy --release --workspace --all-targets -- -D warnings
-cargo clippy --release -p tenant-cache-guest -p tenant-cache-misbehaving --target wasm32-wasip2 -- -D warnings
+cargo clippy --release --target wasm32-wasip2 -p tenant-cache-guest -p tenant-cache-guest-runtime \
+    -p tenant-cache-key-parts -p tenant-cache-misbehaving -- -D warnings
 echo "== docs (every public item of the host library documented, links valid)"
 RUSTDOCFLAGS="-D warnings" cargo doc --release -p tenant-cache-host --no-deps --quiet
 echo "== all checks passed"

@@ -1,4 +1,4 @@
-//! The namespacing algorithm, over any [`Memcached`] capability.
+//! The namespacing algorithm, over any [`Capability`].
 //!
 //! Records of one tenant all live on the server its route picks:
 //! - `a`: the application version (one copy per server),
@@ -25,89 +25,29 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
-use crate::bindings::tenant_cache::cache::memcached::{Command, Error as McError, Replies, Reply as Outcome, Store};
+use crate::batch::{Batch, Reply};
+use crate::bindings::exports::tenant_cache::cache::tenant_cache::{Error, TooLarge};
+use crate::bindings::tenant_cache::cache::memcached::{Command, Error as CapabilityError, Item, Replies};
 use crate::frame::{HEADER_LEN, frame, unframe};
 use crate::keys::{APP_RECORD, ReadKeys, data_record, encode_part, tenant_record};
 use crate::versions::{VersionCache, Versions, parse_record, record_value};
 
-/// The outcome of one command of a batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
-    /// `get` found the item; its value is this range of the batch's values.
-    Value(Range<usize>),
-    /// `get` or `delete` found no item.
-    Miss,
-    /// `set`, `add` or `delete` took effect.
-    Done,
-    /// `add` found an existing item and stored nothing.
-    Exists,
-}
-
-/// The replies to a batch, read in command order: each value a range of
-/// the one buffer, checked to lie inside it.
-pub struct Batch {
-    outcomes: alloc::vec::IntoIter<Outcome>,
-    values: Vec<u8>,
-    /// Where the next value starts.
-    next_value: usize,
-}
-
-impl Batch {
-    /// The capability's replies.
-    pub fn new(replies: Replies) -> Batch {
-        Batch {
-            outcomes: replies.outcomes.into_iter(),
-            values: replies.values,
-            next_value: 0,
-        }
-    }
-
-    /// The reply to the next command; `None` past the last one.
-    pub fn next_reply(&mut self) -> Option<Result<Reply, McError>> {
-        Some(match self.outcomes.next()? {
-            Outcome::Value(len) => {
-                let start = self.next_value;
-                match start.checked_add(len as usize).filter(|&end| end <= self.values.len()) {
-                    Some(end) => {
-                        self.next_value = end;
-                        Ok(Reply::Value(start..end))
-                    }
-                    None => Err(McError::Protocol(String::from("value lengths exceed the values"))),
-                }
-            }
-            Outcome::Miss => Ok(Reply::Miss),
-            Outcome::Done => Ok(Reply::Done),
-            Outcome::Exists => Ok(Reply::Exists),
-            Outcome::Failed(error) => Err(error),
-        })
-    }
-
-    /// The reply to the next command, which must exist.
-    fn expect_reply(&mut self) -> Result<Reply, Error> {
-        match self.next_reply() {
-            Some(reply) => reply.map_err(from_memcached),
-            None => Err(Error::Internal(String::from("memcached host returned too few replies"))),
-        }
-    }
-
-    /// The bytes the `Value` replies point into.
-    pub fn values(&self) -> &[u8] {
-        &self.values
-    }
-
-    /// Replies not read yet.
-    pub fn remaining(&self) -> usize {
-        self.outcomes.len()
+/// The reply to the next command of `batch`, which must exist; a failed
+/// command is the operation's error (`size`: the size of the value the
+/// operation stores, if any).
+fn expect_reply(batch: &mut Batch, size: u64) -> Result<Reply, Error> {
+    match batch.next_reply() {
+        Some(reply) => reply.map_err(|error| from_capability(error, size)),
+        None => Err(Error::Internal(String::from("memcached host returned too few replies"))),
     }
 }
 
 /// The memcached capability the algorithm runs on.
-pub trait Memcached {
+pub trait Capability {
     /// One pipelined batch on the server that owns `route`.
-    fn execute(&self, route: &str, commands: &[Command<'_>]) -> Result<Replies, McError>;
+    fn execute(&self, route: &str, commands: &[Command<'_>]) -> Result<Replies, CapabilityError>;
     /// The same batch on every server.
-    fn broadcast(&self, commands: &[Command<'_>]) -> Result<(), McError>;
+    fn broadcast(&self, commands: &[Command<'_>]) -> Result<(), CapabilityError>;
     /// A fresh random value.
     fn random_u64(&self) -> u64;
 }
@@ -116,16 +56,16 @@ pub trait Memcached {
 const MAX_WRITE_ATTEMPTS: usize = 8;
 
 /// The tenant cache: a capability plus the versions last seen.
-pub struct TenantCache<M> {
-    memcached: M,
+pub struct Cache<C> {
+    capability: C,
     versions: VersionCache,
 }
 
-impl<M: Memcached> TenantCache<M> {
-    /// A cache over `memcached` with nothing remembered yet.
-    pub fn new(memcached: M) -> Self {
-        TenantCache {
-            memcached,
+impl<C: Capability> Cache<C> {
+    /// A cache over `capability` with nothing remembered yet.
+    pub fn new(capability: C) -> Self {
+        Cache {
+            capability,
             versions: VersionCache::default(),
         }
     }
@@ -139,9 +79,9 @@ impl<M: Memcached> TenantCache<M> {
             Command::Get(keys.data_record()),
         ];
         let (current, mut batch) = self.read(keys.tenant(), &commands)?;
-        let entry = batch.expect_reply()?;
+        let entry = expect_reply(&mut batch, 0)?;
         Ok(match (entry, current) {
-            (Reply::Value(range), Some(current)) => value_if_current(batch.values, range, current),
+            (Reply::Value(range), Some(current)) => value_if_current(batch.into_values(), range, current),
             _ => None,
         })
     }
@@ -161,7 +101,7 @@ impl<M: Memcached> TenantCache<M> {
         }
         let mut values = Vec::with_capacity(keys.len());
         for _ in keys {
-            let value = match (batch.expect_reply()?, current) {
+            let value = match (expect_reply(&mut batch, 0)?, current) {
                 (Reply::Value(range), Some(current)) => batch
                     .values()
                     .get(range)
@@ -177,7 +117,10 @@ impl<M: Memcached> TenantCache<M> {
     /// with the application and tenant version reads. Returns the versions
     /// read, now remembered for the tenant, and the replies after them.
     fn read(&mut self, tenant: &str, commands: &[Command<'_>]) -> Result<(Option<Versions>, Batch), Error> {
-        let replies = self.memcached.execute(tenant, commands).map_err(from_memcached)?;
+        let replies = self
+            .capability
+            .execute(tenant, commands)
+            .map_err(|error| from_capability(error, 0))?;
         let mut batch = Batch::new(replies);
         let current = versions(read_records(&mut batch)?);
         self.versions.put(tenant, current);
@@ -215,6 +158,7 @@ impl<M: Memcached> TenantCache<M> {
     ) -> Result<(), Error> {
         // What the last attempt read of each record, if anything.
         let mut last: Option<[Record; 2]> = None;
+        let largest = entries.iter().map(|(_, value)| value.len() as u64).max().unwrap_or(0);
         for _ in 0..MAX_WRITE_ATTEMPTS {
             // With guessed versions, entries are only `add`ed: a guess must
             // never overwrite an entry another writer made visible.
@@ -237,7 +181,7 @@ impl<M: Memcached> TenantCache<M> {
                     let mut propose = |record: Record, key| match record {
                         Record::Version(version) => version,
                         Record::Missing | Record::Corrupt => {
-                            let fresh = self.memcached.random_u64();
+                            let fresh = self.capability.random_u64();
                             proposals.push((key, record_value(fresh), record == Record::Missing));
                             fresh
                         }
@@ -258,15 +202,21 @@ impl<M: Memcached> TenantCache<M> {
             }
             commands.push(Command::Get(APP_RECORD));
             commands.push(Command::Get(tenant_key));
-            let replies = self.memcached.execute(tenant, &commands).map_err(from_memcached)?;
+            let replies = self
+                .capability
+                .execute(tenant, &commands)
+                .map_err(|error| from_capability(error, largest))?;
             let mut batch = Batch::new(replies);
             if batch.remaining() != commands.len() {
                 return Err(Error::Internal(String::from("memcached host returned too few replies")));
             }
+            for _ in &proposals {
+                expect_reply(&mut batch, 0)?;
+            }
             let mut all_stored = true;
-            for index in 0..proposals.len() + entries.len() {
-                let stored = batch.expect_reply()?;
-                all_stored &= index < proposals.len() || matches!(stored, Reply::Done);
+            for (_, value) in entries {
+                let stored = expect_reply(&mut batch, value.len() as u64)?;
+                all_stored &= matches!(stored, Reply::Done);
             }
             let records = read_records(&mut batch)?;
             let current = versions(records);
@@ -286,22 +236,22 @@ impl<M: Memcached> TenantCache<M> {
         let tenant = encode_part(tenant);
         let record = data_record(&tenant, key);
         let replies = self
-            .memcached
+            .capability
             .execute(&tenant, &[Command::Delete(&record)])
-            .map_err(from_memcached)?;
-        Batch::new(replies).expect_reply().map(drop)
+            .map_err(|error| from_capability(error, 0))?;
+        expect_reply(&mut Batch::new(replies), 0).map(drop)
     }
 
     /// Moves the tenant version: one command.
     pub fn clear(&mut self, tenant: &str) -> Result<(), Error> {
         let tenant = encode_part(tenant);
-        let fresh = self.memcached.random_u64();
+        let fresh = self.capability.random_u64();
         let (key, record) = (tenant_record(&tenant), record_value(fresh));
         let replies = self
-            .memcached
+            .capability
             .execute(&tenant, &[store(&key, &record, None, false)])
-            .map_err(from_memcached)?;
-        match Batch::new(replies).expect_reply()? {
+            .map_err(|error| from_capability(error, 0))?;
+        match expect_reply(&mut Batch::new(replies), 0)? {
             Reply::Done => {
                 let seen = self
                     .versions
@@ -316,11 +266,11 @@ impl<M: Memcached> TenantCache<M> {
 
     /// Moves the application version on every server: one command each.
     pub fn clear_all(&mut self) -> Result<(), Error> {
-        let fresh = self.memcached.random_u64();
+        let fresh = self.capability.random_u64();
         let record = record_value(fresh);
-        self.memcached
+        self.capability
             .broadcast(&[store(APP_RECORD, &record, None, false)])
-            .map_err(from_memcached)?;
+            .map_err(|error| from_capability(error, 0))?;
         self.versions.move_app(fresh);
         Ok(())
     }
@@ -328,7 +278,7 @@ impl<M: Memcached> TenantCache<M> {
 
 /// A `set` (or with `add`, an `add`) of `value` under `key`.
 fn store<'a>(key: &'a str, value: &'a [u8], ttl: Option<u32>, add: bool) -> Command<'a> {
-    let item = Store { key, value, ttl };
+    let item = Item { key, value, ttl };
     if add { Command::Add(item) } else { Command::Set(item) }
 }
 
@@ -366,7 +316,7 @@ enum Record {
 /// Takes the application and tenant version replies off the front.
 fn read_records(batch: &mut Batch) -> Result<[Record; 2], Error> {
     let mut record = || -> Result<Record, Error> {
-        Ok(match batch.expect_reply()? {
+        Ok(match expect_reply(batch, 0)? {
             Reply::Value(range) => batch
                 .values()
                 .get(range)
@@ -404,78 +354,20 @@ fn check_ttl(ttl: Option<u32>) -> Result<(), Error> {
     }
 }
 
-/// The one place capability errors become tenant-cache errors.
-fn from_memcached(error: McError) -> Error {
+/// The one place capability errors become tenant-cache errors; `size` is
+/// the size of the value the operation stores (0 for others).
+fn from_capability(error: CapabilityError, size: u64) -> Error {
     match error {
-        McError::Unavailable(message) => Error::Unavailable(message),
-        McError::ValueTooLarge(limit) => Error::ValueTooLarge(limit),
-        McError::InvalidKey(message) => Error::Internal(alloc::format!("host refused a key: {message}")),
-        McError::Protocol(message) => Error::Internal(message),
+        CapabilityError::Unavailable(message) => Error::Unavailable(message),
+        CapabilityError::ValueTooLarge(limit) => Error::ValueTooLarge(TooLarge { size, limit }),
+        CapabilityError::InvalidKey(message) => Error::Internal(alloc::format!("host refused a key: {message}")),
+        CapabilityError::Protocol(message) => Error::Internal(message),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
-
-    fn batch(outcomes: Vec<Outcome>, values: &[u8]) -> Batch {
-        Batch::new(Replies {
-            outcomes,
-            values: values.to_vec(),
-        })
-    }
-
-    /// Every reply of `batch`, as text (the bindings' error has no
-    /// `PartialEq`).
-    fn all(mut batch: Batch) -> Vec<String> {
-        core::iter::from_fn(|| batch.next_reply())
-            .map(|reply| alloc::format!("{reply:?}"))
-            .collect()
-    }
-
-    #[test]
-    fn values_become_ranges_in_order() {
-        let replies = all(batch(
-            vec![
-                Outcome::Value(2),
-                Outcome::Miss,
-                Outcome::Value(0),
-                Outcome::Value(3),
-                Outcome::Done,
-                Outcome::Failed(McError::ValueTooLarge(9)),
-            ],
-            b"abcde",
-        ));
-        assert_eq!(
-            replies,
-            [
-                "Ok(Value(0..2))",
-                "Ok(Miss)",
-                "Ok(Value(2..2))",
-                "Ok(Value(2..5))",
-                "Ok(Done)",
-                "Err(Error::ValueTooLarge(9))",
-            ]
-        );
-    }
-
-    #[test]
-    fn lengths_beyond_the_values_are_a_protocol_error() {
-        for (outcomes, values) in [
-            (vec![Outcome::Value(4)], &b"abc"[..]),
-            (vec![Outcome::Value(2), Outcome::Value(2)], b"abc"),
-            (vec![Outcome::Value(1), Outcome::Value(u32::MAX)], b"abc"),
-        ] {
-            let replies = all(batch(outcomes, values));
-            assert!(
-                replies
-                    .last()
-                    .is_some_and(|last| last.starts_with("Err(Error::Protocol")),
-                "{replies:?}"
-            );
-        }
-    }
 
     #[test]
     fn a_current_value_is_cut_out_in_place() {

@@ -5,8 +5,9 @@
 //! `d:<tenant>:<key>` can be split back unambiguously: the mapping from
 //! (tenant, key) to memcached key is injective.
 //!
-//! - Short parts are percent-encoded: every byte outside `!`..`~`, and the
-//!   reserved `%`, `:` and `#`, becomes `%XX`.
+//! - Short parts are percent-encoded with the escape set the host shares
+//!   ([`tenant_cache_key_parts::ESCAPED`]): every byte outside `!`..`~`, and
+//!   the reserved `%`, `:` and `#`, becomes `%XX`.
 //! - A part whose encoding would exceed [`MAX_PART`] bytes becomes `#`
 //!   followed by the hex SHA-256 of the raw string. `#` never starts (or
 //!   appears in) a percent-encoded part, so hashed and plain parts cannot
@@ -15,6 +16,7 @@
 use alloc::string::String;
 use core::fmt::Write;
 use sha2::{Digest, Sha256};
+use tenant_cache_key_parts::{is_plain, push_escaped};
 
 /// The longest encoded tenant or key part, in bytes.
 pub const MAX_PART: usize = 96;
@@ -33,33 +35,13 @@ pub fn encode_part(raw: &str) -> String {
     part
 }
 
-/// Whether `byte` stands for itself in a part.
-fn is_plain(byte: u8) -> bool {
-    byte.is_ascii_graphic() && !matches!(byte, b'%' | b':' | b'#')
-}
-
 /// Appends the part for `raw` to `out`.
 fn push_part(out: &mut String, raw: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     // The common case, a short plain string, is its own part.
-    if raw.len() <= MAX_PART && raw.bytes().all(is_plain) {
+    if raw.len() <= MAX_PART && is_plain(raw) {
         out.push_str(raw);
-        return;
-    }
-    let start = out.len();
-    for byte in raw.bytes() {
-        if is_plain(byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 15)]));
-        }
-        if out.len() - start > MAX_PART {
-            out.truncate(start);
-            push_hashed(out, raw);
-            return;
-        }
+    } else if !push_escaped(out, raw, MAX_PART) {
+        push_hashed(out, raw);
     }
 }
 

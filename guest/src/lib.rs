@@ -1,17 +1,17 @@
 //! The tenant-cache component.
 //!
 //! All namespacing logic lives in plain modules ([`keys`], [`frame`],
-//! [`versions`], [`cache`]) that are unit-tested natively; this file is
-//! only the wit-bindgen glue. On wasm the crate is `no_std`, so the
+//! [`versions`], [`batch`], [`cache`]) that are unit-tested natively; this
+//! file is only the wit-bindgen glue. On wasm the crate is `no_std`, so the
 //! component imports nothing but the memcached capability.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
 
+pub mod batch;
 pub mod cache;
 pub mod frame;
 pub mod keys;
-pub mod small_blocks;
 pub mod versions;
 
 #[allow(missing_docs, clippy::all)]
@@ -27,18 +27,21 @@ mod bindings {
     });
 }
 
+// The allocator and panic handler of a component without WASI.
+use tenant_cache_guest_runtime as _;
+
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest};
 use bindings::tenant_cache::cache::memcached::{self, Command, Replies};
-use cache::{Memcached, TenantCache};
+use cache::{Cache, Capability};
 
 /// The imported capability.
 struct Imports;
 
-impl Memcached for Imports {
+impl Capability for Imports {
     fn execute(&self, route: &str, commands: &[Command<'_>]) -> Result<Replies, memcached::Error> {
         memcached::execute(route, commands)
     }
@@ -51,7 +54,7 @@ impl Memcached for Imports {
 }
 
 /// One instance runs one call at a time, so one cache per instance.
-struct Instance(RefCell<Option<TenantCache<Imports>>>);
+struct Instance(RefCell<Option<Cache<Imports>>>);
 
 // SAFETY: a component instance runs one call at a time on one thread, and
 // only the exports touch `INSTANCE` (native builds, the unit tests, never
@@ -60,12 +63,12 @@ unsafe impl Sync for Instance {}
 
 static INSTANCE: Instance = Instance(RefCell::new(None));
 
-fn with_cache<T>(call: impl FnOnce(&mut TenantCache<Imports>) -> Result<T, Error>) -> Result<T, Error> {
+fn with_cache<T>(call: impl FnOnce(&mut Cache<Imports>) -> Result<T, Error>) -> Result<T, Error> {
     let mut cache = INSTANCE
         .0
         .try_borrow_mut()
         .map_err(|_| Error::Internal(String::from("re-entrant call")))?;
-    call(cache.get_or_insert_with(|| TenantCache::new(Imports)))
+    call(cache.get_or_insert_with(|| Cache::new(Imports)))
 }
 
 struct Component;
@@ -98,6 +101,3 @@ impl Guest for Component {
 // valid in a native shared library.
 #[cfg(target_arch = "wasm32")]
 bindings::export!(Component with_types_in bindings);
-
-#[cfg(target_arch = "wasm32")]
-mod wasm_runtime;

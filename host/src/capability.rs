@@ -1,13 +1,13 @@
 //! The memcached capability as the component sees it: keys are scoped to
-//! the application the host granted, validated before anything is sent,
-//! and there is no flush.
+//! the application the host granted, every command is checked against the
+//! grant's rules before anything is sent, and there is no flush.
 
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker};
 
-use crate::Backend;
-use crate::bindings::memcached::{Command, Error, Host, Replies, Reply as Outcome, Store as Item};
+use crate::backend::Backend;
+use crate::bindings::capability::{Command, Error, Host, Item, Outcome, Replies};
 
 /// memcached's limit on a key, in bytes.
 const MAX_MEMCACHED_KEY: usize = 250;
@@ -19,7 +19,8 @@ const MAX_APP_PART: usize = 50;
 /// after the longest prefix (`tc:` + app part + `:`).
 pub const MAX_RELATIVE_KEY: usize = MAX_MEMCACHED_KEY - (3 + MAX_APP_PART + 1);
 
-/// The memcached capability granted to a component for one application.
+/// The memcached capability granted to a component for one application,
+/// and the one owner of the rules every command must pass.
 ///
 /// Every key the component sends is prefixed with `tc:<app>:`, where
 /// `<app>` is the application name percent-encoded (or, when long, a
@@ -51,6 +52,15 @@ impl Grant {
         &self.backend
     }
 
+    /// The item size limit a value of `len` bytes breaks, if it breaks it:
+    /// the rule for every value the component stores, also applied by
+    /// [`TenantCache`](crate::TenantCache) before a value is even copied
+    /// into the component.
+    pub(crate) fn refuses_value(&self, len: usize) -> Option<u64> {
+        let limit = self.backend.item_size_limit();
+        u64::try_from(len).map_or(true, |len| len > limit).then_some(limit)
+    }
+
     /// The full memcached key for a guest's relative key, refused when it
     /// is not printable ASCII or too long: the key is guest-controlled, and
     /// a space or CR/LF would otherwise end up on memcached's command line.
@@ -77,16 +87,16 @@ impl Grant {
     /// memcached itself drops the old item when a set is too large, so a
     /// failed write never leaves a stale value behind) and an `add` is
     /// dropped; the second part is then that command's failure.
-    fn scope_command(&self, command: Command, limit: u64) -> Result<(Option<Command>, Option<Error>), Error> {
-        let fits = |item: &Item| u64::try_from(item.value.len()).is_ok_and(|len| len <= limit);
+    fn scope_command(&self, command: Command) -> Result<(Option<Command>, Option<Error>), Error> {
+        let too_large = |item: &Item| self.refuses_value(item.value.len());
         Ok(match command {
             Command::Get(key) => (Some(Command::Get(self.scope(key)?)), None),
             Command::Delete(key) => (Some(Command::Delete(self.scope(key)?)), None),
-            Command::Set(item) if !fits(&item) => (
+            Command::Set(item) if let Some(limit) = too_large(&item) => (
                 Some(Command::Delete(self.scope(item.key)?)),
                 Some(Error::ValueTooLarge(limit)),
             ),
-            Command::Add(item) if !fits(&item) => {
+            Command::Add(item) if let Some(limit) = too_large(&item) => {
                 self.scope(item.key)?;
                 (None, Some(Error::ValueTooLarge(limit)))
             }
@@ -131,17 +141,10 @@ fn merge(replies: &mut Replies, failed: Vec<(usize, Error)>, refused: Vec<(usize
 /// guest's parts, or `#` + 128 bits of its SHA-256 when that is too long.
 fn app_part(app: &str) -> String {
     let mut part = String::new();
-    for byte in app.bytes() {
-        if byte.is_ascii_graphic() && !matches!(byte, b'%' | b':' | b'#') {
-            part.push(char::from(byte));
-        } else {
-            part.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    if part.len() <= MAX_APP_PART {
+    if tenant_cache_key_parts::push_escaped(&mut part, app, MAX_APP_PART) {
         return part;
     }
-    format!("#{}", crate::short_digest(app.as_bytes()))
+    format!("#{}", crate::digest::short_digest(app.as_bytes()))
 }
 
 impl Host for Grant {
@@ -152,9 +155,8 @@ impl Host for Grant {
         // `add` sends nothing).
         let mut failed = Vec::new();
         let mut refused = Vec::new();
-        let limit = self.backend.store().item_size_limit();
         for (index, command) in commands.into_iter().enumerate() {
-            match self.scope_command(command, limit)? {
+            match self.scope_command(command)? {
                 (Some(command), None) => sent.push(command),
                 (Some(command), Some(error)) => {
                     failed.push((sent.len(), error));
@@ -166,7 +168,7 @@ impl Host for Grant {
         }
         self.backend.count_batches(1);
         // The route only picks a server; it is never sent to memcached.
-        let mut replies = self.backend.store().execute(route.as_bytes(), sent)?;
+        let mut replies = self.backend.storage().execute(route.as_bytes(), sent)?;
         if !(failed.is_empty() && refused.is_empty()) {
             merge(&mut replies, failed, refused);
         }
@@ -175,16 +177,15 @@ impl Host for Grant {
 
     fn broadcast(&mut self, commands: Vec<Command>) -> Result<(), Error> {
         let mut scoped = Vec::with_capacity(commands.len());
-        let limit = self.backend.store().item_size_limit();
         for command in commands {
-            match self.scope_command(command, limit)? {
+            match self.scope_command(command)? {
                 (Some(command), None) => scoped.push(command),
                 (_, Some(refused)) => return Err(refused),
                 (None, None) => {}
             }
         }
-        self.backend.count_batches(self.backend.store().servers() as u64);
-        self.backend.store().broadcast(scoped)
+        self.backend.count_batches(self.backend.storage().servers() as u64);
+        self.backend.storage().broadcast(scoped)
     }
 
     fn random_u64(&mut self) -> u64 {
@@ -202,7 +203,7 @@ impl HasData for HasGrant {
 /// with it reaches the backend of the [`Grant`] that `get` returns from the
 /// store's data, and nothing else.
 pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut Grant) -> wasmtime::Result<()> {
-    crate::bindings::memcached::add_to_linker::<T, HasGrant>(linker, get)
+    crate::bindings::capability::add_to_linker::<T, HasGrant>(linker, get)
 }
 
 #[cfg(test)]
@@ -255,6 +256,40 @@ mod tests {
             ]
         );
         assert_eq!(replies.values, b"abcde");
+    }
+
+    #[test]
+    fn an_oversized_set_removes_its_key_and_fails_alone() {
+        let mut grant = Grant::new(Backend::embedded(), "shop");
+        let limit = grant.backend().item_size_limit();
+        let item = |value: Vec<u8>| Item {
+            key: "k".into(),
+            value,
+            ttl: None,
+        };
+        grant
+            .execute("t".into(), vec![Command::Set(item(b"old".to_vec()))])
+            .unwrap();
+        let replies = grant
+            .execute(
+                "t".into(),
+                vec![
+                    Command::Set(item(vec![0; limit as usize + 1])),
+                    Command::Add(item(vec![0; limit as usize + 1])),
+                    Command::Get("k".into()),
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            replies.outcomes,
+            [
+                Outcome::Failed(Error::ValueTooLarge(limit)),
+                Outcome::Failed(Error::ValueTooLarge(limit)),
+                Outcome::Miss
+            ]
+        );
+        assert_eq!(grant.refuses_value(limit as usize), None);
+        assert_eq!(grant.refuses_value(limit as usize + 1), Some(limit));
     }
 
     #[test]

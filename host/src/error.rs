@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::bindings::exported::Error as WitError;
+use crate::bindings::exported::{Error as WitError, TooLarge};
 
 /// Why a tenant cache call failed.
 #[derive(Debug)]
@@ -29,11 +29,11 @@ pub enum CacheError {
     Trap(anyhow::Error),
 }
 
-impl CacheError {
-    pub(crate) fn from_wit(error: WitError, size: u64) -> CacheError {
+impl From<WitError> for CacheError {
+    fn from(error: WitError) -> CacheError {
         match error {
             WitError::Unavailable(text) => CacheError::Unavailable(text),
-            WitError::ValueTooLarge(limit) => CacheError::ValueTooLarge { size, limit },
+            WitError::ValueTooLarge(TooLarge { size, limit }) => CacheError::ValueTooLarge { size, limit },
             WitError::InvalidInput(text) => CacheError::InvalidInput(text),
             WitError::Contention(text) => CacheError::Contention(text),
             WitError::Internal(text) => CacheError::Internal(text),

@@ -8,13 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
 };
 
-use crate::plugin::Exports;
-use crate::{Backend, CacheError, Grant, Plugin};
+use crate::backend::Backend;
+use crate::capability::Grant;
+use crate::error::CacheError;
+use crate::plugin::{Exports, Plugin};
+use crate::precompiled;
 
 /// The tenant-cache component built with this crate.
 pub const COMPONENT: &[u8] = include_bytes!(env!("TENANT_CACHE_COMPONENT"));
@@ -100,11 +103,11 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("configuring wasmtime")?;
         let component = match &options.cache_dir {
-            Some(dir) => crate::precompiled::load(&engine, bytes, dir)?,
-            None => compile(&engine, bytes)?,
+            Some(dir) => precompiled::load(&engine, bytes, dir)?,
+            None => precompiled::compile(&engine, bytes)?,
         };
         let mut linker = Linker::new(&engine);
-        crate::add_to_linker(&mut linker, |state: &mut State| &mut state.grant)?;
+        crate::capability::add_to_linker(&mut linker, |state: &mut State| &mut state.grant)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
@@ -182,12 +185,6 @@ fn config(options: &RuntimeOptions) -> Config {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
-}
-
-pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
-    Component::new(engine, bytes)
-        .map_err(anyhow::Error::from)
-        .context("compiling the component")
 }
 
 /// Advances the engine's epoch every [`TICK`] until `stop` is set.
@@ -268,11 +265,10 @@ impl TenantCache {
         };
         // As one batch would: the entries that fit are stored, the others
         // removed, and the call fails.
-        let limit = self.grant().backend().item_size_limit();
-        let (fitting, oversized): (Vec<_>, Vec<_>) = entries
+        let (oversized, fitting): (Vec<_>, Vec<_>) = entries
             .iter()
             .cloned()
-            .partition(|(_, value)| value.len() as u64 <= limit);
+            .partition(|(_, value)| self.grant().refuses_value(value.len()).is_some());
         for (key, _) in &oversized {
             self.delete(tenant, key)?;
         }
@@ -282,10 +278,11 @@ impl TenantCache {
         Err(error)
     }
 
-    /// The error for a value of `size` bytes, if it exceeds the item limit.
+    /// The error for a value of `size` bytes the grant refuses: such a
+    /// value is not even copied into the component.
     fn too_large(&self, size: usize) -> Option<CacheError> {
-        let limit = self.grant().backend().item_size_limit();
-        (size as u64 > limit).then_some(CacheError::ValueTooLarge {
+        let limit = self.grant().refuses_value(size)?;
+        Some(CacheError::ValueTooLarge {
             size: size as u64,
             limit,
         })

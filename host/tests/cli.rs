@@ -1,14 +1,10 @@
-//! The `tenant-cache` binary as scripts use it (DESIGN.md §4).
-
-#[path = "../../tests/support/memcached.rs"]
-#[allow(dead_code)]
-mod memcached;
+//! The `tenant-cache` binary as scripts use it (the contract in the README's CLI section).
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use memcached::Memcached;
+use tenant_cache_memcached_process::MemcachedProcess;
 
 fn cli(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-cache"));
@@ -19,7 +15,7 @@ fn cli(args: &[&str]) -> Command {
     command
 }
 
-fn run(server: &Memcached, args: &[&str]) -> anyhow::Result<Output> {
+fn run(server: &MemcachedProcess, args: &[&str]) -> anyhow::Result<Output> {
     let address = server.address();
     let mut full = vec!["--memcached", address.as_str()];
     full.extend_from_slice(args);
@@ -46,7 +42,7 @@ fn demo_prints_the_walkthrough_without_a_server() -> anyhow::Result<()> {
 
 #[test]
 fn values_persist_across_processes_on_memcached() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     assert!(run(&server, &["set", "Lisboa", "/info", "2 days"])?.status.success());
     assert!(run(&server, &["set", "Barcelona", "/info", "3 days"])?.status.success());
     let hit = run(&server, &["get", "Lisboa", "/info"])?;
@@ -60,7 +56,7 @@ fn values_persist_across_processes_on_memcached() -> anyhow::Result<()> {
 
 #[test]
 fn the_environment_configures_server_and_app() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let with_env = |app: &str, args: &[&str]| {
         cli(args)
             .env("TENANT_CACHE_MEMCACHED", server.address())
@@ -77,7 +73,7 @@ fn the_environment_configures_server_and_app() -> anyhow::Result<()> {
 
 #[test]
 fn a_ttl_expires_and_stdin_values_round_trip_exactly() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     assert!(run(&server, &["set", "t", "k", "v", "--ttl", "1"])?.status.success());
     let value: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenant-cache"))
@@ -94,13 +90,13 @@ fn a_ttl_expires_and_stdin_values_round_trip_exactly() -> anyhow::Result<()> {
 
 #[test]
 fn errors_are_one_line_and_exit_2() -> anyhow::Result<()> {
-    let mut server = Memcached::start()?;
+    let mut server = MemcachedProcess::start()?;
     let address = server.address();
     server.kill();
     let started = Instant::now();
     let down = run(&server, &["get", "Lisboa", "/info"])?;
     assert!(started.elapsed() < Duration::from_secs(5));
-    let running = Memcached::start()?;
+    let running = MemcachedProcess::start()?;
     for (output, needle) in [
         (down, address.as_str()),
         (run(&running, &["set", "t", "k", "v", "--ttl", "0"])?, "ttl"),
@@ -165,22 +161,14 @@ fn the_compiled_component_is_cached_and_a_broken_cache_is_rebuilt() -> anyhow::R
     Ok(())
 }
 
-/// The number after `"key":` in a flat JSON object.
-fn json_number(json: &str, key: &str) -> Option<f64> {
-    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let end = json[start..].find([',', '}']).map_or(json.len(), |end| start + end);
-    json[start..end].parse().ok()
-}
-
 #[test]
 fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let output = run(&server, &["bench", "--ops", "100", "--json"])?;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("bench: 16/16"), "no progress shown: {stderr:?}");
-    let json = stdout(&output);
-    assert!(json.trim().starts_with('{') && json.trim().ends_with('}'), "{json}");
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output))?;
     for key in [
         "raw_get_p50_us",
         "get_p50_us",
@@ -197,7 +185,7 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
         "get_1t_ops_per_s",
         "naive_get_vs_get_p50",
     ] {
-        let value = json_number(&json, key).unwrap_or_else(|| panic!("{key} missing in {json}"));
+        let value = json[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {json}"));
         assert!(value.is_finite() && value > 0.0, "{key} = {value}");
     }
     let table = run(&server, &["bench", "--ops", "100"])?;
@@ -223,7 +211,7 @@ fn bench_without_a_server_fails_in_one_line() -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--memcached"), "{stderr}");
-    let mut gone = Memcached::start()?;
+    let mut gone = MemcachedProcess::start()?;
     gone.kill();
     let output = run(&gone, &["bench"])?;
     assert_eq!(output.status.code(), Some(2));

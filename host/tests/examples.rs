@@ -1,14 +1,10 @@
 //! The examples under `host/examples/` run against a memcached this test
 //! starts (cargo builds them along with the tests).
 
-#[path = "../../tests/support/memcached.rs"]
-#[allow(dead_code)]
-mod memcached;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use memcached::Memcached;
+use tenant_cache_memcached_process::MemcachedProcess;
 
 /// `target/<profile>/examples/<name>`, next to this test's `deps/`.
 fn example(name: &str) -> anyhow::Result<PathBuf> {
@@ -23,7 +19,7 @@ fn example(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs example `name` against `server`; its stdout once it succeeded.
-fn run_example(name: &str, server: &Memcached) -> anyhow::Result<String> {
+fn run_example(name: &str, server: &MemcachedProcess) -> anyhow::Result<String> {
     let output = Command::new(example(name)?).arg(server.address()).output()?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     anyhow::ensure!(
@@ -36,7 +32,7 @@ fn run_example(name: &str, server: &Memcached) -> anyhow::Result<String> {
 
 #[test]
 fn the_embedding_example_runs() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let stdout = run_example("embed", &server)?;
     assert_eq!(stdout, "Lisboa: Some(\"2 days\")\nBarcelona: None\n");
     assert!(server.keys()?.iter().all(|key| key.starts_with("tc:my-app:")));
@@ -45,7 +41,7 @@ fn the_embedding_example_runs() -> anyhow::Result<()> {
 
 #[test]
 fn the_instance_pool_example_serves_concurrent_requests() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let stdout = run_example("pool", &server)?;
     assert!(stdout.starts_with("8000 requests from 8 threads"), "{stdout}");
     Ok(())

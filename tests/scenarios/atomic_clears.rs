@@ -1,4 +1,4 @@
-//! §2.3: no interleaving of readers, writers and clearers undoes a clear.
+//! docs/semantics.md, guarantee 3: no interleaving of readers, writers and clearers undoes a clear.
 //! (The naive algorithm's readers write the namespace counter back and so
 //! can restore the value a concurrent clear just moved away from.)
 
@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tenant_cache_tests::{Memcached, backend, cache};
+use tenant_cache_tests::{MemcachedProcess, backend, cache};
 
 const READERS: usize = 6;
 const ROUNDS: usize = 15;
 
 #[test]
 fn a_clear_racing_many_readers_is_never_undone() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     let mut writer = cache(&backend, "app")?;
     let mut stale_reads = 0;
@@ -80,7 +80,7 @@ fn a_clear_racing_many_readers_is_never_undone() -> anyhow::Result<()> {
 
 #[test]
 fn a_write_finished_before_a_clear_never_survives_it() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     struct Write {
         value: u64,

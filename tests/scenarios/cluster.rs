@@ -6,13 +6,17 @@
 use std::time::Duration;
 
 use tenant_cache_host::{Backend, CacheError, TenantCache};
-use tenant_cache_tests::{Memcached, backend_with_timeout, cache};
+use tenant_cache_tests::{MemcachedProcess, backend_with_timeout, cache};
 
 const DEADLINE: Duration = Duration::from_millis(300);
 
-fn pool() -> anyhow::Result<(Vec<Memcached>, Backend)> {
-    let servers = vec![Memcached::start()?, Memcached::start()?, Memcached::start()?];
-    let addresses: Vec<String> = servers.iter().map(Memcached::address).collect();
+fn pool() -> anyhow::Result<(Vec<MemcachedProcess>, Backend)> {
+    let servers = vec![
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+    ];
+    let addresses: Vec<String> = servers.iter().map(MemcachedProcess::address).collect();
     let backend = backend_with_timeout(&addresses, DEADLINE)?;
     Ok((servers, backend))
 }

@@ -2,11 +2,11 @@
 //! say) guess its versions; a guess must never hide an entry another
 //! writer already made visible.
 
-use tenant_cache_tests::{Memcached, backend, cache};
+use tenant_cache_tests::{MemcachedProcess, backend, cache};
 
 #[test]
 fn a_completed_set_stays_visible_while_fresh_instances_write_the_same_key() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     cache(&backend, "app")?.set("T", "k", b"seed", None)?;
     std::thread::scope(|scope| -> anyhow::Result<()> {

@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use tenant_cache_host::{CacheError, Grant, RuntimeOptions};
-use tenant_cache_tests::{Memcached, backend, cache, misbehaving};
+use tenant_cache_tests::{MemcachedProcess, backend, cache, misbehaving};
 
 #[test]
 fn runaway_guests_are_stopped_and_the_host_keeps_serving() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     let options = RuntimeOptions {
         call_timeout: Duration::from_millis(300),
@@ -45,7 +45,7 @@ fn runaway_guests_are_stopped_and_the_host_keeps_serving() -> anyhow::Result<()>
 
 #[test]
 fn a_loop_is_stopped_at_the_configured_deadline() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     let options = RuntimeOptions {
         call_timeout: Duration::from_millis(500),

@@ -1,13 +1,13 @@
-//! §2.8: failures are typed values, never traps or panics.
+//! docs/semantics.md, guarantee 8: failures are typed values, never traps or panics.
 
 use std::time::{Duration, Instant};
 
 use tenant_cache_host::{Backend, CacheError, MemcachedOptions};
-use tenant_cache_tests::{Memcached, cache, cache_on};
+use tenant_cache_tests::{MemcachedProcess, cache, cache_on};
 
 #[test]
 fn errors_when_memcached_is_down() -> anyhow::Result<()> {
-    let mut server = Memcached::start()?;
+    let mut server = MemcachedProcess::start()?;
     let address = server.address();
     server.kill();
     let backend = Backend::memcached(std::slice::from_ref(&address), MemcachedOptions::default())?;
@@ -34,7 +34,7 @@ fn errors_when_memcached_is_down() -> anyhow::Result<()> {
 
 #[test]
 fn oversized_values_are_a_typed_error_and_nothing_is_lost() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/big", b"old", None)?;
     // Up to far past the component's 64 MiB memory limit: refused before

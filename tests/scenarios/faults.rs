@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tenant_cache_host::{CacheError, TenantCache};
-use tenant_cache_tests::{Behaviour, FakeServer, Memcached, backend_with_timeout, cache};
+use tenant_cache_tests::{Behaviour, FakeServer, MemcachedProcess, backend_with_timeout, cache};
 
 const DEADLINE: Duration = Duration::from_millis(300);
 
@@ -25,7 +25,7 @@ fn cache_at(address: String) -> anyhow::Result<TenantCache> {
 
 #[test]
 fn memcached_killed_mid_run_fails_fast_and_recovers_on_restart() -> anyhow::Result<()> {
-    let mut server = Memcached::start()?;
+    let mut server = MemcachedProcess::start()?;
     let mut cache = cache_at(server.address())?;
     for n in 0..200 {
         cache.set("Lisboa", &format!("/k{n}"), b"v", None)?;
@@ -62,7 +62,7 @@ fn memcached_killed_mid_run_fails_fast_and_recovers_on_restart() -> anyhow::Resu
 
 #[test]
 fn frozen_memcached_times_out_then_works_again() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_at(server.address())?;
     cache.set("Lisboa", "/info", b"2 days", None)?;
     cache.set("Barcelona", "/info", b"3 days", None)?;
@@ -138,7 +138,7 @@ fn malformed_or_mismatched_replies_are_errors_never_values() -> anyhow::Result<(
 
 #[test]
 fn a_late_reply_is_never_paired_with_the_next_request() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let slow = Arc::new(AtomicBool::new(false));
     let proxy = FakeServer::start(Behaviour::SlowProxy {
         upstream: server.address(),

@@ -6,7 +6,7 @@
 //! fresh instance costs.
 
 use tenant_cache_host::{COMPONENT, Grant, Runtime, RuntimeOptions};
-use tenant_cache_tests::{Memcached, backend};
+use tenant_cache_tests::{MemcachedProcess, backend};
 
 /// Minor page faults this thread has taken so far (Linux).
 fn minor_faults() -> u64 {
@@ -23,7 +23,7 @@ fn minor_faults() -> u64 {
 
 #[test]
 fn a_fresh_pooled_instance_per_request_takes_no_page_faults() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let runtime = Runtime::from_bytes(
         COMPONENT,
         RuntimeOptions {

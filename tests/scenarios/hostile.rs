@@ -5,7 +5,7 @@
 //! every unrelated item (no command was injected), and nothing traps.
 
 use tenant_cache_host::{CacheError, TenantCache};
-use tenant_cache_tests::{Memcached, backend, cache};
+use tenant_cache_tests::{MemcachedProcess, backend, cache};
 
 /// At least 40 strings, each one a way naive schemes break.
 fn corpus() -> Vec<String> {
@@ -79,7 +79,7 @@ fn plant(control: &mut TenantCache) -> Result<(), CacheError> {
     Ok(())
 }
 
-fn check(control: &mut TenantCache, server: &Memcached, case: &str) -> anyhow::Result<()> {
+fn check(control: &mut TenantCache, server: &MemcachedProcess, case: &str) -> anyhow::Result<()> {
     for n in 0..5 {
         let value = control.get("control", &format!("k{n}"))?;
         assert_eq!(
@@ -98,7 +98,7 @@ fn check(control: &mut TenantCache, server: &Memcached, case: &str) -> anyhow::R
 
 #[test]
 fn hostile_tenants_keys_and_apps_round_trip_exactly() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     server.raw_set("unrelated", "item")?;
     let backend = backend(&[&server])?;
     let mut control = cache(&backend, "control-app")?;
@@ -144,7 +144,7 @@ fn hostile_tenants_keys_and_apps_round_trip_exactly() -> anyhow::Result<()> {
 #[test]
 fn awkward_value_sizes_round_trip_or_fail_typed() -> anyhow::Result<()> {
     const MIB: usize = 1024 * 1024;
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     server.raw_set("unrelated", "item")?;
     let backend = backend(&[&server])?;
     let mut control = cache(&backend, "control-app")?;

@@ -1,10 +1,10 @@
-//! §2.1: a clear hides every entry of its tenant and nothing else.
+//! docs/semantics.md, guarantee 1: a clear hides every entry of its tenant and nothing else.
 
-use tenant_cache_tests::{Memcached, backend, cache, cache_on};
+use tenant_cache_tests::{MemcachedProcess, backend, cache, cache_on};
 
 #[test]
 fn clear_hides_every_entry_of_the_tenant() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     for n in 0..50 {
         cache.set("Barcelona", &format!("/page/{n}"), format!("v{n}").as_bytes(), None)?;
@@ -26,7 +26,7 @@ fn clear_hides_every_entry_of_the_tenant() -> anyhow::Result<()> {
 
 #[test]
 fn clear_leaves_other_tenants_untouched() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/info", b"2 days", None)?;
     cache.set("Barcelona", "/info", b"3 days", None)?;
@@ -40,7 +40,7 @@ fn clear_leaves_other_tenants_untouched() -> anyhow::Result<()> {
 
 #[test]
 fn apps_with_the_same_tenant_names_are_isolated() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     let mut shop = cache(&backend, "shop")?;
     let mut blog = cache(&backend, "blog")?;
@@ -58,7 +58,7 @@ fn apps_with_the_same_tenant_names_are_isolated() -> anyhow::Result<()> {
 
 #[test]
 fn clears_never_flush_foreign_items() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     server.raw_set("someone-elses-item", "precious")?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/info", b"2 days", None)?;
@@ -78,7 +78,7 @@ fn clears_never_flush_foreign_items() -> anyhow::Result<()> {
 
 #[test]
 fn delete_removes_one_entry_only() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/a", b"a", None)?;
     cache.set("Lisboa", "/b", b"b", None)?;

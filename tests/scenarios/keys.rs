@@ -1,6 +1,6 @@
-//! §2.5: every (tenant, key) maps to its own valid memcached key.
+//! docs/semantics.md, guarantee 5: every (tenant, key) maps to its own valid memcached key.
 
-use tenant_cache_tests::{Memcached, cache_on};
+use tenant_cache_tests::{MemcachedProcess, cache_on};
 
 /// Tenants and keys chosen to break naive `tenant:key` schemes and the
 /// memcached wire format.
@@ -45,7 +45,7 @@ fn hostile() -> Vec<String> {
 
 #[test]
 fn colliding_tenant_key_pairs_stay_distinct() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     server.raw_set("sentinel", "still-here")?;
     let mut cache = cache_on(&server, "app")?;
     // The classic collision: ("a", "x:5/y") and ("a:1/x", "y") both give
@@ -82,7 +82,7 @@ fn colliding_tenant_key_pairs_stay_distinct() -> anyhow::Result<()> {
 
 #[test]
 fn clearing_a_hostile_tenant_clears_only_it() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     let strings = hostile();
     for tenant in &strings {

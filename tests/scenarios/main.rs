@@ -1,8 +1,8 @@
 //! Component tests: the real guest, in wasmtime, against memcached
 //! processes each test starts on its own free loopback port. One file per
-//! property of DESIGN.md §2.
+//! guarantee of docs/semantics.md.
 
-// DESIGN.md §2, one file per guarantee.
+// docs/semantics.md, one file per guarantee.
 mod atomic_clears;
 mod concurrent_writes;
 mod errors;

@@ -12,7 +12,7 @@ fn the_component_imports_only_the_capability() -> anyhow::Result<()> {
     let ty = component.component_type();
     let imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
     let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
-    assert_eq!(imports, ["tenant-cache:cache/memcached@0.1.0"]);
-    assert_eq!(exports, ["tenant-cache:cache/tenant-cache@0.1.0"]);
+    assert_eq!(imports, ["tenant-cache:cache/memcached@0.2.0"]);
+    assert_eq!(exports, ["tenant-cache:cache/tenant-cache@0.2.0"]);
     Ok(())
 }

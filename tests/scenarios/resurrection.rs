@@ -1,10 +1,10 @@
-//! §2.4: losing namespace records never makes cleared data visible again.
+//! docs/semantics.md, guarantee 4: losing namespace records never makes cleared data visible again.
 //! (A counter that restarts at 0 after eviction does exactly that.)
 
-use tenant_cache_tests::{Memcached, cache_on};
+use tenant_cache_tests::{MemcachedProcess, cache_on};
 
 /// The namespace records (application and tenant versions) in memcached.
-fn namespace_records(server: &Memcached) -> anyhow::Result<Vec<String>> {
+fn namespace_records(server: &MemcachedProcess) -> anyhow::Result<Vec<String>> {
     Ok(server
         .keys()?
         .into_iter()
@@ -20,7 +20,7 @@ fn deleting_namespace_records_after_a_clear_never_resurrects_data() -> anyhow::R
         &["tc:app:a"],
         &["tc:app:a", "tc:app:n:Lisboa"],
     ] {
-        let server = Memcached::start()?;
+        let server = MemcachedProcess::start()?;
         let mut cache = cache_on(&server, "app")?;
         cache.set("Lisboa", "/info", b"before", None)?;
         cache.clear("Lisboa")?;
@@ -51,7 +51,7 @@ fn deleting_namespace_records_after_a_clear_never_resurrects_data() -> anyhow::R
 
 #[test]
 fn deleting_the_records_before_any_clear_only_hides_data() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/info", b"2 days", None)?;
     server.raw_delete("tc:app:n:Lisboa")?;
@@ -64,7 +64,7 @@ fn deleting_the_records_before_any_clear_only_hides_data() -> anyhow::Result<()>
 
 #[test]
 fn a_memcached_restart_after_clears_brings_nothing_back() -> anyhow::Result<()> {
-    let mut server = Memcached::start()?;
+    let mut server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/info", b"before", None)?;
     cache.clear("Lisboa")?;
@@ -79,7 +79,7 @@ fn a_memcached_restart_after_clears_brings_nothing_back() -> anyhow::Result<()> 
 
 #[test]
 fn a_foreign_value_in_a_version_record_is_replaced_not_trusted() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/info", b"before", None)?;
     // Someone else overwrites the tenant's version record with junk.

@@ -1,8 +1,8 @@
-//! §2.7: one round trip per get, set and clear in steady state; one per
+//! docs/semantics.md, guarantee 7: one round trip per get, set and clear in steady state; one per
 //! get-many / set-many.
 
 use tenant_cache_host::{Backend, CacheError};
-use tenant_cache_tests::{Memcached, backend, cache};
+use tenant_cache_tests::{MemcachedProcess, backend, cache};
 
 /// Runs `call` and checks it sent exactly one batch to memcached.
 fn one_trip<T>(backend: &Backend, what: &str, call: impl FnOnce() -> Result<T, CacheError>) -> anyhow::Result<T> {
@@ -18,7 +18,7 @@ fn one_trip<T>(backend: &Backend, what: &str, call: impl FnOnce() -> Result<T, C
 
 #[test]
 fn steady_state_operations_cost_one_round_trip_each() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     let mut cache = cache(&backend, "app")?;
     cache.set("Lisboa", "/warm-up", b"x", None)?;
@@ -45,7 +45,7 @@ fn steady_state_operations_cost_one_round_trip_each() -> anyhow::Result<()> {
 
 #[test]
 fn a_brand_new_tenant_costs_one_round_trip_too() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     let mut cache = cache(&backend, "app")?;
     cache.set("first-tenant", "/k", b"v", None)?;

@@ -3,11 +3,11 @@
 //! misread.
 
 use tenant_cache_host::{CacheError, Grant, RuntimeOptions};
-use tenant_cache_tests::{Memcached, backend, cache, misbehaving};
+use tenant_cache_tests::{MemcachedProcess, backend, cache, misbehaving};
 
 #[test]
 fn a_component_cannot_escape_its_application_prefix() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     server.raw_set("foreign", "untouched")?;
     let backend = backend(&[&server])?;
     let mut victim = cache(&backend, "victim")?;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use tenant_cache_host::CacheError;
-use tenant_cache_tests::{Memcached, backend, cache};
+use tenant_cache_tests::{MemcachedProcess, backend, cache};
 
 const THREADS: usize = 4;
 const OPS_PER_THREAD: usize = 12_500;
@@ -62,7 +62,7 @@ fn decode(value: &[u8]) -> Option<[u64; 4]> {
 
 #[test]
 fn soak_mixed_operations_on_overlapping_tenants() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     let started = Instant::now();
     let logs: Vec<Log> = std::thread::scope(|scope| {

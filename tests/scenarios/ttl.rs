@@ -1,15 +1,15 @@
-//! §2.6: entries honour their time-to-live; namespace records do not expire
+//! docs/semantics.md, guarantee 6: entries honour their time-to-live; namespace records do not expire
 //! while they are in use.
 
 use std::thread::sleep;
 use std::time::Duration;
 
 use tenant_cache_host::CacheError;
-use tenant_cache_tests::{Memcached, cache_on};
+use tenant_cache_tests::{MemcachedProcess, cache_on};
 
 #[test]
 fn entries_with_a_ttl_expire_and_others_stay() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/short", b"1 s", Some(1))?;
     cache.set("Lisboa", "/long", b"1 h", Some(3600))?;
@@ -26,7 +26,7 @@ fn entries_with_a_ttl_expire_and_others_stay() -> anyhow::Result<()> {
 
 #[test]
 fn namespace_records_outlive_short_lived_entries() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/short", b"x", Some(1))?;
     sleep(Duration::from_millis(2100));
@@ -41,7 +41,7 @@ fn namespace_records_outlive_short_lived_entries() -> anyhow::Result<()> {
 
 #[test]
 fn a_ttl_beyond_30_days_is_not_read_as_a_past_timestamp() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     // memcached reads a raw TTL above 30 days as an absolute time (here:
     // 1970, already expired); the host must convert it.
@@ -52,7 +52,7 @@ fn a_ttl_beyond_30_days_is_not_read_as_a_past_timestamp() -> anyhow::Result<()> 
 
 #[test]
 fn a_zero_ttl_is_refused() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     match cache.set("Lisboa", "/info", b"x", Some(0)) {
         Err(CacheError::InvalidInput(message)) => assert!(message.contains("ttl"), "{message}"),
@@ -64,7 +64,7 @@ fn a_zero_ttl_is_refused() -> anyhow::Result<()> {
 
 #[test]
 fn a_ttl_beyond_ten_years_is_refused_with_a_reason() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let mut cache = cache_on(&server, "app")?;
     cache.set("Lisboa", "/ten-years", b"ok", Some(10 * 365 * 24 * 3600))?;
     assert_eq!(cache.get("Lisboa", "/ten-years")?.as_deref(), Some(&b"ok"[..]));

@@ -1,10 +1,10 @@
-//! §2.2: `clear-all` clears every tenant of one application, and only it.
+//! docs/semantics.md, guarantee 2: `clear-all` clears every tenant of one application, and only it.
 
-use tenant_cache_tests::{Memcached, backend, cache};
+use tenant_cache_tests::{MemcachedProcess, backend, cache};
 
 #[test]
 fn clear_all_clears_every_tenant_of_the_application_only() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     let mut shop = cache(&backend, "shop")?;
     let mut blog = cache(&backend, "blog")?;
@@ -33,7 +33,7 @@ fn clear_all_clears_every_tenant_of_the_application_only() -> anyhow::Result<()>
 
 #[test]
 fn a_stale_instance_cannot_write_under_the_old_application_version() -> anyhow::Result<()> {
-    let server = Memcached::start()?;
+    let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     let mut stale = cache(&backend, "shop")?;
     let mut clearer = cache(&backend, "shop")?;

@@ -3,14 +3,13 @@
 #![deny(missing_docs)]
 
 mod fake;
-mod memcached;
 
+use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 pub use fake::{Behaviour, FakeServer};
-pub use memcached::Memcached;
-use std::path::Path;
-use std::time::Duration;
+pub use tenant_cache_memcached_process::MemcachedProcess;
 
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions, TenantCache};
 
@@ -21,7 +20,7 @@ pub fn runtime() -> &'static Runtime {
 }
 
 /// A backend on `servers` with the default options.
-pub fn backend(servers: &[&Memcached]) -> anyhow::Result<Backend> {
+pub fn backend(servers: &[&MemcachedProcess]) -> anyhow::Result<Backend> {
     let addresses: Vec<String> = servers.iter().map(|server| server.address()).collect();
     Backend::memcached(&addresses, MemcachedOptions::default())
 }
@@ -32,7 +31,7 @@ pub fn cache(backend: &Backend, app: &str) -> anyhow::Result<TenantCache> {
 }
 
 /// A fresh component instance for `app` on one memcached server.
-pub fn cache_on(server: &Memcached, app: &str) -> anyhow::Result<TenantCache> {
+pub fn cache_on(server: &MemcachedProcess, app: &str) -> anyhow::Result<TenantCache> {
     cache(&backend(&[server])?, app)
 }
 

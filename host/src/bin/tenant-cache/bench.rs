@@ -302,33 +302,33 @@ fn p50_of(measures: &[Measure], key: &str) -> f64 {
         .map_or(f64::NAN, |measure| measure.p50)
 }
 
+/// `value` rounded to `digits` decimals, as a JSON number.
+fn rounded(value: f64, digits: i32) -> serde_json::Value {
+    let scale = 10f64.powi(digits);
+    serde_json::json!((value * scale).round() / scale)
+}
+
 fn to_json(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize) -> String {
-    let mut fields = vec![format!("\"ops\":{ops}")];
+    let mut fields = serde_json::Map::new();
+    fields.insert("ops".into(), ops.into());
     for measure in measures {
-        fields.push(format!("\"{}_p50_us\":{:.1}", measure.key, measure.p50));
-        fields.push(format!("\"{}_p99_us\":{:.1}", measure.key, measure.p99));
-        fields.push(format!("\"{}_ops_per_s\":{:.0}", measure.key, measure.ops_per_s));
+        fields.insert(format!("{}_p50_us", measure.key), rounded(measure.p50, 1));
+        fields.insert(format!("{}_p99_us", measure.key), rounded(measure.p99, 1));
+        fields.insert(format!("{}_ops_per_s", measure.key), rounded(measure.ops_per_s, 0));
         if let Some(baseline) = measure.baseline {
-            fields.push(format!(
-                "\"{}_vs_{baseline}_p50\":{:.3}",
-                measure.key,
-                measure.p50 / p50_of(measures, baseline)
-            ));
+            let ratio = measure.p50 / p50_of(measures, baseline);
+            fields.insert(format!("{}_vs_{baseline}_p50", measure.key), rounded(ratio, 3));
         }
     }
     for (threads, raw, component) in rates {
-        fields.push(format!("\"raw_get_{threads}t_ops_per_s\":{raw:.0}"));
-        fields.push(format!("\"get_{threads}t_ops_per_s\":{component:.0}"));
+        fields.insert(format!("raw_get_{threads}t_ops_per_s"), rounded(*raw, 0));
+        fields.insert(format!("get_{threads}t_ops_per_s"), rounded(*component, 0));
     }
-    fields.push(format!(
-        "\"naive_get_vs_get_p50\":{:.3}",
-        p50_of(measures, "naive_get") / p50_of(measures, "get")
-    ));
-    fields.push(format!(
-        "\"fresh_instance_extra_p50_us\":{:.1}",
-        p50_of(measures, "fresh_get") - p50_of(measures, "get")
-    ));
-    format!("{{{}}}", fields.join(","))
+    let naive = p50_of(measures, "naive_get") / p50_of(measures, "get");
+    fields.insert("naive_get_vs_get_p50".into(), rounded(naive, 3));
+    let fresh = p50_of(measures, "fresh_get") - p50_of(measures, "get");
+    fields.insert("fresh_instance_extra_p50_us".into(), rounded(fresh, 1));
+    serde_json::Value::Object(fields).to_string()
 }
 
 fn to_table(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize, server: &str) -> String {

@@ -10,14 +10,14 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions, TenantCache};
 
-mod allocator;
 mod bench;
 mod naive;
 mod raw;
 
-/// mimalloc (see [`allocator`]).
+/// mimalloc: a process runs one short command, and most of its time not in
+/// memcached goes to allocating (wasmtime's instantiation, the batches).
 #[global_allocator]
-static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A multi-tenant cache on memcached: clear one tenant, or every tenant of
 /// an application, without flushing anything else.
@@ -175,15 +175,9 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
     if cli.no_cache {
         return None;
     }
-    let env_dir = |name: &str| {
-        std::env::var_os(name)
-            .filter(|value| !value.is_empty())
-            .map(PathBuf::from)
-    };
     cli.cache_dir
         .clone()
-        .or_else(|| env_dir("XDG_CACHE_HOME").map(|dir| dir.join("tenant-cache")))
-        .or_else(|| env_dir("HOME").map(|home| home.join(".cache/tenant-cache")))
+        .or_else(|| dirs::cache_dir().map(|dir| dir.join("tenant-cache")))
 }
 
 fn open(cli: &Cli) -> anyhow::Result<TenantCache> {

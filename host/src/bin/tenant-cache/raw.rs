@@ -3,12 +3,12 @@
 //! naive algorithm's round trips.
 
 use memcache::exp::{MetaCommand, MetaOp};
-use tenant_cache_host::{Backend, RawReply};
+use tenant_cache_host::Backend;
+use tenant_cache_host::bench_seam::{RawReply, raw_exchange};
 
 /// One raw command, one round trip.
 pub fn raw(backend: &Backend, command: MetaCommand) -> anyhow::Result<RawReply> {
-    backend
-        .raw_exchange(vec![command])?
+    raw_exchange(backend, vec![command])?
         .pop()
         .ok_or_else(|| anyhow::anyhow!("memcached sent no reply"))
 }

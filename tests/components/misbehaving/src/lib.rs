@@ -18,15 +18,15 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest};
-use bindings::tenant_cache::cache::memcached::{self, Command, Reply, Store};
+use bindings::tenant_cache::cache::memcached::{self, Command, Item, Outcome};
 
 struct Component;
 
 fn raw(command: Command) -> Result<Option<Vec<u8>>, Error> {
     match memcached::execute("escape", &[command]) {
         Ok(replies) => match replies.outcomes.first() {
-            Some(Reply::Value(_)) => Ok(Some(replies.values)),
-            Some(Reply::Failed(error)) => Err(Error::Internal(alloc::format!("{error:?}"))),
+            Some(Outcome::Value(_)) => Ok(Some(replies.values)),
+            Some(Outcome::Failed(error)) => Err(Error::Internal(alloc::format!("{error:?}"))),
             Some(_) => Ok(None),
             None => Err(Error::Internal(String::from("no reply"))),
         },
@@ -64,7 +64,7 @@ impl Guest for Component {
     }
     fn set(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>) -> Result<(), Error> {
         if tenant == "escape" {
-            raw(Command::Set(Store { key, value, ttl }))?;
+            raw(Command::Set(Item { key, value, ttl }))?;
         }
         Ok(())
     }
@@ -88,10 +88,5 @@ impl Guest for Component {
 #[cfg(target_arch = "wasm32")]
 bindings::export!(Component with_types_in bindings);
 
-#[cfg(target_arch = "wasm32")]
-#[path = "../../../../guest/src/wasm_runtime.rs"]
-mod wasm_runtime;
-
-#[cfg(target_arch = "wasm32")]
-#[path = "../../../../guest/src/small_blocks.rs"]
-mod small_blocks;
+// The allocator and panic handler a component without WASI needs.
+use tenant_cache_guest_runtime as _;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::bindings::memcached::{Command, Error, Replies, Reply as Outcome, Store as Item};
-use crate::store::{BatchResult, Store, push_value};
+use super::{BatchResult, Storage, push_value};
+use crate::bindings::capability::{Command, Error, Item, Outcome, Replies};
 
 /// memcached's default item size limit (`-I 1m`).
 const ITEM_SIZE_LIMIT: u64 = 1024 * 1024;
@@ -110,9 +110,6 @@ impl Items {
                 }
                 None => Outcome::Miss,
             },
-            Command::Set(item) | Command::Add(item) if !fits(&item) => {
-                Outcome::Failed(Error::ValueTooLarge(ITEM_SIZE_LIMIT))
-            }
             Command::Set(item) => {
                 self.store(item, now);
                 Outcome::Done
@@ -134,10 +131,6 @@ impl Items {
     }
 }
 
-fn fits(item: &Item) -> bool {
-    u64::try_from(item.value.len()).is_ok_and(|len| len <= ITEM_SIZE_LIMIT)
-}
-
 impl Embedded {
     fn items(&self) -> std::sync::MutexGuard<'_, Items> {
         // A panic while holding the lock cannot leave an entry half-written
@@ -146,7 +139,7 @@ impl Embedded {
     }
 }
 
-impl Store for Embedded {
+impl Storage for Embedded {
     fn execute(&self, _route: &[u8], commands: Vec<Command>) -> BatchResult {
         let now = Instant::now();
         let mut replies = Replies {
@@ -240,17 +233,6 @@ mod tests {
         assert!(items.live("k", now).is_some());
         assert!(items.live("k", now + Duration::from_secs(1)).is_none());
         assert_eq!(items.bytes, 0);
-    }
-
-    #[test]
-    fn oversized_values_are_refused() {
-        let store = Embedded::default();
-        let big = vec![0u8; ITEM_SIZE_LIMIT as usize + 1];
-        assert_eq!(
-            one(&store, Command::Set(item("k", &big, None))),
-            (Outcome::Failed(Error::ValueTooLarge(ITEM_SIZE_LIMIT)), Vec::new())
-        );
-        assert_eq!(one(&store, Command::Get("k".into())), MISS);
     }
 
     #[test]

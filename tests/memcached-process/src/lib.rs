@@ -1,4 +1,6 @@
-//! memcached processes started (and stopped) by the tests themselves.
+//! memcached processes started (and stopped) by the tests themselves, on
+//! free loopback ports.
+#![deny(missing_docs)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,26 +10,26 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 /// A memcached process on a free loopback port, killed when dropped.
-pub struct Memcached {
+pub struct MemcachedProcess {
     port: u16,
     extra: Vec<String>,
     child: Option<Child>,
 }
 
-impl Memcached {
+impl MemcachedProcess {
     /// Starts memcached on a free port with its defaults (64 MiB, `-I 1m`).
-    pub fn start() -> anyhow::Result<Memcached> {
-        Memcached::start_with(&[])
+    pub fn start() -> anyhow::Result<MemcachedProcess> {
+        MemcachedProcess::start_with(&[])
     }
 
     /// Starts memcached with extra command-line arguments.
-    pub fn start_with(extra: &[&str]) -> anyhow::Result<Memcached> {
+    pub fn start_with(extra: &[&str]) -> anyhow::Result<MemcachedProcess> {
         let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
         let mut last_error = None;
         // A port found free can be taken before memcached binds it: retry.
         for _ in 0..10 {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let mut server = Memcached {
+            let mut server = MemcachedProcess {
                 port,
                 extra: extra.clone(),
                 child: None,
@@ -173,25 +175,14 @@ impl Memcached {
     }
 }
 
+/// A key as `metadump` prints it: URL-encoded.
 fn url_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = text.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-impl Drop for Memcached {
+impl Drop for MemcachedProcess {
     fn drop(&mut self) {
         // A stopped process must be resumed to die cleanly.
         let _ = self.signal("CONT");

@@ -1,0 +1,141 @@
+//! Reading the capability's replies to a batch: one outcome per command,
+//! each value a range of the batch's one buffer, checked to lie inside it.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use crate::bindings::tenant_cache::cache::memcached::{Error as CapabilityError, Outcome, Replies};
+
+/// The reply to one command, as the algorithm reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `get` found the item; its value is this range of the batch's values.
+    Value(Range<usize>),
+    /// `get` or `delete` found no item.
+    Miss,
+    /// `set`, `add` or `delete` took effect.
+    Done,
+    /// `add` found an existing item and stored nothing.
+    Exists,
+}
+
+/// The replies to a batch, read in command order.
+pub struct Batch {
+    outcomes: alloc::vec::IntoIter<Outcome>,
+    values: Vec<u8>,
+    /// Where the next value starts.
+    next_value: usize,
+}
+
+impl Batch {
+    /// The capability's replies.
+    pub fn new(replies: Replies) -> Batch {
+        Batch {
+            outcomes: replies.outcomes.into_iter(),
+            values: replies.values,
+            next_value: 0,
+        }
+    }
+
+    /// The reply to the next command; `None` past the last one.
+    pub fn next_reply(&mut self) -> Option<Result<Reply, CapabilityError>> {
+        Some(match self.outcomes.next()? {
+            Outcome::Value(len) => {
+                let start = self.next_value;
+                match start.checked_add(len as usize).filter(|&end| end <= self.values.len()) {
+                    Some(end) => {
+                        self.next_value = end;
+                        Ok(Reply::Value(start..end))
+                    }
+                    None => Err(CapabilityError::Protocol(String::from(
+                        "value lengths exceed the values",
+                    ))),
+                }
+            }
+            Outcome::Miss => Ok(Reply::Miss),
+            Outcome::Done => Ok(Reply::Done),
+            Outcome::Exists => Ok(Reply::Exists),
+            Outcome::Failed(error) => Err(error),
+        })
+    }
+
+    /// The bytes the `Value` replies point into.
+    pub fn values(&self) -> &[u8] {
+        &self.values
+    }
+
+    /// Takes the bytes the `Value` replies point into.
+    pub fn into_values(self) -> Vec<u8> {
+        self.values
+    }
+
+    /// Replies not read yet.
+    pub fn remaining(&self) -> usize {
+        self.outcomes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn batch(outcomes: Vec<Outcome>, values: &[u8]) -> Batch {
+        Batch::new(Replies {
+            outcomes,
+            values: values.to_vec(),
+        })
+    }
+
+    /// Every reply of `batch`, as text (the bindings' error has no
+    /// `PartialEq`).
+    fn all(mut batch: Batch) -> Vec<String> {
+        core::iter::from_fn(|| batch.next_reply())
+            .map(|reply| alloc::format!("{reply:?}"))
+            .collect()
+    }
+
+    #[test]
+    fn values_become_ranges_in_order() {
+        let replies = all(batch(
+            vec![
+                Outcome::Value(2),
+                Outcome::Miss,
+                Outcome::Value(0),
+                Outcome::Value(3),
+                Outcome::Done,
+                Outcome::Failed(CapabilityError::ValueTooLarge(9)),
+            ],
+            b"abcde",
+        ));
+        assert_eq!(
+            replies,
+            [
+                "Ok(Value(0..2))",
+                "Ok(Miss)",
+                "Ok(Value(2..2))",
+                "Ok(Value(2..5))",
+                "Ok(Done)",
+                "Err(Error::ValueTooLarge(9))",
+            ]
+        );
+    }
+
+    #[test]
+    fn lengths_beyond_the_values_are_a_protocol_error() {
+        for (outcomes, values) in [
+            (vec![Outcome::Value(4)], &b"abc"[..]),
+            (vec![Outcome::Value(2), Outcome::Value(2)], b"abc"),
+            (vec![Outcome::Value(1), Outcome::Value(u32::MAX)], b"abc"),
+        ] {
+            let replies = all(batch(outcomes, values));
+            assert!(
+                replies
+                    .last()
+                    .is_some_and(|last| last.starts_with("Err(Error::Protocol")),
+                "{replies:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Builds a workspace package as a `wasm32-wasip2` component from a build
+//! script, so that `cargo build`, `cargo run` and `cargo test` need no
+//! manual step (the pattern of wasmtime's `test-programs` artifacts).
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Builds `package` of the workspace at `workspace` in release mode for
+/// `wasm32-wasip2` and returns the path of the component. The nested cargo
+/// gets its own target directory under `out_dir`: sharing the outer one
+/// would wait forever on the outer build's lock. Panics (failing the build
+/// script) if the build fails.
+pub fn build_component(package: &str, workspace: &Path, out_dir: &Path) -> PathBuf {
+    let target_dir = out_dir.join("wasm-target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(workspace)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", package])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // Settings meant for the outer (native) build must not leak into the
+    // wasm build: clippy's wrapper, coverage or sanitizer flags, ...
+    for var in [
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
+        build.env_remove(var);
+    }
+    let status = build.status().expect("running cargo to build a component");
+    assert!(
+        status.success(),
+        "building the {package} component failed (see the output above)"
+    );
+    let component = target_dir.join(format!("wasm32-wasip2/release/{}.wasm", package.replace('-', "_")));
+    assert!(
+        component.exists(),
+        "the {package} build produced no {}",
+        component.display()
+    );
+    component
+}
+
+/// Tells cargo to run the build script again when any of `paths` (relative
+/// to `workspace`) changes.
+pub fn rerun_if_changed(workspace: &Path, paths: &[&str]) {
+    for path in paths {
+        println!("cargo:rerun-if-changed={}", workspace.join(path).display());
+    }
+}

@@ -1,0 +1,67 @@
+//! The seam `tenant-cache bench` measures through: raw meta commands,
+//! outside any application's prefix, on the very connections the
+//! capability uses. memcached hands each connection to one of its worker
+//! threads, and one worker can answer several microseconds faster than
+//! another; sharing the connection takes that out of the bench's ratios.
+//!
+//! Only with the `bench` feature (part of `cli`); not meant for embedders
+//! and not covered by any stability promise.
+
+use anyhow::{Context, bail};
+use memcache::exp::MetaCommand;
+
+use crate::backend::Backend;
+use crate::bindings::capability::{Error, Outcome};
+
+/// The reply to one raw command, by its code: `VA` a value, `HD` done,
+/// `EN`/`NF` a miss, `NS`/`EX` exists.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RawReply {
+    /// `VA`: the value.
+    Value(Vec<u8>),
+    /// `HD`.
+    Done,
+    /// `EN` or `NF`.
+    Miss,
+    /// `NS` or `EX`.
+    Exists,
+    /// An error line, as text.
+    Failed(String),
+}
+
+fn message(error: Error) -> String {
+    match error {
+        Error::Unavailable(text) | Error::InvalidKey(text) | Error::Protocol(text) => text,
+        Error::ValueTooLarge(limit) => format!("the value exceeds the item size limit of {limit} bytes"),
+    }
+}
+
+/// Runs `commands` as one pipelined batch on the first server of
+/// `backend`'s memcached pool, as they are.
+pub fn raw_exchange(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Result<Vec<RawReply>> {
+    let Some(pool) = backend.storage().memcached() else {
+        bail!("{} takes no raw memcached commands", backend.describe());
+    };
+    let replies = pool
+        .raw(commands)
+        .map_err(|error| anyhow::anyhow!(message(error)))
+        .context("raw memcached exchange")?;
+    let mut values = replies.values.as_slice();
+    Ok(replies
+        .outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Outcome::Value(len) => match values.split_at_checked(len as usize) {
+                Some((value, rest)) => {
+                    values = rest;
+                    RawReply::Value(value.to_vec())
+                }
+                None => RawReply::Failed(String::from("value lengths exceed the values")),
+            },
+            Outcome::Miss => RawReply::Miss,
+            Outcome::Done => RawReply::Done,
+            Outcome::Exists => RawReply::Exists,
+            Outcome::Failed(error) => RawReply::Failed(message(error)),
+        })
+        .collect())
+}
