@@ -362,6 +362,7 @@ fn from_capability(error: CapabilityError, size: u64) -> Error {
         CapabilityError::ValueTooLarge(limit) => Error::ValueTooLarge(TooLarge { size, limit }),
         CapabilityError::InvalidKey(message) => Error::Internal(alloc::format!("host refused a key: {message}")),
         CapabilityError::Protocol(message) => Error::Internal(message),
+        CapabilityError::OverLimit(limit) => Error::OverLimit(limit),
     }
 }
 

@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use memcache::exp::MetaCommand;
 
 use crate::backend::Backend;
-use crate::bindings::capability::{Error, Outcome};
+use crate::backend::memcached::protocol::describe;
+use crate::bindings::capability::Outcome;
 
 /// The reply to one raw command, by its code: `VA` a value, `HD` done,
 /// `EN`/`NF` a miss, `NS`/`EX` exists.
@@ -29,13 +30,6 @@ pub enum RawReply {
     Failed(String),
 }
 
-fn message(error: Error) -> String {
-    match error {
-        Error::Unavailable(text) | Error::InvalidKey(text) | Error::Protocol(text) => text,
-        Error::ValueTooLarge(limit) => format!("the value exceeds the item size limit of {limit} bytes"),
-    }
-}
-
 /// Runs `commands` as one pipelined batch on the first server of
 /// `backend`'s memcached pool, as they are.
 pub fn raw_exchange(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Result<Vec<RawReply>> {
@@ -44,7 +38,7 @@ pub fn raw_exchange(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Re
     };
     let replies = pool
         .raw(commands)
-        .map_err(|error| anyhow::anyhow!(message(error)))
+        .map_err(|error| anyhow::anyhow!(describe(&error)))
         .context("raw memcached exchange")?;
     let mut values = replies.values.as_slice();
     Ok(replies
@@ -61,7 +55,7 @@ pub fn raw_exchange(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Re
             Outcome::Miss => RawReply::Miss,
             Outcome::Done => RawReply::Done,
             Outcome::Exists => RawReply::Exists,
-            Outcome::Failed(error) => RawReply::Failed(message(error)),
+            Outcome::Failed(error) => RawReply::Failed(describe(&error)),
         })
         .collect())
 }

@@ -7,17 +7,47 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
 use crate::backend::Backend;
-use crate::bindings::capability::{Command, Error, Host, Item, Outcome, Replies};
+use crate::backend::membership::MAX_TAG;
+use crate::bindings::capability::{Command, Error, Host, Item, Limit, Outcome, Replies};
 
 /// memcached's limit on a key, in bytes.
 const MAX_MEMCACHED_KEY: usize = 250;
 
 /// The longest encoded application name inside the prefix.
-const MAX_APP_PART: usize = 50;
+const MAX_APP_PART: usize = 36;
 
 /// The longest relative key a guest may send: what is left of 250 bytes
-/// after the longest prefix (`tc:` + app part + `:`).
-pub const MAX_RELATIVE_KEY: usize = MAX_MEMCACHED_KEY - (3 + MAX_APP_PART + 1);
+/// after the longest prefix (`tc:` + app part + `:`) and the longest tag
+/// the pool puts after it.
+pub const MAX_RELATIVE_KEY: usize = MAX_MEMCACHED_KEY - (3 + MAX_APP_PART + 1) - MAX_TAG;
+
+/// What memcached stores with every item besides its key and value: its
+/// item header, CAS value, the key's terminator and the value's CRLF.
+/// Measured on memcached 1.6.18 (64-bit): 59 bytes; a few more are counted
+/// so other builds never refuse what the grant lets through.
+const ITEM_OVERHEAD: u64 = 64;
+
+/// What one call to the capability may cost the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Commands in one batch, at most.
+    pub commands: u32,
+    /// Bytes of values the replies of one batch may bring, at most: the
+    /// host gathers them before the component gets them. [`Runtime`]
+    /// lowers it to the component's memory limit.
+    ///
+    /// [`Runtime`]: crate::Runtime
+    pub reply_bytes: u64,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            commands: 100_000,
+            reply_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// The memcached capability granted to a component for one application,
 /// and the one owner of the rules every command must pass.
@@ -30,16 +60,29 @@ pub const MAX_RELATIVE_KEY: usize = MAX_MEMCACHED_KEY - (3 + MAX_APP_PART + 1);
 pub struct Grant {
     backend: Backend,
     prefix: Arc<str>,
+    limits: BatchLimits,
 }
 
 impl Grant {
-    /// Grants access to `backend` for the application `app`. Any name is
-    /// accepted: it is encoded, never sent as it is.
+    /// Grants access to `backend` for the application `app`, with the
+    /// default [`BatchLimits`]. Any name is accepted: it is encoded, never
+    /// sent as it is.
     pub fn new(backend: Backend, app: &str) -> Grant {
         Grant {
             backend,
             prefix: format!("tc:{}:", app_part(app)).into(),
+            limits: BatchLimits::default(),
         }
+    }
+
+    /// The same grant with other limits on one call.
+    pub fn with_limits(self, limits: BatchLimits) -> Grant {
+        Grant { limits, ..self }
+    }
+
+    /// The limits on one call.
+    pub fn limits(&self) -> BatchLimits {
+        self.limits
     }
 
     /// The prefix every key of this application carries in memcached.
@@ -52,19 +95,29 @@ impl Grant {
         &self.backend
     }
 
-    /// The item size limit a value of `len` bytes breaks, if it breaks it:
-    /// the rule for every value the component stores, also applied by
-    /// [`TenantCache`](crate::TenantCache) before a value is even copied
-    /// into the component.
+    /// The item size limit a value of `len` bytes breaks whatever its key,
+    /// if it breaks it: [`TenantCache`](crate::TenantCache) asks before it
+    /// even copies a value into the component.
     pub(crate) fn refuses_value(&self, len: usize) -> Option<u64> {
         let limit = self.backend.item_size_limit();
         u64::try_from(len).map_or(true, |len| len > limit).then_some(limit)
     }
 
-    /// The full memcached key for a guest's relative key, refused when it
-    /// is not printable ASCII or too long: the key is guest-controlled, and
-    /// a space or CR/LF would otherwise end up on memcached's command line.
-    fn scope(&self, key: String) -> Result<String, Error> {
+    /// The item size limit `item` breaks, if it breaks it: its value, its
+    /// key in memcached (prefix and the longest tag included) and
+    /// memcached's own overhead must fit.
+    fn refuses_item(&self, item: &Item) -> Option<u64> {
+        let limit = self.backend.item_size_limit();
+        let key = (self.prefix.len() + MAX_TAG + item.key.len()) as u64;
+        let size = u64::try_from(item.value.len()).unwrap_or(u64::MAX);
+        (size.saturating_add(key + ITEM_OVERHEAD) > limit).then_some(limit)
+    }
+
+    /// Refuses a key that is not printable ASCII, is too long, or starts
+    /// with `~` (which the pool uses to tag keys): the key is guest
+    /// controlled, and a space or CR/LF would otherwise end up on
+    /// memcached's command line.
+    fn check_key(key: &str) -> Result<(), Error> {
         if key.is_empty() || key.len() > MAX_RELATIVE_KEY {
             return Err(Error::InvalidKey(format!(
                 "a key must be 1 to {MAX_RELATIVE_KEY} bytes, not {}",
@@ -76,64 +129,45 @@ impl Grant {
                 "a key may only hold bytes '!'..'~', not {byte:#04x}"
             )));
         }
-        let mut scoped = String::with_capacity(self.prefix.len() + key.len());
-        scoped.push_str(&self.prefix);
-        scoped.push_str(&key);
-        Ok(scoped)
+        if key.starts_with('~') {
+            return Err(Error::InvalidKey(String::from("a key may not start with '~'")));
+        }
+        Ok(())
     }
 
-    /// Scopes one command. A store whose value cannot fit the item size
-    /// limit is not sent as such: a `set` becomes a `delete` of its key (as
-    /// memcached itself drops the old item when a set is too large, so a
-    /// failed write never leaves a stale value behind) and an `add` is
-    /// dropped; the second part is then that command's failure.
-    fn scope_command(&self, command: Command) -> Result<(Option<Command>, Option<Error>), Error> {
-        let too_large = |item: &Item| self.refuses_value(item.value.len());
-        Ok(match command {
-            Command::Get(key) => (Some(Command::Get(self.scope(key)?)), None),
-            Command::Delete(key) => (Some(Command::Delete(self.scope(key)?)), None),
-            Command::Set(item) if let Some(limit) = too_large(&item) => (
-                Some(Command::Delete(self.scope(item.key)?)),
-                Some(Error::ValueTooLarge(limit)),
-            ),
-            Command::Add(item) if let Some(limit) = too_large(&item) => {
-                self.scope(item.key)?;
-                (None, Some(Error::ValueTooLarge(limit)))
+    /// Checks every command of a batch. A store whose item cannot fit is
+    /// not sent as such: it becomes a `delete` of its key (as memcached
+    /// itself drops the old item when a store is too large, so a failed
+    /// write never leaves a stale value behind), and its reply will be
+    /// `value-too-large`; those commands' indices are returned.
+    fn check(&self, commands: &mut [Command]) -> Result<Vec<(usize, u64)>, Error> {
+        if commands.len() > self.limits.commands as usize {
+            return Err(Error::OverLimit(Limit::CommandsPerBatch(self.limits.commands)));
+        }
+        let mut refused = Vec::new();
+        for (index, command) in commands.iter_mut().enumerate() {
+            match command {
+                Command::Get(key) | Command::Delete(key) => Self::check_key(key)?,
+                Command::Set(item) | Command::Add(item) => {
+                    Self::check_key(&item.key)?;
+                    if let Some(limit) = self.refuses_item(item) {
+                        refused.push((index, limit));
+                        let key = std::mem::take(&mut item.key);
+                        *command = Command::Delete(key);
+                    }
+                }
             }
-            Command::Set(item) => (
-                Some(Command::Set(Item {
-                    key: self.scope(item.key)?,
-                    ..item
-                })),
-                None,
-            ),
-            Command::Add(item) => (
-                Some(Command::Add(Item {
-                    key: self.scope(item.key)?,
-                    ..item
-                })),
-                None,
-            ),
-        })
+        }
+        Ok(refused)
     }
 }
 
-/// Puts the failures of commands that were not sent as such into a
-/// store's replies: `failed` replace the replies at their positions (a
-/// refused `set` was sent as a `delete`, whose reply carries no value), and
-/// `refused` (sorted by index; a refused `add` sends nothing) take their
-/// places among the outcomes, in command order.
-fn merge(replies: &mut Replies, failed: Vec<(usize, Error)>, refused: Vec<(usize, Error)>) {
-    for (position, error) in failed {
-        if let Some(outcome) = replies.outcomes.get_mut(position)
-            && !matches!(outcome, Outcome::Value(_))
-        {
-            *outcome = Outcome::Failed(error);
+/// Puts the failures of stores sent as deletes into the replies.
+fn mark_refused(replies: &mut Replies, refused: Vec<(usize, u64)>) {
+    for (index, limit) in refused {
+        if let Some(outcome) = replies.outcomes.get_mut(index) {
+            *outcome = Outcome::Failed(Error::ValueTooLarge(limit));
         }
-    }
-    for (index, error) in refused {
-        let index = index.min(replies.outcomes.len());
-        replies.outcomes.insert(index, Outcome::Failed(error));
     }
 }
 
@@ -148,44 +182,22 @@ fn app_part(app: &str) -> String {
 }
 
 impl Host for Grant {
-    fn execute(&mut self, route: String, commands: Vec<Command>) -> Result<Replies, Error> {
-        let mut sent = Vec::with_capacity(commands.len());
-        // Commands not sent as such: by position among the sent ones (a
-        // refused `set` still sends its `delete`), or by index (a refused
-        // `add` sends nothing).
-        let mut failed = Vec::new();
-        let mut refused = Vec::new();
-        for (index, command) in commands.into_iter().enumerate() {
-            match self.scope_command(command)? {
-                (Some(command), None) => sent.push(command),
-                (Some(command), Some(error)) => {
-                    failed.push((sent.len(), error));
-                    sent.push(command);
-                }
-                (None, Some(error)) => refused.push((index, error)),
-                (None, None) => {}
-            }
-        }
-        self.backend.count_batches(1);
+    fn execute(&mut self, route: String, mut commands: Vec<Command>) -> Result<Replies, Error> {
+        let refused = self.check(&mut commands)?;
         // The route only picks a server; it is never sent to memcached.
-        let mut replies = self.backend.storage().execute(route.as_bytes(), sent)?;
-        if !(failed.is_empty() && refused.is_empty()) {
-            merge(&mut replies, failed, refused);
-        }
+        let mut replies =
+            self.backend
+                .storage()
+                .execute(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)?;
+        mark_refused(&mut replies, refused);
         Ok(replies)
     }
 
-    fn broadcast(&mut self, commands: Vec<Command>) -> Result<(), Error> {
-        let mut scoped = Vec::with_capacity(commands.len());
-        for command in commands {
-            match self.scope_command(command)? {
-                (Some(command), None) => scoped.push(command),
-                (_, Some(refused)) => return Err(refused),
-                (None, None) => {}
-            }
+    fn broadcast(&mut self, mut commands: Vec<Command>) -> Result<(), Error> {
+        if let Some(&(_, limit)) = self.check(&mut commands)?.first() {
+            return Err(Error::ValueTooLarge(limit));
         }
-        self.backend.count_batches(self.backend.storage().servers() as u64);
-        self.backend.storage().broadcast(scoped)
+        self.backend.storage().broadcast(&self.prefix, commands)
     }
 
     fn random_u64(&mut self) -> u64 {
@@ -210,6 +222,14 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut
 mod tests {
     use super::*;
 
+    fn item(key: &str, value: Vec<u8>) -> Item {
+        Item {
+            key: key.into(),
+            value,
+            ttl: None,
+        }
+    }
+
     #[test]
     fn app_names_are_encoded_injectively() {
         assert_eq!(app_part("default"), "default");
@@ -217,91 +237,76 @@ mod tests {
         assert_eq!(app_part("a b:c"), "a%20b%3Ac");
         assert_ne!(app_part("a:b"), app_part("a%3Ab"));
         let long = app_part(&"x".repeat(1000));
-        assert!(long.starts_with('#') && long.len() == 33);
+        assert!(long.starts_with('#') && long.len() == 33 && long.len() <= MAX_APP_PART);
         assert_ne!(long, app_part(&"x".repeat(1001)));
     }
 
     #[test]
-    fn refusals_take_their_places_among_the_replies() {
-        let mut replies = Replies {
-            outcomes: vec![
-                Outcome::Value(2),
-                Outcome::Miss,
-                Outcome::Failed(Error::Protocol("x".into())),
-                Outcome::Value(3),
-                Outcome::Done,
-            ],
-            values: b"abcde".to_vec(),
-        };
-        merge(
-            &mut replies,
-            vec![(4, Error::ValueTooLarge(4))],
-            vec![
-                (0, Error::ValueTooLarge(1)),
-                (3, Error::ValueTooLarge(2)),
-                (7, Error::ValueTooLarge(3)),
-            ],
-        );
-        assert_eq!(
-            replies.outcomes,
-            vec![
-                Outcome::Failed(Error::ValueTooLarge(1)),
-                Outcome::Value(2),
-                Outcome::Miss,
-                Outcome::Failed(Error::ValueTooLarge(2)),
-                Outcome::Failed(Error::Protocol("x".into())),
-                Outcome::Value(3),
-                Outcome::Failed(Error::ValueTooLarge(4)),
-                Outcome::Failed(Error::ValueTooLarge(3)),
-            ]
-        );
-        assert_eq!(replies.values, b"abcde");
+    fn an_oversized_store_removes_its_key_and_fails_alone() {
+        let mut grant = Grant::new(Backend::embedded(), "shop");
+        let limit = grant.backend().item_size_limit();
+        for oversized in [Command::Set, Command::Add] {
+            grant
+                .execute("t".into(), vec![Command::Set(item("k", b"old".to_vec()))])
+                .unwrap();
+            let replies = grant
+                .execute(
+                    "t".into(),
+                    vec![
+                        Command::Set(item("other", b"v".to_vec())),
+                        oversized(item("k", vec![0; limit as usize])),
+                        Command::Get("k".into()),
+                        Command::Get("other".into()),
+                    ],
+                )
+                .unwrap();
+            assert_eq!(
+                replies.outcomes,
+                [
+                    Outcome::Done,
+                    Outcome::Failed(Error::ValueTooLarge(limit)),
+                    Outcome::Miss,
+                    Outcome::Value(1)
+                ]
+            );
+        }
     }
 
     #[test]
-    fn an_oversized_set_removes_its_key_and_fails_alone() {
-        let mut grant = Grant::new(Backend::embedded(), "shop");
+    fn items_fit_with_their_key_and_memcached_overhead() {
+        let grant = Grant::new(Backend::embedded(), "shop");
         let limit = grant.backend().item_size_limit();
-        let item = |value: Vec<u8>| Item {
-            key: "k".into(),
-            value,
-            ttl: None,
-        };
-        grant
-            .execute("t".into(), vec![Command::Set(item(b"old".to_vec()))])
-            .unwrap();
-        let replies = grant
-            .execute(
-                "t".into(),
-                vec![
-                    Command::Set(item(vec![0; limit as usize + 1])),
-                    Command::Add(item(vec![0; limit as usize + 1])),
-                    Command::Get("k".into()),
-                ],
-            )
-            .unwrap();
-        assert_eq!(
-            replies.outcomes,
-            [
-                Outcome::Failed(Error::ValueTooLarge(limit)),
-                Outcome::Failed(Error::ValueTooLarge(limit)),
-                Outcome::Miss
-            ]
-        );
+        let room = limit - (grant.prefix().len() + MAX_TAG + 1) as u64 - ITEM_OVERHEAD;
+        assert_eq!(grant.refuses_item(&item("k", vec![0; room as usize])), None);
+        assert_eq!(grant.refuses_item(&item("k", vec![0; room as usize + 1])), Some(limit));
         assert_eq!(grant.refuses_value(limit as usize), None);
         assert_eq!(grant.refuses_value(limit as usize + 1), Some(limit));
     }
 
     #[test]
-    fn keys_are_validated_and_prefixed() {
-        let grant = Grant::new(Backend::embedded(), "shop");
-        assert_eq!(grant.scope("n:Lisboa".into()), Ok("tc:shop:n:Lisboa".into()));
-        for bad in ["", "a b", "a\r\nflush_all", "a\0", "é"] {
-            assert!(matches!(grant.scope(bad.into()), Err(Error::InvalidKey(_))), "{bad:?}");
+    fn batches_past_the_command_limit_are_refused_whole() {
+        let mut grant = Grant::new(Backend::embedded(), "shop").with_limits(BatchLimits {
+            commands: 3,
+            ..BatchLimits::default()
+        });
+        let gets = |n: usize| (0..n).map(|n| Command::Get(format!("k{n}"))).collect();
+        assert!(grant.execute("t".into(), gets(3)).is_ok());
+        assert_eq!(
+            grant.execute("t".into(), gets(4)),
+            Err(Error::OverLimit(Limit::CommandsPerBatch(3)))
+        );
+    }
+
+    #[test]
+    fn keys_are_validated() {
+        let too_long = "k".repeat(MAX_RELATIVE_KEY + 1);
+        for bad in ["", "a b", "a\r\nflush_all", "a\0", "é", "~tag:x", too_long.as_str()] {
+            assert!(matches!(Grant::check_key(bad), Err(Error::InvalidKey(_))), "{bad:?}");
         }
-        assert!(grant.scope("k".repeat(MAX_RELATIVE_KEY)).is_ok());
-        assert!(grant.scope("k".repeat(MAX_RELATIVE_KEY + 1)).is_err());
+        assert!(Grant::check_key(&"k".repeat(MAX_RELATIVE_KEY)).is_ok());
+        assert!(Grant::check_key("a~b").is_ok());
+        // The longest prefix, the longest tag and the longest key fit.
         let longest = Grant::new(Backend::embedded(), &"é".repeat(100));
-        assert!(longest.scope("k".repeat(MAX_RELATIVE_KEY)).unwrap().len() <= MAX_MEMCACHED_KEY);
+        assert!(longest.prefix().len() + MAX_TAG + MAX_RELATIVE_KEY <= MAX_MEMCACHED_KEY);
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use crate::bindings::exported::{Error as WitError, TooLarge};
 
+pub use crate::bindings::capability::Limit;
+
 /// Why a tenant cache call failed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -22,6 +24,8 @@ pub enum CacheError {
     InvalidInput(String),
     /// Concurrent clears kept moving the namespace during a write.
     Contention(String),
+    /// The call needed more of the host than one call may take.
+    OverLimit(Limit),
     /// Something unexpected inside the component or the host.
     Internal(String),
     /// The component trapped (a bug in it, or a host limit it ran into);
@@ -36,6 +40,7 @@ impl From<WitError> for CacheError {
             WitError::ValueTooLarge(TooLarge { size, limit }) => CacheError::ValueTooLarge { size, limit },
             WitError::InvalidInput(text) => CacheError::InvalidInput(text),
             WitError::Contention(text) => CacheError::Contention(text),
+            WitError::OverLimit(limit) => CacheError::OverLimit(limit),
             WitError::Internal(text) => CacheError::Internal(text),
         }
     }
@@ -66,6 +71,15 @@ impl fmt::Display for CacheError {
             ),
             CacheError::InvalidInput(text) => write!(f, "invalid input: {text}"),
             CacheError::Contention(text) => write!(f, "{text}"),
+            CacheError::OverLimit(Limit::CommandsPerBatch(limit)) => write!(
+                f,
+                "the call needs a batch of more than {limit} commands, the host's limit: split it"
+            ),
+            CacheError::OverLimit(Limit::ReplyBytes(limit)) => write!(
+                f,
+                "the call's replies exceed {}, what the host gathers for one call: split it",
+                human(*limit)
+            ),
             CacheError::Internal(text) => write!(f, "internal error: {text}"),
             CacheError::Trap(error) => write!(f, "the component trapped: {error:#}"),
         }

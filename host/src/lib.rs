@@ -35,9 +35,9 @@ mod runtime;
 #[cfg(feature = "bench")]
 pub mod bench_seam;
 
-pub use backend::Backend;
-pub use backend::memcached::MemcachedOptions;
-pub use capability::{Grant, MAX_RELATIVE_KEY, add_to_linker};
-pub use error::CacheError;
+pub use backend::memcached::{MemcachedOptions, PoolReport};
+pub use backend::{Backend, EmbeddedOptions};
+pub use capability::{BatchLimits, Grant, MAX_RELATIVE_KEY, add_to_linker};
+pub use error::{CacheError, Limit};
 pub use plugin::Plugin;
 pub use runtime::{COMPONENT, Runtime, RuntimeOptions, TenantCache};

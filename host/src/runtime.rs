@@ -14,7 +14,7 @@ use wasmtime::{
 };
 
 use crate::backend::Backend;
-use crate::capability::Grant;
+use crate::capability::{BatchLimits, Grant};
 use crate::error::CacheError;
 use crate::plugin::{Exports, Plugin};
 use crate::precompiled;
@@ -39,7 +39,9 @@ pub struct RuntimeOptions {
     /// component's hash and the engine configuration, so the next process
     /// skips compilation. `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
-    /// The most linear memory one instance may grow to, in bytes.
+    /// The most linear memory one instance may grow to, in bytes. One
+    /// call's host-side copies are held to it too: the replies gathered for
+    /// a batch (see [`BatchLimits`]) and what the component passes in.
     pub memory_limit: usize,
     /// The longest one call may run, host calls included; past it the
     /// component is interrupted (a [`CacheError::Trap`]).
@@ -143,12 +145,24 @@ impl Runtime {
     }
 
     fn fresh(&self, grant: Grant) -> anyhow::Result<(Store<State>, Plugin)> {
+        // What the host gathers for one call stays within what the
+        // component could hold anyway.
+        let memory = self.options.memory_limit as u64;
+        let limits = grant.limits();
+        let grant = grant.with_limits(BatchLimits {
+            reply_bytes: limits.reply_bytes.min(memory),
+            ..limits
+        });
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.options.memory_limit)
             .instances(4)
             .build();
         let mut store = Store::new(self.pre.engine(), State { grant, limits });
         store.limiter(|state| &mut state.limits);
+        // wasmtime's bound on the bytes one call of the component may make
+        // the host copy (many commands borrowing one buffer): no more than
+        // the component's memory (wasmtime's default is 128 MiB).
+        store.set_hostcall_fuel(self.options.memory_limit);
         store.set_epoch_deadline(u64::MAX);
         let instance = self
             .pre

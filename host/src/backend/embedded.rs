@@ -1,137 +1,122 @@
 //! The embedded in-process store: the same capability without a server,
 //! for demos and server-less runs. Entries live as long as the process.
 
-use std::collections::HashMap;
+use std::mem::size_of;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{BatchResult, Storage, push_value};
-use crate::bindings::capability::{Command, Error, Item, Outcome, Replies};
+use lru::LruCache;
 
-/// memcached's default item size limit (`-I 1m`).
-const ITEM_SIZE_LIMIT: u64 = 1024 * 1024;
+use super::{BatchResult, Storage};
+use crate::bindings::capability::{Command, Error, Item, Limit, Outcome, Replies};
 
-/// Bytes kept at most; past that, entries are dropped as an LRU would
-/// (expired ones first, then the least recently used).
-const CAPACITY: usize = 64 * 1024 * 1024;
+/// How the embedded store is sized.
+#[derive(Clone, Debug)]
+pub struct EmbeddedOptions {
+    /// The largest item (value, key and memcached's per-item overhead), in
+    /// bytes: memcached's default, so a program moves between the two
+    /// without surprises.
+    pub item_size_limit: u64,
+    /// The bytes kept at most, entries' bookkeeping included; past that the
+    /// least recently used entries go.
+    pub capacity: usize,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            item_size_limit: 1024 * 1024,
+            capacity: 64 * 1024 * 1024,
+        }
+    }
+}
 
 struct Entry {
     value: Vec<u8>,
     expires: Option<Instant>,
-    used: u64,
 }
 
-#[derive(Default)]
+/// What an entry costs besides its key's and its value's bytes: their
+/// headers, the LRU list's node (two links, in its own allocation, whose
+/// header the allocator keeps) and the hash table's slot.
+const ENTRY_OVERHEAD: usize = size_of::<String>() + size_of::<Entry>() + 5 * size_of::<usize>() + 1;
+
+fn cost(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD
+}
+
 struct Items {
-    entries: HashMap<String, Entry>,
+    entries: LruCache<String, Entry>,
     bytes: usize,
-    clock: u64,
 }
 
 /// An in-process store with memcached's semantics for the capability's
 /// commands.
-#[derive(Default)]
 pub(crate) struct Embedded {
+    options: EmbeddedOptions,
     items: Mutex<Items>,
+    batches: AtomicU64,
 }
 
 impl Items {
-    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+    /// The entry under `key`, unless it expired (then it is removed);
+    /// marks it as used.
+    fn live(&mut self, key: &str, now: Instant) -> Option<&Entry> {
         if self
             .entries
-            .get(key)
+            .peek(key)
             .is_some_and(|entry| entry.expires.is_some_and(|at| at <= now))
         {
             self.remove(key);
         }
-        self.clock += 1;
-        let clock = self.clock;
-        let entry = self.entries.get_mut(key)?;
-        entry.used = clock;
-        Some(entry)
+        self.entries.get(key)
     }
 
     fn remove(&mut self, key: &str) -> bool {
-        match self.entries.remove(key) {
+        match self.entries.pop(key) {
             Some(entry) => {
-                self.bytes -= key.len() + entry.value.len();
+                self.bytes -= cost(key, &entry.value);
                 true
             }
             None => false,
         }
     }
 
-    fn store(&mut self, item: Item, now: Instant) {
-        self.remove(&item.key);
-        self.clock += 1;
-        self.bytes += item.key.len() + item.value.len();
+    fn store(&mut self, key: String, item: Item, now: Instant, capacity: usize) {
+        self.remove(&key);
+        self.bytes += cost(&key, &item.value);
         let expires = item.ttl.map(|secs| now + Duration::from_secs(u64::from(secs)));
-        self.entries.insert(
-            item.key,
+        self.entries.put(
+            key,
             Entry {
                 value: item.value,
                 expires,
-                used: self.clock,
             },
         );
-        if self.bytes > CAPACITY {
-            self.evict(now);
-        }
-    }
-
-    fn evict(&mut self, now: Instant) {
-        self.entries.retain(|_, entry| entry.expires.is_none_or(|at| at > now));
-        self.bytes = self
-            .entries
-            .iter()
-            .map(|(key, entry)| key.len() + entry.value.len())
-            .sum();
-        let mut by_use: Vec<(u64, String)> = self
-            .entries
-            .iter()
-            .map(|(key, entry)| (entry.used, key.clone()))
-            .collect();
-        by_use.sort_unstable();
-        for (_, key) in by_use {
-            if self.bytes <= CAPACITY * 3 / 4 {
+        // The least recently used go first, as in memcached's LRU; nothing
+        // is copied to find them.
+        while self.bytes > capacity {
+            let Some((key, entry)) = self.entries.pop_lru() else {
                 break;
-            }
-            self.remove(&key);
+            };
+            self.bytes -= cost(&key, &entry.value);
         }
-    }
-
-    /// Runs one command; its outcome goes to `replies`.
-    fn run(&mut self, command: Command, now: Instant, replies: &mut Replies) {
-        let outcome = match command {
-            Command::Get(key) => match self.live(&key, now) {
-                Some(entry) => {
-                    push_value(replies, &entry.value);
-                    return;
-                }
-                None => Outcome::Miss,
-            },
-            Command::Set(item) => {
-                self.store(item, now);
-                Outcome::Done
-            }
-            Command::Add(item) => {
-                if self.live(&item.key, now).is_some() {
-                    Outcome::Exists
-                } else {
-                    self.store(item, now);
-                    Outcome::Done
-                }
-            }
-            Command::Delete(key) => match self.remove(&key) {
-                true => Outcome::Done,
-                false => Outcome::Miss,
-            },
-        };
-        replies.outcomes.push(outcome);
     }
 }
 
 impl Embedded {
+    pub(crate) fn new(options: EmbeddedOptions) -> Embedded {
+        Embedded {
+            options,
+            items: Mutex::new(Items {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            batches: AtomicU64::new(0),
+        }
+    }
+
     fn items(&self) -> std::sync::MutexGuard<'_, Items> {
         // A panic while holding the lock cannot leave an entry half-written
         // (every mutation is a single map operation), so poisoning is moot.
@@ -140,21 +125,52 @@ impl Embedded {
 }
 
 impl Storage for Embedded {
-    fn execute(&self, _route: &[u8], commands: Vec<Command>) -> BatchResult {
+    fn execute(&self, prefix: &str, _route: &[u8], commands: Vec<Command>, reply_bytes: u64) -> BatchResult {
+        self.batches.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut replies = Replies {
             outcomes: Vec::with_capacity(commands.len()),
             values: Vec::new(),
         };
+        let key = |rel: &str| format!("{prefix}{rel}");
         let mut items = self.items();
         for command in commands {
-            items.run(command, now, &mut replies);
+            let outcome = match command {
+                Command::Get(rel) => match items.live(&key(&rel), now) {
+                    Some(entry) => {
+                        if (replies.values.len() + entry.value.len()) as u64 > reply_bytes {
+                            return Err(Error::OverLimit(Limit::ReplyBytes(reply_bytes)));
+                        }
+                        replies.values.extend_from_slice(&entry.value);
+                        Outcome::Value(entry.value.len() as u32)
+                    }
+                    None => Outcome::Miss,
+                },
+                Command::Set(item) => {
+                    items.store(key(&item.key), item, now, self.options.capacity);
+                    Outcome::Done
+                }
+                Command::Add(item) => {
+                    let key = key(&item.key);
+                    if items.live(&key, now).is_some() {
+                        Outcome::Exists
+                    } else {
+                        items.store(key, item, now, self.options.capacity);
+                        Outcome::Done
+                    }
+                }
+                Command::Delete(rel) => match items.remove(&key(&rel)) {
+                    true => Outcome::Done,
+                    false => Outcome::Miss,
+                },
+            };
+            replies.outcomes.push(outcome);
         }
         Ok(replies)
     }
 
-    fn broadcast(&self, commands: Vec<Command>) -> Result<(), Error> {
-        let replies = self.execute(b"", commands)?;
+    fn broadcast(&self, prefix: &str, commands: Vec<Command>) -> Result<(), Error> {
+        let replies = self.execute(prefix, b"", commands, u64::MAX)?;
         for outcome in replies.outcomes {
             if let Outcome::Failed(error) = outcome {
                 return Err(error);
@@ -163,12 +179,12 @@ impl Storage for Embedded {
         Ok(())
     }
 
-    fn servers(&self) -> usize {
-        1
+    fn item_size_limit(&self) -> u64 {
+        self.options.item_size_limit
     }
 
-    fn item_size_limit(&self) -> u64 {
-        ITEM_SIZE_LIMIT
+    fn batches_sent(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     fn describe(&self) -> String {
@@ -190,7 +206,7 @@ mod tests {
 
     /// What one command gave, as (outcome, values).
     fn one(store: &Embedded, command: Command) -> (Outcome, Vec<u8>) {
-        let mut replies = store.execute(b"", vec![command]).unwrap();
+        let mut replies = store.execute("p:", b"", vec![command], u64::MAX).unwrap();
         assert_eq!(replies.outcomes.len(), 1);
         (replies.outcomes.pop().unwrap(), replies.values)
     }
@@ -202,9 +218,13 @@ mod tests {
     const MISS: (Outcome, Vec<u8>) = (Outcome::Miss, Vec::new());
     const DONE: (Outcome, Vec<u8>) = (Outcome::Done, Vec::new());
 
+    fn store() -> Embedded {
+        Embedded::new(EmbeddedOptions::default())
+    }
+
     #[test]
     fn set_get_delete_round_trip() {
-        let store = Embedded::default();
+        let store = store();
         assert_eq!(one(&store, Command::Get("k".into())), MISS);
         assert_eq!(one(&store, Command::Set(item("k", b"v", None))), DONE);
         assert_eq!(one(&store, Command::Get("k".into())), found(b"v"));
@@ -215,7 +235,7 @@ mod tests {
 
     #[test]
     fn add_only_stores_new_keys() {
-        let store = Embedded::default();
+        let store = store();
         assert_eq!(one(&store, Command::Add(item("k", b"1", None))), DONE);
         assert_eq!(
             one(&store, Command::Add(item("k", b"2", None))),
@@ -225,11 +245,20 @@ mod tests {
     }
 
     #[test]
+    fn prefixes_keep_keys_apart() {
+        let store = store();
+        store
+            .execute("a:", b"", vec![Command::Set(item("k", b"a", None))], u64::MAX)
+            .unwrap();
+        assert_eq!(one(&store, Command::Get("k".into())), MISS);
+    }
+
+    #[test]
     fn entries_expire() {
-        let store = Embedded::default();
+        let store = store();
         let now = Instant::now();
         let mut items = store.items();
-        items.store(item("k", b"v", Some(1)), now);
+        items.store("k".into(), item("k", b"v", Some(1)), now, usize::MAX);
         assert!(items.live("k", now).is_some());
         assert!(items.live("k", now + Duration::from_secs(1)).is_none());
         assert_eq!(items.bytes, 0);
@@ -237,20 +266,65 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded_and_recent_entries_survive() {
-        let store = Embedded::default();
+        let store = store();
         let value = vec![7u8; 512 * 1024];
         for n in 0..300 {
             assert_eq!(one(&store, Command::Set(item(&format!("k{n}"), &value, None))), DONE);
         }
-        assert!(store.items().bytes <= CAPACITY);
+        assert!(store.items().bytes <= store.options.capacity);
         assert_eq!(one(&store, Command::Get("k299".into())), found(&value));
         assert_eq!(one(&store, Command::Get("k0".into())), MISS);
     }
 
     #[test]
+    fn many_tiny_entries_count_their_bookkeeping() {
+        let capacity = 1024 * 1024;
+        let store = Embedded::new(EmbeddedOptions {
+            capacity,
+            ..EmbeddedOptions::default()
+        });
+        for n in 0..100_000 {
+            store
+                .execute("", b"", vec![Command::Set(item(&n.to_string(), b"", None))], u64::MAX)
+                .unwrap();
+        }
+        let items = store.items();
+        assert!(items.bytes <= capacity);
+        // With keys and values only counted, all 100 000 would be kept.
+        assert!(
+            items.entries.len() < capacity / ENTRY_OVERHEAD,
+            "{}",
+            items.entries.len()
+        );
+        assert_eq!(
+            items.bytes,
+            items
+                .entries
+                .iter()
+                .map(|(key, entry)| cost(key, &entry.value))
+                .sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn a_batch_past_its_reply_limit_fails_whole() {
+        let store = store();
+        store
+            .execute("", b"", vec![Command::Set(item("k", &[1; 100], None))], u64::MAX)
+            .unwrap();
+        let gets = vec![Command::Get("k".into()), Command::Get("k".into())];
+        assert_eq!(
+            store.execute("", b"", gets, 150).unwrap_err(),
+            Error::OverLimit(Limit::ReplyBytes(150))
+        );
+    }
+
+    #[test]
     fn broadcast_applies_everywhere() {
-        let store = Embedded::default();
-        store.broadcast(vec![Command::Set(item("a", b"1", None))]).unwrap();
+        let store = store();
+        store
+            .broadcast("p:", vec![Command::Set(item("a", b"1", None))])
+            .unwrap();
         assert_eq!(one(&store, Command::Get("a".into())), found(b"1"));
     }
 }

@@ -2,42 +2,38 @@
 //! in-process store, behind one handle.
 
 pub(crate) mod embedded;
+pub(crate) mod membership;
 pub(crate) mod memcached;
 pub(crate) mod routing;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::bindings::capability::{Command, Error, Outcome, Replies};
+use crate::bindings::capability::{Command, Error, Replies};
+
+pub use embedded::EmbeddedOptions;
 
 /// The replies to a batch as the capability returns them (one outcome per
 /// command, the values back to back), or an error that concerns the whole
 /// batch.
 pub(crate) type BatchResult = Result<Replies, Error>;
 
-/// Appends a value outcome: `bytes` go at the end of the batch's values.
-/// Values are below memcached's 1 GiB item limit, so the length fits.
-pub(crate) fn push_value(replies: &mut Replies, bytes: &[u8]) {
-    replies.values.extend_from_slice(bytes);
-    replies.outcomes.push(Outcome::Value(bytes.len() as u32));
-}
-
-/// A memcached-like storage. Commands reaching it are already scoped to an
-/// application and checked by the grant.
+/// A memcached-like storage. Commands reaching it were checked by the
+/// grant; their keys are relative to the grant's prefix.
 pub(crate) trait Storage: Send + Sync {
-    /// Runs `commands` as one pipelined batch on the server owning `route`.
-    fn execute(&self, route: &[u8], commands: Vec<Command>) -> BatchResult;
-    /// Runs `commands` on every server; fails if any server fails.
-    fn broadcast(&self, commands: Vec<Command>) -> Result<(), Error>;
-    /// How many servers a broadcast reaches.
-    fn servers(&self) -> usize;
-    /// The largest value the storage accepts, in bytes.
+    /// Runs `commands` as one pipelined batch on the server owning `route`;
+    /// the values of its replies may total at most `reply_bytes`.
+    fn execute(&self, prefix: &str, route: &[u8], commands: Vec<Command>, reply_bytes: u64) -> BatchResult;
+    /// Runs `commands` on every server, visible to every route; fails if
+    /// any server fails.
+    fn broadcast(&self, prefix: &str, commands: Vec<Command>) -> Result<(), Error>;
+    /// The largest item the storage accepts (value, key and memcached's
+    /// own overhead), in bytes.
     fn item_size_limit(&self) -> u64;
+    /// Round trips made so far, one per server reached.
+    fn batches_sent(&self) -> u64;
     /// Where entries go, for messages ("memcached at 127.0.0.1:11211").
     fn describe(&self) -> String;
-    /// The memcached pool behind this storage, if it is one (the bench's
-    /// raw baseline runs on its connections).
-    #[cfg(feature = "bench")]
+    /// The memcached pool behind this storage, if it is one.
     fn memcached(&self) -> Option<&memcached::MemcachedPool> {
         None
     }
@@ -48,22 +44,31 @@ pub(crate) trait Storage: Send + Sync {
 #[derive(Clone)]
 pub struct Backend {
     storage: Arc<dyn Storage>,
-    batches: Arc<AtomicU64>,
 }
 
 impl Backend {
     /// A pool of memcached servers, each `HOST:PORT`. Every tenant lives on
-    /// one server, chosen by a stable hash of the tenant.
+    /// one server, chosen by a stable hash of the tenant; the servers keep
+    /// a record of the pool, and a process listing other servers than the
+    /// pool's is refused (see [`Backend::set_pool`]).
     pub fn memcached(servers: &[impl AsRef<str>], options: memcached::MemcachedOptions) -> anyhow::Result<Backend> {
         let servers: Vec<String> = servers.iter().map(|server| server.as_ref().trim().to_owned()).collect();
-        Ok(Backend::with_storage(Arc::new(memcached::MemcachedPool::new(
-            &servers, options,
-        )?)))
+        Ok(Backend {
+            storage: Arc::new(memcached::MemcachedPool::new(&servers, options)?),
+        })
     }
 
-    /// The embedded in-process store (entries last as long as the process).
+    /// The embedded in-process store with its defaults (entries last as
+    /// long as the process).
     pub fn embedded() -> Backend {
-        Backend::with_storage(Arc::new(embedded::Embedded::default()))
+        Backend::embedded_with(EmbeddedOptions::default())
+    }
+
+    /// The embedded in-process store with `options`.
+    pub fn embedded_with(options: EmbeddedOptions) -> Backend {
+        Backend {
+            storage: Arc::new(embedded::Embedded::new(options)),
+        }
     }
 
     /// What the backend is, for messages: "memcached at 127.0.0.1:11211".
@@ -71,30 +76,45 @@ impl Backend {
         self.storage.describe()
     }
 
-    /// The largest value this backend stores, in bytes.
+    /// The largest item this backend stores, in bytes: a value, its key
+    /// and memcached's per-item overhead together.
     pub fn item_size_limit(&self) -> u64 {
         self.storage.item_size_limit()
     }
 
-    /// Pipelined batches sent so far through this backend and its clones,
-    /// one per server reached: the number of memcached round trips
-    /// (batches to different servers run in parallel).
+    /// Round trips to memcached so far through this backend and its clones,
+    /// one per server reached (batches to different servers run in
+    /// parallel). The embedded store counts its batches.
     pub fn batches_sent(&self) -> u64 {
-        self.batches.load(Ordering::Relaxed)
+        self.storage.batches_sent()
     }
 
-    fn with_storage(storage: Arc<dyn Storage>) -> Backend {
-        Backend {
-            storage,
-            batches: Arc::default(),
-        }
+    /// Makes this backend's server list the pool's, as recorded on the
+    /// servers: what an operator does after adding or removing a server
+    /// (`tenant-cache pool set`). Tenants whose server changes start empty
+    /// on their new server; the others keep their entries. A server leaving
+    /// the pool must be reachable, so that it is fenced off, unless
+    /// `force`. Returns the new record, as text.
+    pub fn set_pool(&self, force: bool) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let record = pool
+            .set_membership(force)
+            .map_err(|error| anyhow::anyhow!(memcached::protocol::describe(&error)))?;
+        Ok(String::from_utf8_lossy(&record.encode()).into_owned())
+    }
+
+    /// What every server of the pool holds as the pool record.
+    pub fn pool_report(&self) -> anyhow::Result<Vec<memcached::PoolReport>> {
+        Ok(self.pool()?.report())
+    }
+
+    fn pool(&self) -> anyhow::Result<&memcached::MemcachedPool> {
+        self.storage
+            .memcached()
+            .ok_or_else(|| anyhow::anyhow!("{} has no pool of servers", self.describe()))
     }
 
     pub(crate) fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
-    }
-
-    pub(crate) fn count_batches(&self, batches: u64) {
-        self.batches.fetch_add(batches, Ordering::Relaxed);
     }
 }

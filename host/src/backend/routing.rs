@@ -23,16 +23,29 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A route, hashed once for scoring against every server.
+#[derive(Clone, Copy)]
+pub(crate) struct Route(u64);
+
+impl Route {
+    pub(crate) fn new(route: &[u8]) -> Route {
+        Route(mix(fnv1a(route)))
+    }
+
+    /// `server`'s score for this route: the highest score owns it.
+    pub(crate) fn score(self, server: &str) -> u64 {
+        mix(fnv1a(server.as_bytes()) ^ self.0)
+    }
+}
+
 /// The index in `servers` of the server that owns `route`; 0 for an
 /// empty or one-server pool.
-pub(crate) fn owner(route: &[u8], servers: &[String]) -> usize {
+pub(crate) fn owner(route: Route, servers: &[String]) -> usize {
     if servers.len() < 2 {
         return 0;
     }
-    let route = mix(fnv1a(route));
-    let score = |server: &String| mix(fnv1a(server.as_bytes()) ^ route);
     (0..servers.len())
-        .max_by_key(|&index| score(&servers[index]))
+        .max_by_key(|&index| route.score(&servers[index]))
         .unwrap_or(0)
 }
 
@@ -50,7 +63,10 @@ mod tests {
         // about where a tenant lives: never change it.
         let three = pool(3);
         let routes = ["Lisboa", "Barcelona", "", "tenant-1", "tenant-2", "#0123abcd"];
-        let owners: Vec<usize> = routes.iter().map(|route| owner(route.as_bytes(), &three)).collect();
+        let owners: Vec<usize> = routes
+            .iter()
+            .map(|route| owner(Route::new(route.as_bytes()), &three))
+            .collect();
         assert_eq!(owners, [0, 1, 0, 0, 0, 0]);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
@@ -62,11 +78,11 @@ mod tests {
         three.remove(1);
         let mut counts = [0usize; 4];
         for n in 0..4000 {
-            let route = format!("tenant-{n}");
-            let before = owner(route.as_bytes(), &four);
+            let route = Route::new(format!("tenant-{n}").as_bytes());
+            let before = owner(route, &four);
             counts[before] += 1;
             if before != 1 {
-                assert_eq!(three[owner(route.as_bytes(), &three)], four[before]);
+                assert_eq!(three[owner(route, &three)], four[before]);
             }
         }
         assert!(counts.iter().all(|&count| count > 800), "{counts:?}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions, TenantCache};
+use tenant_cache_host::{Backend, EmbeddedOptions, Grant, MemcachedOptions, Runtime, RuntimeOptions, TenantCache};
 
 mod bench;
 mod naive;
@@ -37,6 +37,11 @@ struct Cli {
     /// Deadline for each exchange with memcached, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000, global = true)]
     timeout_ms: u64,
+    /// memcached's item size limit (its -I): an item (value, key and 64
+    /// bytes of memcached's own) larger than this is refused, and a stored
+    /// one read as a miss. Bytes, or with k or m.
+    #[arg(long, value_name = "SIZE", default_value = "1m", value_parser = parse_size, global = true)]
+    item_size_limit: u64,
     /// Where the compiled component is cached between runs [default:
     /// $XDG_CACHE_HOME/tenant-cache or ~/.cache/tenant-cache].
     #[arg(long, env = "TENANT_CACHE_CACHE_DIR", value_name = "DIR", global = true)]
@@ -67,6 +72,12 @@ enum Command {
     Clear { tenant: String },
     /// Make every entry of every tenant of the application unreachable.
     ClearAll,
+    /// The pool of memcached servers: what each holds as the pool record,
+    /// or make the --memcached list the pool after adding or removing one.
+    Pool {
+        #[command(subcommand)]
+        action: PoolAction,
+    },
     /// Measure tenant-cache against the raw memcached client and the naive
     /// algorithm on the same memcached (needs --memcached).
     Bench {
@@ -77,6 +88,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PoolAction {
+    /// Print the pool record each listed server holds.
+    Show,
+    /// Make the --memcached list the pool (after adding or removing a
+    /// server). Tenants whose server changes start empty there; the others
+    /// keep their entries. Every listed server, and every server leaving,
+    /// must be reachable.
+    Set {
+        /// Let a server leave the pool while it is unreachable: only if it
+        /// will never come back with its contents.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// A size in bytes: digits, optionally followed by k or m (binary units).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match lower.strip_suffix(['k', 'm']) {
+        Some(digits) if lower.ends_with('k') => (digits, 1024),
+        Some(digits) => (digits, 1024 * 1024),
+        None => (lower.as_str(), 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit))
+        .filter(|&bytes| bytes >= 1024)
+        .ok_or_else(|| format!("{text:?} is not a size of at least 1k (bytes, or with k or m)"))
 }
 
 fn main() -> ExitCode {
@@ -116,6 +159,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         bench::run(&servers, memcached_options(&cli), ops, json)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Pool { action } = &cli.command {
+        let servers = servers(&cli)?.context("pool needs the pool's servers: pass --memcached HOST:PORT[,...]")?;
+        let backend = Backend::memcached(&servers, memcached_options(&cli))?;
+        match action {
+            PoolAction::Show => {
+                for report in backend.pool_report()? {
+                    match report.record {
+                        Ok(Some(record)) => println!("{}: {record}", report.server),
+                        Ok(None) => println!("{}: no pool record", report.server),
+                        Err(error) => println!("{}: unreachable: {error}", report.server),
+                    }
+                }
+            }
+            PoolAction::Set { force } => println!("{}", backend.set_pool(*force)?),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut cache = open(&cli)?;
     match cli.command {
         Command::Demo => demo(&mut cache)?,
@@ -144,7 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Clear { tenant } => cache.clear(&tenant)?,
         Command::ClearAll => cache.clear_all()?,
-        Command::Bench { .. } => unreachable!("handled above"),
+        Command::Bench { .. } | Command::Pool { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -167,7 +227,7 @@ fn servers(cli: &Cli) -> anyhow::Result<Option<Vec<String>>> {
 fn memcached_options(cli: &Cli) -> MemcachedOptions {
     MemcachedOptions {
         timeout: Duration::from_millis(cli.timeout_ms.max(1)),
-        ..Default::default()
+        item_size_limit: cli.item_size_limit,
     }
 }
 
@@ -188,7 +248,10 @@ fn open(cli: &Cli) -> anyhow::Result<TenantCache> {
                 "tenant-cache: no --memcached given: using the embedded in-process store \
                  (entries last only as long as this process)"
             );
-            Backend::embedded()
+            Backend::embedded_with(EmbeddedOptions {
+                item_size_limit: cli.item_size_limit,
+                ..Default::default()
+            })
         }
     };
     let options = RuntimeOptions {

@@ -1,0 +1,394 @@
+//! Which servers form a memcached pool, recorded on every one of them, and
+//! the *tag* every route's keys carry.
+//!
+//! A route's tag names the generation of the pool at which the route's
+//! current server started owning it. When a change of the server list
+//! moves a route, its keys move to a key space no server ever held for it,
+//! so whatever a server kept from an earlier time it owned the route
+//! (entries, namespace versions a clear elsewhere has since moved) is
+//! never read again; routes the change does not move keep their tag and
+//! their entries. docs/architecture.md, "Pool membership", has the
+//! reasoning.
+
+use super::routing::Route;
+
+/// Generations stay within four hex digits, so a tag fits the key budget.
+pub(crate) const MAX_GENERATION: u32 = 0xffff;
+
+/// The longest tag: `~`, the pool id (8 hex digits), the generation (at
+/// most 4) and `:`.
+pub(crate) const MAX_TAG: usize = 14;
+
+/// Departed servers the record keeps; beyond that the earliest is
+/// forgotten and the floor raised past it.
+const MAX_DEPARTED: usize = 32;
+
+/// What the pool record says: the pool's identity, its generation, its
+/// servers and those that left it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Membership {
+    /// Random, chosen when the pool was first recorded: tags of two pool
+    /// lifetimes never meet.
+    pub(crate) id: u32,
+    /// Moves by one with every change of the server list.
+    pub(crate) generation: u32,
+    /// No route's tag is older than this generation.
+    pub(crate) floor: u32,
+    /// A change is between its two phases: no server may be used.
+    pub(crate) changing: bool,
+    /// The servers, sorted, each with the generation it (last) joined.
+    pub(crate) members: Vec<(String, u32)>,
+    /// Servers that left, sorted, each with the last generation it was in.
+    pub(crate) departed: Vec<(String, u32)>,
+}
+
+/// The tag of a route's keys: nothing for generation 1, `~<id><gen>:`
+/// otherwise. Two tags are equal when they write the same.
+#[derive(Clone, Copy, Debug, Eq)]
+pub(crate) struct Tag {
+    id: u32,
+    generation: u32,
+}
+
+impl PartialEq for Tag {
+    fn eq(&self, other: &Tag) -> bool {
+        self.generation == other.generation && (self.generation == 1 || self.id == other.id)
+    }
+}
+
+impl Tag {
+    /// The tag of a pool nobody has recorded yet: that of generation 1.
+    pub(crate) const UNRECORDED: Tag = Tag { id: 0, generation: 1 };
+
+    /// Appends the tag to a key prefix.
+    pub(crate) fn write(self, out: &mut Vec<u8>) {
+        if self.generation != 1 {
+            use std::io::Write;
+            let _ = write!(out, "~{:08x}{:x}:", self.id, self.generation);
+        }
+    }
+}
+
+/// Sorted, deduplicated server addresses.
+pub(crate) fn sorted(servers: &[String]) -> Vec<String> {
+    let mut sorted = servers.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    sorted
+}
+
+impl Membership {
+    /// The first record of a pool of `servers`. On servers that held
+    /// nothing (`empty`), generation 1, whose keys carry no tag; otherwise
+    /// generation 2 and up only, so nothing a server kept from an earlier
+    /// pool is read.
+    pub(crate) fn first(servers: &[String], id: u32, empty: bool) -> Membership {
+        let generation = if empty { 1 } else { 2 };
+        Membership {
+            id,
+            generation,
+            floor: generation,
+            changing: false,
+            members: sorted(servers).into_iter().map(|server| (server, generation)).collect(),
+            departed: Vec::new(),
+        }
+    }
+
+    /// The record after the server list becomes `servers`: members that
+    /// stay keep their generation, new ones join now, those that leave are
+    /// remembered as departed.
+    pub(crate) fn next(&self, servers: &[String]) -> Result<Membership, String> {
+        let generation = self.generation + 1;
+        if generation > MAX_GENERATION {
+            return Err(format!(
+                "the pool has changed {MAX_GENERATION} times, the most a record holds; start a new pool (on \
+                 emptied servers)"
+            ));
+        }
+        let servers = sorted(servers);
+        let members = servers
+            .iter()
+            .map(|server| (server.clone(), self.joined(server).unwrap_or(generation)))
+            .collect();
+        let mut departed: Vec<(String, u32)> = self
+            .departed
+            .iter()
+            .filter(|(server, _)| !servers.contains(server))
+            .cloned()
+            .chain(
+                self.members
+                    .iter()
+                    .filter(|(server, _)| !servers.contains(server))
+                    .map(|(server, _)| (server.clone(), self.generation)),
+            )
+            .collect();
+        let mut floor = self.floor;
+        while departed.len() > MAX_DEPARTED {
+            let earliest = (0..departed.len()).min_by_key(|&index| departed[index].1).unwrap_or(0);
+            floor = floor.max(departed.remove(earliest).1 + 1);
+        }
+        departed.sort();
+        Ok(Membership {
+            id: self.id,
+            generation,
+            floor,
+            changing: false,
+            members,
+            departed,
+        })
+    }
+
+    /// The generation `server` joined at, if it is a member.
+    fn joined(&self, server: &str) -> Option<u32> {
+        self.members
+            .iter()
+            .find(|(member, _)| member == server)
+            .map(|&(_, joined)| joined)
+    }
+
+    /// Whether the members are exactly `servers` (in any order).
+    pub(crate) fn lists(&self, servers: &[String]) -> bool {
+        let servers = sorted(servers);
+        self.members.len() == servers.len()
+            && self
+                .members
+                .iter()
+                .zip(&servers)
+                .all(|((member, _), server)| member == server)
+    }
+
+    /// The members' addresses.
+    pub(crate) fn servers(&self) -> Vec<String> {
+        self.members.iter().map(|(server, _)| server.clone()).collect()
+    }
+
+    /// Whether `server` left the pool.
+    pub(crate) fn has_departed(&self, server: &str) -> bool {
+        self.departed.iter().any(|(departed, _)| departed == server)
+    }
+
+    /// The tag of `route`, owned by `owner` (a member). The route's
+    /// server has owned it since the later of the owner joining and every
+    /// departed server that outranked the owner for the route leaving.
+    pub(crate) fn tag(&self, route: Route, owner: &str) -> Tag {
+        let mut generation = self.floor.max(self.joined(owner).unwrap_or(self.generation));
+        let score = route.score(owner);
+        for (server, last) in &self.departed {
+            if last + 1 > generation && route.score(server) > score {
+                generation = last + 1;
+            }
+        }
+        Tag {
+            id: self.id,
+            generation,
+        }
+    }
+
+    /// Every tag a route owned by `server` can have: what a record meant
+    /// for every route (the application version) is written under each.
+    pub(crate) fn tags_of(&self, server: &str) -> Vec<Tag> {
+        let base = self.floor.max(self.joined(server).unwrap_or(self.generation));
+        let mut generations: Vec<u32> = std::iter::once(base)
+            .chain(
+                self.departed
+                    .iter()
+                    .map(|(_, last)| last + 1)
+                    .filter(|&generation| generation > base),
+            )
+            .collect();
+        generations.sort_unstable();
+        generations.dedup();
+        generations
+            .into_iter()
+            .map(|generation| Tag {
+                id: self.id,
+                generation,
+            })
+            .collect()
+    }
+
+    /// The record's stored form: one line of text.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let list = |servers: &[(String, u32)]| {
+            servers
+                .iter()
+                .map(|(server, generation)| format!("{server}@{generation}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            "tc-pool/1 id={:08x} generation={} floor={} state={} members={} departed={}",
+            self.id,
+            self.generation,
+            self.floor,
+            if self.changing { "changing" } else { "active" },
+            list(&self.members),
+            list(&self.departed),
+        )
+        .into_bytes()
+    }
+
+    /// Reads a stored record.
+    pub(crate) fn parse(stored: &[u8]) -> Result<Membership, String> {
+        let text = std::str::from_utf8(stored).map_err(|_| String::from("not text"))?;
+        let mut fields = text.split(' ');
+        if fields.next() != Some("tc-pool/1") {
+            return Err(String::from("not a tenant-cache pool record of a known version"));
+        }
+        let mut record = Membership {
+            id: 0,
+            generation: 0,
+            floor: 0,
+            changing: false,
+            members: Vec::new(),
+            departed: Vec::new(),
+        };
+        let list = |value: &str| -> Result<Vec<(String, u32)>, String> {
+            let mut servers: Vec<(String, u32)> = value
+                .split(',')
+                .filter(|server| !server.is_empty())
+                .map(|server| {
+                    let (address, generation) = server.rsplit_once('@').ok_or("a server without its generation")?;
+                    let generation = generation.parse().map_err(|_| "a bad generation")?;
+                    Ok::<_, &str>((address.to_owned(), generation))
+                })
+                .collect::<Result<_, _>>()?;
+            servers.sort();
+            Ok(servers)
+        };
+        for field in fields {
+            let (name, value) = field.split_once('=').ok_or("a field without a value")?;
+            let number = || value.parse::<u32>().map_err(|_| format!("a bad {name}"));
+            match name {
+                "id" => record.id = u32::from_str_radix(value, 16).map_err(|_| "a bad id")?,
+                "generation" => record.generation = number()?,
+                "floor" => record.floor = number()?,
+                "state" => record.changing = value == "changing",
+                "members" => record.members = list(value)?,
+                "departed" => record.departed = list(value)?,
+                _ => {}
+            }
+        }
+        if record.generation == 0 || record.generation > MAX_GENERATION || record.members.is_empty() {
+            return Err(String::from("a record without a generation or members"));
+        }
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::routing;
+
+    fn servers(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| format!("{name}:11211")).collect()
+    }
+
+    fn tag_of(record: &Membership, route: &str) -> (String, Tag) {
+        let list = record.servers();
+        let route = Route::new(route.as_bytes());
+        let owner = list[routing::owner(route, &list)].clone();
+        let tag = record.tag(route, &owner);
+        (owner, tag)
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let first = Membership::first(&servers(&["b", "a"]), 0xdead_beef, true);
+        let next = first.next(&servers(&["a", "c"])).unwrap();
+        for record in [first, next] {
+            assert_eq!(Membership::parse(&record.encode()), Ok(record));
+        }
+        for bad in [
+            &b""[..],
+            b"tc-pool/2 id=1",
+            b"tc-pool/1 generation=0 members=a@1",
+            b"\xff",
+        ] {
+            assert!(Membership::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_fresh_pool_tags_nothing_and_one_over_old_data_tags_everything() {
+        let fresh = Membership::first(&servers(&["a", "b"]), 7, true);
+        let reused = Membership::first(&servers(&["a", "b"]), 8, false);
+        for n in 0..100 {
+            let route = format!("tenant-{n}");
+            assert_eq!(tag_of(&fresh, &route).1, Tag::UNRECORDED);
+            assert_ne!(tag_of(&reused, &route).1, Tag::UNRECORDED);
+        }
+        let mut key = Vec::new();
+        tag_of(&reused, "t").1.write(&mut key);
+        assert_eq!(key, b"~000000082:");
+    }
+
+    /// Every way of changing the list: a route keeps its tag exactly when
+    /// its server stays the same through the change, and a route that
+    /// comes back to a server it left never gets the tag it had there.
+    #[test]
+    fn tags_change_exactly_with_the_owner_and_never_repeat() {
+        let lists: Vec<Vec<String>> = [
+            &["a", "b", "c"][..],
+            &["a", "c"],
+            &["a", "b", "c"],
+            &["a", "b", "c", "d"],
+            &["b", "c", "d"],
+            &["a", "b"],
+            &["a", "b", "c", "d", "e"],
+            &["a", "b", "c"],
+        ]
+        .iter()
+        .map(|names| servers(names))
+        .collect();
+        let mut record = Membership::first(&lists[0], 1, true);
+        let routes: Vec<String> = (0..500).map(|n| format!("tenant-{n}")).collect();
+        let mut history: Vec<Vec<(String, Tag)>> = vec![routes.iter().map(|route| tag_of(&record, route)).collect()];
+        for list in &lists[1..] {
+            record = record.next(list).unwrap();
+            let now: Vec<(String, Tag)> = routes.iter().map(|route| tag_of(&record, route)).collect();
+            let before = history.last().unwrap();
+            for (index, ((owner, tag), (owner_before, tag_before))) in now.iter().zip(before).enumerate() {
+                assert_eq!(
+                    owner == owner_before,
+                    tag == tag_before,
+                    "{} in {list:?}",
+                    routes[index]
+                );
+            }
+            // A (server, tag) pair names one continuous stretch of
+            // ownership: it never appears again after a gap.
+            for (index, (owner, tag)) in now.iter().enumerate() {
+                let mut stretch_ended = false;
+                for earlier in history.iter().rev() {
+                    let (earlier_owner, earlier_tag) = &earlier[index];
+                    let same = earlier_owner == owner && earlier_tag == tag;
+                    assert!(
+                        !(same && stretch_ended),
+                        "{} came back to {owner} under an old tag",
+                        routes[index]
+                    );
+                    stretch_ended |= !same;
+                }
+            }
+            for (owner, tag) in &now {
+                assert!(record.tags_of(owner).contains(tag), "{tag:?} not among {owner}'s tags");
+            }
+            history.push(now);
+        }
+    }
+
+    #[test]
+    fn too_many_departed_raise_the_floor() {
+        let mut record = Membership::first(&servers(&["keep"]), 1, true);
+        for n in 0..40 {
+            let name = format!("s{n}");
+            record = record.next(&servers(&["keep", &name])).unwrap();
+            record = record.next(&servers(&["keep"])).unwrap();
+        }
+        assert_eq!(record.departed.len(), MAX_DEPARTED);
+        assert!(record.floor > 1);
+        assert!(record.tags_of("keep:11211").len() <= MAX_DEPARTED + 1);
+    }
+}

@@ -1,0 +1,258 @@
+//! The capability on real memcached servers: a pool whose every route is
+//! owned by one server (`routing`), whose membership every batch checks
+//! (`fencing`), over one protocol core (`protocol`) and a driver that moves
+//! its bytes (`blocking`). Our own transport around the `memcache` crate's
+//! reply codes, because its clients cost more system calls and allocations
+//! per exchange than the whole rest of a call (docs/architecture.md, "The
+//! memcached transport").
+
+mod blocking;
+mod fencing;
+pub(crate) mod protocol;
+
+use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+
+use self::protocol::{Answer, Failure, ReadLimits, Request};
+use super::membership::Membership;
+use super::{BatchResult, Storage};
+use crate::bindings::capability::{Command, Error};
+
+pub use self::fencing::PoolReport;
+
+/// How a memcached pool is reached.
+#[derive(Clone, Debug)]
+pub struct MemcachedOptions {
+    /// Deadline for connecting and for each exchange with a server.
+    pub timeout: Duration,
+    /// The servers' item size limit (memcached's `-I`, 1 MiB by default).
+    /// Values that cannot fit are refused before they are sent; a stored
+    /// value longer than this reads as a miss.
+    pub item_size_limit: u64,
+}
+
+impl Default for MemcachedOptions {
+    fn default() -> Self {
+        MemcachedOptions {
+            timeout: Duration::from_secs(1),
+            item_size_limit: 1024 * 1024,
+        }
+    }
+}
+
+/// One server of the pool.
+pub(crate) struct Server {
+    /// As configured: the name routing hashes and messages use.
+    pub(crate) address: String,
+    addrs: Vec<SocketAddr>,
+    blocking: blocking::Idle,
+}
+
+/// The pool record this process last found, and its stored bytes.
+pub(crate) struct Known {
+    pub(crate) record: Membership,
+    pub(crate) stored: Vec<u8>,
+}
+
+/// A pool of memcached servers; a route always goes to the same server.
+pub(crate) struct MemcachedPool {
+    pub(crate) servers: Vec<Server>,
+    /// The servers' addresses, as configured.
+    pub(crate) ids: Vec<String>,
+    pub(crate) options: MemcachedOptions,
+    known: RwLock<Option<Arc<Known>>>,
+    exchanges: AtomicU64,
+}
+
+/// Moves the bytes of requests to servers and back. Requests to several
+/// servers run at once; the results come in the order of the requests.
+pub(crate) trait Driver: Sync {
+    fn run<'a>(
+        &'a self,
+        pool: &'a MemcachedPool,
+        requests: Vec<(usize, Request<'a>)>,
+        reply_bytes: u64,
+    ) -> impl Future<Output = Vec<Result<Answer, Failure>>> + Send + 'a;
+}
+
+/// The blocking driver: `std::net`, with threads for requests to several
+/// servers. Its futures are complete when first polled.
+struct Blocking;
+
+impl Driver for Blocking {
+    fn run<'a>(
+        &'a self,
+        pool: &'a MemcachedPool,
+        requests: Vec<(usize, Request<'a>)>,
+        reply_bytes: u64,
+    ) -> impl Future<Output = Vec<Result<Answer, Failure>>> + Send + 'a {
+        let results = match requests.len() {
+            1 => requests
+                .into_iter()
+                .map(|(server, request)| pool.exchange_blocking(server, &request, reply_bytes))
+                .collect(),
+            _ => std::thread::scope(|scope| {
+                let handles: Vec<_> = requests
+                    .iter()
+                    .map(|(server, request)| scope.spawn(move || pool.exchange_blocking(*server, request, reply_bytes)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| {
+                        handle
+                            .join()
+                            .unwrap_or(Err(Failure::Garbled("an exchange thread that panicked")))
+                    })
+                    .collect()
+            }),
+        };
+        std::future::ready(results)
+    }
+}
+
+/// The time now, in unix seconds (long TTLs are sent as unix times).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+impl MemcachedPool {
+    /// Prepares the pool for `addresses` (`HOST:PORT` each). Names are
+    /// resolved now; connections are dialed on first use, so an
+    /// unreachable server fails its first call.
+    pub(crate) fn new(addresses: &[String], options: MemcachedOptions) -> anyhow::Result<MemcachedPool> {
+        if addresses.is_empty() {
+            bail!("no memcached server given (expected HOST:PORT[,HOST:PORT...])");
+        }
+        let mut servers = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            if servers.iter().any(|server: &Server| &server.address == address) {
+                bail!("memcached server {address} is listed twice");
+            }
+            if address.is_empty() || address.contains(|c: char| c.is_whitespace() || c == ',' || c == '@') {
+                bail!("memcached address {address:?} is not HOST:PORT");
+            }
+            let addrs: Vec<SocketAddr> = address
+                .to_socket_addrs()
+                .with_context(|| format!("resolving memcached address {address:?} (expected HOST:PORT)"))?
+                .collect();
+            if addrs.is_empty() {
+                bail!("memcached address {address:?} resolves to nothing");
+            }
+            servers.push(Server {
+                address: address.clone(),
+                addrs,
+                blocking: blocking::Idle::default(),
+            });
+        }
+        Ok(MemcachedPool {
+            servers,
+            ids: addresses.to_vec(),
+            options,
+            known: RwLock::new(None),
+            exchanges: AtomicU64::new(0),
+        })
+    }
+
+    /// The pool record last found, if any.
+    pub(crate) fn known(&self) -> Option<Arc<Known>> {
+        self.known.read().unwrap_or_else(|poison| poison.into_inner()).clone()
+    }
+
+    /// Remembers the pool record just found.
+    pub(crate) fn remember(&self, record: Membership) -> Arc<Known> {
+        let known = Arc::new(Known {
+            stored: record.encode(),
+            record,
+        });
+        *self.known.write().unwrap_or_else(|poison| poison.into_inner()) = Some(known.clone());
+        known
+    }
+
+    /// Runs one request on server `index` over a blocking connection.
+    fn exchange_blocking(&self, index: usize, request: &Request<'_>, reply_bytes: u64) -> Result<Answer, Failure> {
+        let server = &self.servers[index];
+        let timeout = self.options.timeout;
+        let mut connection = server
+            .blocking
+            .checkout(&server.addrs, timeout)
+            .map_err(Failure::Connect)?;
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+        let limits = self.read_limits(reply_bytes);
+        let (answer, in_step) = connection.exchange(request, unix_now(), limits, Instant::now() + timeout)?;
+        if in_step {
+            server.blocking.put_back(connection);
+        }
+        Ok(answer)
+    }
+
+    fn read_limits(&self, reply_bytes: u64) -> ReadLimits {
+        ReadLimits {
+            item_size: self.options.item_size_limit,
+            reply_bytes,
+        }
+    }
+
+    /// A failed exchange with server `index`, as the capability's error.
+    pub(crate) fn error(&self, index: usize, failure: Failure, writes: bool) -> Error {
+        protocol::to_error(&self.servers[index].address, failure, self.options.timeout, writes)
+    }
+
+    /// The pool records every server holds (for `tenant-cache pool show`).
+    pub(crate) fn report(&self) -> Vec<PoolReport> {
+        pollster::block_on(self.report_with(&Blocking))
+    }
+
+    /// Makes `self`'s server list the pool's (for `tenant-cache pool set`).
+    pub(crate) fn set_membership(&self, force: bool) -> Result<Membership, Error> {
+        pollster::block_on(self.set_membership_with(&Blocking, force))
+    }
+}
+
+impl Storage for MemcachedPool {
+    fn execute(&self, prefix: &str, route: &[u8], commands: Vec<Command>, reply_bytes: u64) -> BatchResult {
+        pollster::block_on(self.execute_with(&Blocking, prefix, route, &commands, reply_bytes))
+    }
+
+    fn broadcast(&self, prefix: &str, commands: Vec<Command>) -> Result<(), Error> {
+        pollster::block_on(self.broadcast_with(&Blocking, prefix, &commands))
+    }
+
+    fn item_size_limit(&self) -> u64 {
+        self.options.item_size_limit
+    }
+
+    fn batches_sent(&self) -> u64 {
+        self.exchanges.load(Ordering::Relaxed)
+    }
+
+    fn describe(&self) -> String {
+        format!("memcached at {}", self.ids.join(","))
+    }
+
+    fn memcached(&self) -> Option<&MemcachedPool> {
+        Some(self)
+    }
+}
+
+#[cfg(feature = "bench")]
+impl MemcachedPool {
+    /// Runs meta commands as they are on the first server, over the
+    /// connections the capability uses (see [`crate::bench_seam`]).
+    pub(crate) fn raw(&self, commands: Vec<memcache::exp::MetaCommand>) -> BatchResult {
+        let request = Request {
+            raw: commands,
+            ..Request::default()
+        };
+        let writes = true;
+        self.exchange_blocking(0, &request, u64::MAX)
+            .map(|answer| answer.replies)
+            .map_err(|failure| self.error(0, failure, writes))
+    }
+}
