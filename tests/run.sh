@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Runs every test of tenant-cache on a fresh machine: installs what is
-# missing (memcached, the pinned toolchain with its wasm32-wasip2 target),
-# then the whole test suite, clippy and the format check.
+# missing (memcached, faketime, the pinned toolchain with its wasm32-wasip2
+# target), then the whole test suite, clippy and the format check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v memcached >/dev/null; then
-    echo "== installing memcached"
+# memcached for the tests to start; faketime moves a process's clock
+# (the TTL tests set entries as if it were 2031 or 2039).
+missing=""
+command -v memcached >/dev/null || missing="$missing memcached"
+command -v faketime >/dev/null || missing="$missing faketime"
+if [ -n "$missing" ]; then
+    echo "== installing$missing"
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq memcached >/dev/null
+    $sudo apt-get install -y -qq $missing >/dev/null
 fi
 
 echo "== installing the toolchain of rust-toolchain.toml"

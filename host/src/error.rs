@@ -61,7 +61,10 @@ fn human(bytes: u64) -> String {
 impl fmt::Display for CacheError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CacheError::Unavailable(text) => write!(f, "{text}; is memcached running there?"),
+            CacheError::Unavailable(text) if text.contains("unreachable") || text.contains("did not answer") => {
+                write!(f, "{text}; is memcached running there?")
+            }
+            CacheError::Unavailable(text) => write!(f, "{text}"),
             CacheError::ValueTooLarge { size, limit } => write!(
                 f,
                 "value is {}; memcached's item limit is {} (memcached -I), and each entry also carries its key \

@@ -29,32 +29,75 @@ fn artifact(engine: &Engine, bytes: &[u8], dir: &Path) -> PathBuf {
 }
 
 /// Loads the compiled component from `dir`, or compiles it and stores the
-/// result there. The cache is only an optimisation: a cache that cannot be
-/// read or written falls back to compiling.
+/// result there. A cache that cannot be read or written falls back to
+/// compiling; a directory other users could write to is refused, since
+/// loading a compiled component runs its code.
 pub(crate) fn load(engine: &Engine, bytes: &[u8], dir: &Path) -> anyhow::Result<Component> {
+    let trusted = trusted_dir(dir)?;
     let path = artifact(engine, bytes, dir);
-    if path.exists() {
+    if trusted.is_some() && owned_by_us(&path) {
         // SAFETY: `deserialize_file` trusts the file to be wasmtime's own
-        // output. It is: only `store` below writes into this directory, and
-        // it renames complete files into place, so a half-written artifact
-        // is never read. wasmtime still checks the engine compatibility.
+        // output. It is: the directory and the file belong to this user and
+        // nobody else can write there; only `store` below writes into it,
+        // and it renames complete files into place, so a half-written
+        // artifact is never read. wasmtime still checks the engine
+        // compatibility.
         if let Ok(component) = unsafe { Component::deserialize_file(engine, &path) } {
             return Ok(component);
         }
     }
     let component = compile(engine, bytes)?;
-    store(&component, &path);
+    if trusted.is_some() {
+        store(&component, &path);
+    }
     Ok(component)
 }
 
+/// Makes sure `dir` exists, belongs to this user and no one else can write
+/// to it; `Ok(None)` if it cannot be created (the cache is skipped).
+fn trusted_dir(dir: &Path) -> anyhow::Result<Option<()>> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let metadata = std::fs::metadata(dir)?;
+    let ours = metadata.uid() == rustix::process::geteuid().as_raw();
+    if !ours || metadata.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "the component cache directory {} {}: loading compiled code from it would run what others put there; \
+             make it yours alone (chmod go-w), choose another (--cache-dir), or skip the cache (--no-cache)",
+            dir.display(),
+            if ours {
+                "can be written by other users"
+            } else {
+                "belongs to another user"
+            }
+        );
+    }
+    Ok(Some(()))
+}
+
+/// Whether the file at `path` exists and belongs to this user.
+fn owned_by_us(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.uid() == rustix::process::geteuid().as_raw())
+}
+
+/// Writes the compiled component under an unpredictable temporary name,
+/// then renames it into place.
 fn store(component: &Component, path: &Path) {
-    let Ok(serialized) = component.serialize() else { return };
-    let Some(dir) = path.parent() else { return };
-    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&temporary, serialized))
-        .and_then(|()| std::fs::rename(&temporary, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temporary);
+    let (Ok(serialized), Some(dir)) = (component.serialize(), path.parent()) else {
+        return;
+    };
+    if let Ok(mut temporary) = tempfile::NamedTempFile::new_in(dir) {
+        use std::io::Write;
+        if temporary.write_all(&serialized).is_ok() {
+            let _ = temporary.persist(path);
+        }
     }
 }

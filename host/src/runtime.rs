@@ -62,7 +62,39 @@ impl Default for RuntimeOptions {
 /// What a store of this crate holds.
 pub(crate) struct State {
     grant: Grant,
+    limits: MemoryLimit,
+}
+
+/// The memory limit, remembering whether it refused the component: a trap
+/// that follows is then reported as running out of memory.
+struct MemoryLimit {
     limits: StoreLimits,
+    bytes: usize,
+    refused: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimit {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        self.refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// Stops the epoch thread when the last runtime clone is dropped.
@@ -153,10 +185,14 @@ impl Runtime {
             reply_bytes: limits.reply_bytes.min(memory),
             ..limits
         });
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.options.memory_limit)
-            .instances(4)
-            .build();
+        let limits = MemoryLimit {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.options.memory_limit)
+                .instances(4)
+                .build(),
+            bytes: self.options.memory_limit,
+            refused: false,
+        };
         let mut store = Store::new(self.pre.engine(), State { grant, limits });
         store.limiter(|state| &mut state.limits);
         // wasmtime's bound on the bytes one call of the component may make
@@ -321,6 +357,15 @@ impl TenantCache {
         self.store.set_epoch_deadline(self.runtime.deadline_ticks);
         let result = call(&self.plugin, &mut self.store);
         self.broken = matches!(result, Err(CacheError::Trap(_)));
-        result
+        match result {
+            Err(CacheError::Trap(trap)) if self.store.data().limits.refused => {
+                let limit = self.store.data().limits.bytes;
+                Err(CacheError::Trap(trap.context(format!(
+                    "it ran out of memory (its limit is {} MiB): split the call, or raise the memory limit",
+                    limit / (1024 * 1024)
+                ))))
+            }
+            result => result,
+        }
     }
 }

@@ -223,3 +223,134 @@ fn bench_without_a_server_fails_in_one_line() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_shorter_server_list_is_refused_and_pool_set_changes_the_pool() -> anyhow::Result<()> {
+    let (a, b) = (MemcachedProcess::start()?, MemcachedProcess::start()?);
+    let both = format!("{},{}", a.address(), b.address());
+    let with = |list: &str, args: &[&str]| {
+        let mut full = vec!["--memcached", list];
+        full.extend_from_slice(args);
+        cli(&full).output()
+    };
+    for n in 0..20 {
+        let tenant = format!("m{n}");
+        assert!(
+            with(&both, &["set", &tenant, "/info", &format!("old{n}")])?
+                .status
+                .success()
+        );
+    }
+    let refused = with(&a.address(), &["clear", "m0"])?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&b.address()) && stderr.contains("pool set"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    // Removing B, clearing without it, putting it back with its contents.
+    assert!(with(&a.address(), &["pool", "set"])?.status.success());
+    for n in 0..20 {
+        assert!(with(&a.address(), &["clear", &format!("m{n}")])?.status.success());
+    }
+    assert!(with(&both, &["pool", "set"])?.status.success());
+    for n in 0..20 {
+        let output = with(&both, &["get", &format!("m{n}"), "/info"])?;
+        assert_eq!(
+            (output.status.code(), stdout(&output)),
+            (Some(1), String::new()),
+            "m{n}"
+        );
+    }
+    let shown = stdout(&with(&both, &["pool", "show"])?);
+    assert_eq!(shown.lines().count(), 2, "{shown}");
+    assert!(shown.lines().all(|line| line.contains("generation=3")), "{shown}");
+    Ok(())
+}
+
+#[test]
+fn an_oversized_write_from_a_fresh_process_removes_the_old_value() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    for size in [1_048_560, 1_048_500, 1_048_576, 1_048_577] {
+        assert!(run(&server, &["set", "T", "K", "old"])?.status.success());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tenant-cache"))
+            .args(["--memcached", &server.address(), "set", "T", "K", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let _ = child.stdin.take().expect("piped stdin").write_all(&vec![b'x'; size]);
+        let output = child.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{size}: {stderr}");
+        assert!(stderr.contains("item limit is 1 MiB"), "{size}: {stderr}");
+        let after = run(&server, &["get", "T", "K"])?;
+        assert_eq!(
+            (after.status.code(), stdout(&after)),
+            (Some(1), String::new()),
+            "{size}"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the CLI with its clock moved to `date` (libfaketime).
+fn at(date: &str, server: &MemcachedProcess, args: &[&str]) -> anyhow::Result<Output> {
+    let mut command = Command::new("faketime");
+    command
+        .arg(date)
+        .arg(env!("CARGO_BIN_EXE_tenant-cache"))
+        .args(["--no-cache", "--memcached", &server.address()])
+        .args(args)
+        .env_remove("TENANT_CACHE_MEMCACHED");
+    Ok(command.output()?)
+}
+
+#[test]
+fn long_ttls_set_under_a_clock_past_2030_do_not_vanish() -> anyhow::Result<()> {
+    // memcached keeps its own (real) clock; the host's is moved.
+    let server = MemcachedProcess::start()?;
+    for (date, ttl) in [
+        ("2031-06-01 00:00:00", "315000000"), // ends after 2038: clamped to 2038
+        ("2037-12-25 00:00:00", "5000000"),   // 2038 is less than 30 days away
+        ("2039-03-01 00:00:00", "3456000"),   // past 2038: 30 days
+        ("2027-01-01 00:00:00", "31536000"),  // an ordinary year
+    ] {
+        let key = format!("k-{ttl}");
+        let set = at(date, &server, &["set", "t", &key, "v", "--ttl", ttl])?;
+        assert!(set.status.success(), "{date}: {}", String::from_utf8_lossy(&set.stderr));
+        let get = run(&server, &["get", "t", &key])?;
+        assert_eq!(
+            (get.status.code(), stdout(&get)),
+            (Some(0), String::from("v")),
+            "{date}, ttl {ttl}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_cache_directory_others_can_write_is_refused() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tenant-cache-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+    let output = cli(&["demo"]).env("TENANT_CACHE_CACHE_DIR", &dir).output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("can be written by other users") && stderr.contains("--no-cache"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    assert!(
+        cli(&["demo"])
+            .env("TENANT_CACHE_CACHE_DIR", &dir)
+            .output()?
+            .status
+            .success()
+    );
+    let names: Vec<String> = std::fs::read_dir(&dir)?
+        .map(|entry| entry.map(|entry| entry.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    assert!(names.len() == 1 && names[0].ends_with(".cwasm"), "{names:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

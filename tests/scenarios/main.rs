@@ -17,11 +17,14 @@ mod two_levels;
 mod containment;
 mod faults;
 mod hostile;
+mod limits;
 mod scoping;
 mod soak;
 
-// Scale-out and embedding: server pools, partitions, portability.
+// Scale-out and embedding: server pools, partitions, membership changes,
+// portability.
 mod cluster;
+mod membership;
 mod portability;
 
 // Performance: what an instance per request costs.

@@ -22,6 +22,14 @@ pub struct PoolReport {
     pub record: Result<Option<String>, String>,
 }
 
+/// What a server holds: its pool record, and how many items it holds now
+/// and has stored since it started.
+struct Surveyed {
+    record: Option<Vec<u8>>,
+    current: u64,
+    total: u64,
+}
+
 /// `prefix` with `tag` appended: the key prefix of a route's commands.
 fn tagged(prefix: &str, tag: Tag) -> Vec<u8> {
     let mut tagged = Vec::with_capacity(prefix.len() + crate::backend::membership::MAX_TAG);
@@ -68,7 +76,7 @@ impl MemcachedPool {
             let tag = known
                 .as_ref()
                 .map_or(Tag::UNRECORDED, |known| known.record.tag(route, owner));
-            let request = Request {
+            let batch = Request {
                 groups: vec![Group {
                     prefix: tagged(prefix, tag),
                     commands,
@@ -76,17 +84,26 @@ impl MemcachedPool {
                 own: vec![Own::ReadPool],
                 ..Request::default()
             };
-            let writes = request.writes();
-            let answer = self.run_one(driver, server, request, reply_bytes, writes).await?;
-            if known
-                .as_ref()
-                .is_some_and(|known| closing_record(&answer) == Some(&known.stored[..]))
-            {
+            let writes = batch.writes();
+            let Some(current) = &known else {
+                // No record known yet: the batch carries the survey of every
+                // server with it, in the same round trip.
+                let (replies, survey) = self.run_with_survey(driver, server, batch, reply_bytes).await?;
+                let stores = stores_done(&replies);
+                let learned = self.conclude(driver, survey, Some((server, stores))).await?;
+                if learned.record.tag(route, owner) == tag {
+                    return Ok(replies);
+                }
+                known = Some(learned);
+                continue;
+            };
+            let answer = self.run_one(driver, server, batch, reply_bytes, writes).await?;
+            if closing_record(&answer) == Some(&current.stored[..]) {
                 return Ok(answer.replies);
             }
             // Not the record the keys were tagged under: find the pool's,
             // and keep the answer if it tags the route the same.
-            let learned = self.learn(driver, Some((server, stores_done(&answer.replies)))).await?;
+            let learned = self.learn(driver).await?;
             if learned.record.tag(route, owner) == tag {
                 return Ok(answer.replies);
             }
@@ -108,7 +125,7 @@ impl MemcachedPool {
     ) -> Result<(), Error> {
         let mut known = match self.known() {
             Some(known) => known,
-            None => self.learn(driver, None).await?,
+            None => self.learn(driver).await?,
         };
         for _ in 0..2 {
             let requests: Vec<(usize, Request<'_>)> = (0..self.servers.len())
@@ -149,7 +166,7 @@ impl MemcachedPool {
                 }
                 return Ok(());
             }
-            known = self.learn(driver, None).await?;
+            known = self.learn(driver).await?;
         }
         Err(Error::Unavailable(format!(
             "the pool record of memcached at {} kept changing during one call; retry",
@@ -194,24 +211,81 @@ impl MemcachedPool {
     }
 
     /// Reads the pool record (and item counts) of every listed server.
-    async fn survey<D: Driver>(&self, driver: &D) -> Vec<Result<(Option<Vec<u8>>, u64, u64), Error>> {
+    async fn survey<D: Driver>(&self, driver: &D) -> Vec<Result<Surveyed, Error>> {
         let requests = (0..self.servers.len())
-            .map(|server| {
-                let request = Request {
-                    own: vec![Own::ReadPool, Own::Stats],
-                    ..Request::default()
-                };
-                (server, request)
+            .map(|server| (server, Request::default()))
+            .collect();
+        self.run_surveyed(driver, requests, u64::MAX)
+            .await
+            .into_iter()
+            .map(|result| result.map(|(_, surveyed)| surveyed))
+            .collect()
+    }
+
+    /// Runs `batch` on `server` with a survey of every server in the same
+    /// round trip: the batch's replies and the survey.
+    async fn run_with_survey<D: Driver>(
+        &self,
+        driver: &D,
+        server: usize,
+        batch: Request<'_>,
+        reply_bytes: u64,
+    ) -> Result<(Replies, Vec<Result<Surveyed, Error>>), Error> {
+        let mut batch = Some(batch);
+        let requests = (0..self.servers.len())
+            .map(|index| match index == server {
+                true => (index, batch.take().unwrap_or_default()),
+                false => (index, Request::default()),
             })
             .collect();
-        self.run_all(driver, requests, u64::MAX)
+        let mut replies = None;
+        let mut survey = Vec::with_capacity(self.servers.len());
+        for (index, result) in self
+            .run_surveyed(driver, requests, reply_bytes)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            survey.push(match result {
+                Ok((answer, surveyed)) => {
+                    if index == server {
+                        replies = Some(answer);
+                    }
+                    Ok(surveyed)
+                }
+                // The batch itself failed: that is the call's error.
+                Err(error) if index == server => return Err(error),
+                Err(error) => Err(error),
+            });
+        }
+        let replies = replies.ok_or_else(|| Error::Protocol(String::from("the driver ran no batch")))?;
+        Ok((replies, survey))
+    }
+
+    /// Runs requests with the pool record and item counts read after each:
+    /// each server's replies and what it holds.
+    async fn run_surveyed<D: Driver>(
+        &self,
+        driver: &D,
+        mut requests: Vec<(usize, Request<'_>)>,
+        reply_bytes: u64,
+    ) -> Vec<Result<(Replies, Surveyed), Error>> {
+        for (_, request) in &mut requests {
+            request.own.extend([Own::ReadPool, Own::Stats]);
+        }
+        self.run_all(driver, requests, reply_bytes)
             .await
             .into_iter()
             .map(|answer| {
                 let answer = answer?;
                 match answer.own.as_slice() {
-                    [OwnReply::Pool(record), OwnReply::Stats { current, total }] => {
-                        Ok((record.clone(), *current, *total))
+                    [.., OwnReply::Pool(record), OwnReply::Stats { current, total }] => {
+                        let surveyed = Surveyed {
+                            record: record.clone(),
+                            current: *current,
+                            total: *total,
+                        };
+                        Ok((answer.replies, surveyed))
                     }
                     _ => Err(Error::Protocol(String::from(
                         "memcached answered a survey out of shape",
@@ -221,20 +295,32 @@ impl MemcachedPool {
             .collect()
     }
 
-    /// Finds the pool record on the servers and remembers it: records
-    /// it on servers that lost theirs, or records a new pool when no server
-    /// holds one. `speculative`: a server just sent a batch before any
-    /// record was known, and how many stores of it took effect (they do not
-    /// make the server non-empty).
-    async fn learn<D: Driver>(&self, driver: &D, speculative: Option<(usize, u64)>) -> Result<Arc<Known>, Error> {
+    /// Finds the pool record on the servers and remembers it: records it on
+    /// servers that lost theirs, or records a new pool when no server holds
+    /// one.
+    async fn learn<D: Driver>(&self, driver: &D) -> Result<Arc<Known>, Error> {
         let survey = self.survey(driver).await;
+        self.conclude(driver, survey, None).await
+    }
+
+    /// [`learn`](Self::learn) from a survey taken. `speculative`: a server
+    /// ran a batch before any record was known, and how many of its stores
+    /// took effect (they do not make the server non-empty).
+    async fn conclude<D: Driver>(
+        &self,
+        driver: &D,
+        survey: Vec<Result<Surveyed, Error>>,
+        speculative: Option<(usize, u64)>,
+    ) -> Result<Arc<Known>, Error> {
         let mut records = Vec::new();
         let mut empty = true;
         let mut unreachable = None;
         for (server, result) in survey.iter().enumerate() {
             let address = &self.ids[server];
             match result {
-                Ok((Some(stored), _, _)) => match Membership::parse(stored) {
+                Ok(Surveyed {
+                    record: Some(stored), ..
+                }) => match Membership::parse(stored) {
                     Ok(record) => records.push((server, record)),
                     Err(why) => {
                         return Err(Error::Protocol(format!(
@@ -243,7 +329,11 @@ impl MemcachedPool {
                         )));
                     }
                 },
-                Ok((None, current, total)) => {
+                Ok(Surveyed {
+                    record: None,
+                    current,
+                    total,
+                }) => {
                     let ours = speculative
                         .filter(|(at, _)| *at == server)
                         .map_or(0, |(_, stores)| stores);
@@ -285,8 +375,10 @@ impl MemcachedPool {
             .iter()
             .enumerate()
             .filter_map(|(server, result)| match result {
-                Ok((None, _, _)) => Some((server, Own::AddPool(stored.clone()))),
-                Ok((Some(record), _, _)) if *record != stored => Some((server, Own::SetPool(stored.clone()))),
+                Ok(Surveyed { record: None, .. }) => Some((server, Own::AddPool(stored.clone()))),
+                Ok(Surveyed {
+                    record: Some(record), ..
+                }) if *record != stored => Some((server, Own::SetPool(stored.clone()))),
                 _ => None,
             })
             .map(|(server, own)| {
@@ -372,7 +464,11 @@ impl MemcachedPool {
             .map(|(result, server)| PoolReport {
                 server: server.clone(),
                 record: result
-                    .map(|(record, _, _)| record.map(|stored| String::from_utf8_lossy(&stored).into_owned()))
+                    .map(|surveyed| {
+                        surveyed
+                            .record
+                            .map(|stored| String::from_utf8_lossy(&stored).into_owned())
+                    })
                     .map_err(|error| describe(&error)),
             })
             .collect()
@@ -396,7 +492,9 @@ impl MemcachedPool {
                         other => other.clone(),
                     });
                 }
-                Ok((Some(stored), _, _)) => {
+                Ok(Surveyed {
+                    record: Some(stored), ..
+                }) => {
                     let record = Membership::parse(stored).map_err(|why| {
                         Error::Protocol(format!(
                             "memcached at {} holds a `tc:pool` record this host cannot read ({why})",
@@ -411,13 +509,20 @@ impl MemcachedPool {
                         newest = Some(record);
                     }
                 }
-                Ok((None, _, _)) => {}
+                Ok(Surveyed { record: None, .. }) => {}
             }
         }
         let Some(current) = newest else {
-            let empty = survey
-                .iter()
-                .all(|result| matches!(result, Ok((None, current, total)) if *current == 0 && *total == 0));
+            let empty = survey.iter().all(|result| {
+                matches!(
+                    result,
+                    Ok(Surveyed {
+                        record: None,
+                        current: 0,
+                        total: 0
+                    })
+                )
+            });
             return self
                 .record_new_pool(driver, empty)
                 .await

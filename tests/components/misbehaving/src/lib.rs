@@ -4,6 +4,10 @@
 //!   `panic`: panics; `recurse`: overflows its stack;
 //! - `escape`: sends `key` to the capability as a raw `get` and returns
 //!   what comes back (`set` with tenant `escape` stores raw too);
+//! - `amplify`: one batch of 1 000 gets of `key` (`set` with tenant
+//!   `amplify`: one batch of 1 000 sets borrowing the one value);
+//! - `many`: `key` is `N:LEN`: one batch of N gets of distinct LEN-byte
+//!   keys; answers how many came back, in decimal;
 //! - anything else: answers `ok`.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
@@ -11,7 +15,13 @@ extern crate alloc;
 
 #[allow(missing_docs, clippy::all)]
 mod bindings {
-    wit_bindgen::generate!({ world: "plugin", path: "../../../wit" });
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../../wit",
+        // Commands borrow their keys and values: many commands can share
+        // one buffer, as a hostile component would.
+        ownership: Borrowing { duplicate_if_necessary: false },
+    });
 }
 
 use alloc::string::String;
@@ -22,7 +32,12 @@ use bindings::tenant_cache::cache::memcached::{self, Command, Item, Outcome};
 
 struct Component;
 
-fn raw(command: Command) -> Result<Option<Vec<u8>>, Error> {
+/// Runs `commands` as one batch; a failure is an error naming it.
+fn batch(commands: &[Command<'_>]) -> Result<memcached::Replies, Error> {
+    memcached::execute("escape", commands).map_err(|error| Error::Internal(alloc::format!("{error:?}")))
+}
+
+fn raw(command: Command<'_>) -> Result<Option<Vec<u8>>, Error> {
     match memcached::execute("escape", &[command]) {
         Ok(replies) => match replies.outcomes.first() {
             Some(Outcome::Value(_)) => Ok(Some(replies.values)),
@@ -58,13 +73,32 @@ impl Guest for Component {
             }
             "panic" => panic!("on purpose"),
             "recurse" => Ok(Some(recurse(0).to_le_bytes().to_vec())),
-            "escape" => raw(Command::Get(key)),
+            "escape" => raw(Command::Get(&key)),
+            "amplify" => {
+                let commands: Vec<Command<'_>> = (0..1000).map(|_| Command::Get(&key)).collect();
+                batch(&commands).map(|replies| Some(replies.values))
+            }
+            "many" => {
+                let (count, len) = key.split_once(':').unwrap_or(("0", "0"));
+                let (count, len): (usize, usize) = (count.parse().unwrap_or(0), len.parse().unwrap_or(1));
+                let keys: Vec<String> = (0..count).map(|n| alloc::format!("{n:0>len$}")).collect();
+                let commands: Vec<Command<'_>> = keys.iter().map(|key| Command::Get(key)).collect();
+                let replies = batch(&commands)?;
+                Ok(Some(alloc::format!("{}", replies.outcomes.len()).into_bytes()))
+            }
             _ => Ok(Some(b"ok".to_vec())),
         }
     }
     fn set(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>) -> Result<(), Error> {
-        if tenant == "escape" {
-            raw(Command::Set(Item { key, value, ttl }))?;
+        let item = Item {
+            key: &key,
+            value: &value,
+            ttl,
+        };
+        match tenant.as_str() {
+            "escape" => drop(raw(Command::Set(item))?),
+            "amplify" => drop(batch(&alloc::vec![Command::Set(item); 1000])?),
+            _ => {}
         }
         Ok(())
     }
