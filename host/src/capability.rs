@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use wasmtime::StoreContextMut;
 use wasmtime::component::{HasData, Linker};
 
 use crate::backend::Backend;
@@ -59,9 +60,14 @@ impl Default for BatchLimits {
 #[derive(Clone)]
 pub struct Grant {
     backend: Backend,
+    app: Arc<str>,
     prefix: Arc<str>,
     limits: BatchLimits,
+    tenant_labels: bool,
 }
+
+/// The interface the grant implements, as components import it.
+const INTERFACE: &str = "tenant-cache:cache/memcached@0.2.0";
 
 impl Grant {
     /// Grants access to `backend` for the application `app`, with the
@@ -70,9 +76,30 @@ impl Grant {
     pub fn new(backend: Backend, app: &str) -> Grant {
         Grant {
             backend,
+            app: app.into(),
             prefix: format!("tc:{}:", app_part(app)).into(),
             limits: BatchLimits::default(),
+            tenant_labels: false,
         }
+    }
+
+    /// The same grant, with the tenant among the labels of the metrics its
+    /// calls record (off by default: each tenant is a label set).
+    pub fn with_tenant_labels(self, on: bool) -> Grant {
+        Grant {
+            tenant_labels: on,
+            ..self
+        }
+    }
+
+    /// The application this grant is for.
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    /// Whether metrics carry the tenant as a label.
+    pub(crate) fn tenant_labels(&self) -> bool {
+        self.tenant_labels
     }
 
     /// The same grant with other limits on one call.
@@ -141,6 +168,18 @@ impl Grant {
     /// write never leaves a stale value behind), and its reply will be
     /// `value-too-large`; those commands' indices are returned.
     fn check(&self, commands: &mut [Command]) -> Result<Vec<(usize, u64)>, Error> {
+        let refused = self.check_commands(commands);
+        if let Err(error) = &refused {
+            let reason = match error {
+                Error::OverLimit(_) => "over_limit",
+                _ => "invalid_key",
+            };
+            crate::observe::refused(&self.app, reason, &crate::backend::memcached::protocol::describe(error));
+        }
+        refused
+    }
+
+    fn check_commands(&self, commands: &mut [Command]) -> Result<Vec<(usize, u64)>, Error> {
         if commands.len() > self.limits.commands as usize {
             return Err(Error::OverLimit(Limit::CommandsPerBatch(self.limits.commands)));
         }
@@ -181,14 +220,37 @@ fn app_part(app: &str) -> String {
     format!("#{}", crate::digest::short_digest(app.as_bytes()))
 }
 
+/// The capability's calls, over the grant's checks; the synchronous
+/// `Host` and the async functions below only differ in how they wait.
+impl Grant {
+    async fn execute_async(&self, route: String, mut commands: Vec<Command>) -> Result<Replies, Error> {
+        let refused = self.check(&mut commands)?;
+        crate::observe::round_trips(&self.app, 1);
+        // The route only picks a server; it is never sent to memcached.
+        let storage = self.backend.storage();
+        let mut replies = storage
+            .execute_async(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)
+            .await?;
+        mark_refused(&mut replies, refused);
+        Ok(replies)
+    }
+
+    async fn broadcast_async(&self, mut commands: Vec<Command>) -> Result<(), Error> {
+        if let Some(&(_, limit)) = self.check(&mut commands)?.first() {
+            return Err(Error::ValueTooLarge(limit));
+        }
+        crate::observe::round_trips(&self.app, self.backend.storage().servers() as u64);
+        self.backend.storage().broadcast_async(&self.prefix, commands).await
+    }
+}
+
 impl Host for Grant {
     fn execute(&mut self, route: String, mut commands: Vec<Command>) -> Result<Replies, Error> {
         let refused = self.check(&mut commands)?;
+        crate::observe::round_trips(&self.app, 1);
         // The route only picks a server; it is never sent to memcached.
-        let mut replies =
-            self.backend
-                .storage()
-                .execute(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)?;
+        let storage = self.backend.storage();
+        let mut replies = storage.execute(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)?;
         mark_refused(&mut replies, refused);
         Ok(replies)
     }
@@ -197,6 +259,7 @@ impl Host for Grant {
         if let Some(&(_, limit)) = self.check(&mut commands)?.first() {
             return Err(Error::ValueTooLarge(limit));
         }
+        crate::observe::round_trips(&self.app, self.backend.storage().servers() as u64);
         self.backend.storage().broadcast(&self.prefix, commands)
     }
 
@@ -216,6 +279,40 @@ impl HasData for HasGrant {
 /// store's data, and nothing else.
 pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut Grant) -> wasmtime::Result<()> {
     crate::bindings::capability::add_to_linker::<T, HasGrant>(linker, get)
+}
+
+/// [`add_to_linker`] for async hosts: the capability's calls wait for
+/// memcached without blocking a thread (on the tokio driver), so the
+/// component must be called with `call_async` (as [`AsyncTenantCache`]
+/// and the `*_async` methods of [`Plugin`] do). Needs a tokio runtime with
+/// I/O and time enabled.
+///
+/// [`AsyncTenantCache`]: crate::AsyncTenantCache
+/// [`Plugin`]: crate::Plugin
+pub fn add_to_linker_async<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut Grant,
+) -> wasmtime::Result<()> {
+    let mut interface = linker.instance(INTERFACE)?;
+    interface.func_wrap_async(
+        "execute",
+        move |mut store: StoreContextMut<'_, T>, (route, commands): (String, Vec<Command>)| {
+            // A clone (a few reference counts) so the future holds no
+            // borrow of the store.
+            let grant = get(store.data_mut()).clone();
+            Box::new(async move { Ok((grant.execute_async(route, commands).await,)) })
+        },
+    )?;
+    interface.func_wrap_async(
+        "broadcast",
+        move |mut store: StoreContextMut<'_, T>, (commands,): (Vec<Command>,)| {
+            let grant = get(store.data_mut()).clone();
+            Box::new(async move { Ok((grant.broadcast_async(commands).await,)) })
+        },
+    )?;
+    interface.func_wrap("random-u64", |_store: StoreContextMut<'_, T>, (): ()| {
+        Ok((rand::random::<u64>(),))
+    })
 }
 
 #[cfg(test)]

@@ -28,16 +28,19 @@ mod bindings;
 mod capability;
 mod digest;
 mod error;
+mod observe;
 mod plugin;
 mod precompiled;
 mod runtime;
+mod tenant_cache;
 
 #[cfg(feature = "bench")]
 pub mod bench_seam;
 
 pub use backend::memcached::{MemcachedOptions, PoolReport};
 pub use backend::{Backend, EmbeddedOptions};
-pub use capability::{BatchLimits, Grant, MAX_RELATIVE_KEY, add_to_linker};
+pub use capability::{BatchLimits, Grant, MAX_RELATIVE_KEY, add_to_linker, add_to_linker_async};
 pub use error::{CacheError, Limit};
 pub use plugin::Plugin;
-pub use runtime::{COMPONENT, Runtime, RuntimeOptions, TenantCache};
+pub use runtime::{COMPONENT, Runtime, RuntimeOptions};
+pub use tenant_cache::{AsyncTenantCache, TenantCache};

@@ -3,7 +3,7 @@
 //! looked up on its first call rather than at every instantiation as
 //! bindgen's `PluginPre` does (docs/architecture.md, "Calling the exports").
 
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use wasmtime::AsContextMut;
@@ -57,7 +57,7 @@ pub struct Plugin {
     instance: Instance,
     exports: Exports,
     /// Each export, once its first call looked it up (and checked its type).
-    funcs: [OnceCell<Func>; FUNCTIONS],
+    funcs: [OnceLock<Func>; FUNCTIONS],
 }
 
 /// A call's outcome: a trap (outer) or the component's answer (inner).
@@ -138,7 +138,7 @@ impl Plugin {
 /// The exports, each with its index, method, WIT name and signature,
 /// written once: the typed methods and the type check come from this table.
 macro_rules! exports {
-    ($( $(#[doc = $doc:literal])* $index:literal $method:ident $name:literal ($($arg:ident: $ty:ty),*) -> $ret:ty; )+) => {
+    ($( $(#[doc = $doc:literal])* $index:literal $method:ident $method_async:ident $name:literal ($($arg:ident: $ty:ty),*) -> $ret:ty; )+) => {
         /// The names of the functions of [`INTERFACE`], by index.
         const NAMES: [&str; FUNCTIONS] = [$($name),+];
 
@@ -164,6 +164,22 @@ macro_rules! exports {
                             .and_then(|func| func.call(&mut store, ($($arg,)*))),
                     )
                 }
+
+                $(#[doc = $doc])*
+                ///
+                /// For stores whose linker holds async host functions (see
+                /// [`add_to_linker_async`](crate::add_to_linker_async)).
+                pub async fn $method_async(
+                    &self,
+                    mut store: impl AsContextMut<Data: Send>,
+                    $($arg: $ty),*
+                ) -> Result<$ret, CacheError> {
+                    let func = self.typed::<($($ty,)*), $ret>(&mut store, $index);
+                    settle(match func {
+                        Ok(func) => func.call_async(&mut store, ($($arg,)*)).await,
+                        Err(error) => Err(error),
+                    })
+                }
             )+
         }
     };
@@ -171,18 +187,18 @@ macro_rules! exports {
 
 exports! {
     /// Reads `key` of `tenant`; `None` on a miss or after a clear.
-    0 get "get" (tenant: &str, key: &str) -> Option<Vec<u8>>;
+    0 get get_async "get" (tenant: &str, key: &str) -> Option<Vec<u8>>;
     /// Stores `value` under `key` of `tenant`; `ttl` in seconds (≥ 1),
     /// `None` to keep it until memcached evicts it.
-    1 set "set" (tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> ();
+    1 set set_async "set" (tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> ();
     /// Removes `key` of `tenant`; removing a missing entry is not an error.
-    2 delete "delete" (tenant: &str, key: &str) -> ();
+    2 delete delete_async "delete" (tenant: &str, key: &str) -> ();
     /// Makes every entry of `tenant` written so far unreachable.
-    3 clear "clear" (tenant: &str) -> ();
+    3 clear clear_async "clear" (tenant: &str) -> ();
     /// Makes every entry of every tenant of the application unreachable.
-    4 clear_all "clear-all" () -> ();
+    4 clear_all clear_all_async "clear-all" () -> ();
     /// Reads several keys of one tenant in one round trip.
-    5 get_many "get-many" (tenant: &str, keys: &[String]) -> Vec<Option<Vec<u8>>>;
+    5 get_many get_many_async "get-many" (tenant: &str, keys: &[String]) -> Vec<Option<Vec<u8>>>;
     /// Stores several entries of one tenant in one round trip.
-    6 set_many "set-many" (tenant: &str, entries: &[(String, Vec<u8>)], ttl: Option<u32>) -> ();
+    6 set_many set_many_async "set-many" (tenant: &str, entries: &[(String, Vec<u8>)], ttl: Option<u32>) -> ();
 }

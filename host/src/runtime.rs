@@ -15,9 +15,9 @@ use wasmtime::{
 
 use crate::backend::Backend;
 use crate::capability::{BatchLimits, Grant};
-use crate::error::CacheError;
 use crate::plugin::{Exports, Plugin};
 use crate::precompiled;
+use crate::tenant_cache::{AsyncTenantCache, TenantCache};
 
 /// The tenant-cache component built with this crate.
 pub const COMPONENT: &[u8] = include_bytes!(env!("TENANT_CACHE_COMPONENT"));
@@ -44,7 +44,7 @@ pub struct RuntimeOptions {
     /// a batch (see [`BatchLimits`]) and what the component passes in.
     pub memory_limit: usize,
     /// The longest one call may run, host calls included; past it the
-    /// component is interrupted (a [`CacheError::Trap`]).
+    /// component is interrupted (a [`CacheError::Trap`](crate::CacheError::Trap)).
     pub call_timeout: Duration,
 }
 
@@ -61,16 +61,16 @@ impl Default for RuntimeOptions {
 
 /// What a store of this crate holds.
 pub(crate) struct State {
-    grant: Grant,
-    limits: MemoryLimit,
+    pub(crate) grant: Grant,
+    pub(crate) limits: MemoryLimit,
 }
 
 /// The memory limit, remembering whether it refused the component: a trap
 /// that follows is then reported as running out of memory.
-struct MemoryLimit {
+pub(crate) struct MemoryLimit {
     limits: StoreLimits,
-    bytes: usize,
-    refused: bool,
+    pub(crate) bytes: usize,
+    pub(crate) refused: bool,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimit {
@@ -107,15 +107,19 @@ impl Drop for Ticker {
 }
 
 /// A compiled component, ready to be instantiated many times: compile
-/// once per process, then [`instantiate`](Runtime::instantiate) per grant.
-/// Cloning is cheap.
+/// once per process, then [`instantiate`](Runtime::instantiate) (or
+/// [`instantiate_async`](Runtime::instantiate_async)) per grant. Cloning is
+/// cheap.
 #[derive(Clone)]
 pub struct Runtime {
+    /// With the blocking capability, for [`TenantCache`].
     pre: InstancePre<State>,
+    /// With the async capability, for [`AsyncTenantCache`].
+    pre_async: InstancePre<State>,
     exports: Exports,
     options: Arc<RuntimeOptions>,
     /// `options.call_timeout` in ticks of the deadline clock.
-    deadline_ticks: u64,
+    pub(crate) deadline_ticks: u64,
     _ticker: Arc<Ticker>,
 }
 
@@ -140,18 +144,25 @@ impl Runtime {
             Some(dir) => precompiled::load(&engine, bytes, dir)?,
             None => precompiled::compile(&engine, bytes)?,
         };
+        let prepare = |linker: Linker<State>| {
+            linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .context("the component needs imports this host does not grant")
+        };
         let mut linker = Linker::new(&engine);
         crate::capability::add_to_linker(&mut linker, |state: &mut State| &mut state.grant)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .context("the component needs imports this host does not grant")?;
+        let pre = prepare(linker)?;
+        let mut linker = Linker::new(&engine);
+        crate::capability::add_to_linker_async(&mut linker, |state: &mut State| &mut state.grant)?;
+        let pre_async = prepare(linker)?;
         let exports = Exports::of(&component)?;
         let stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine, stop.clone())?;
         let deadline_ticks = (options.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64;
         let mut runtime = Runtime {
             pre,
+            pre_async,
             exports,
             deadline_ticks,
             options: Arc::new(options),
@@ -165,18 +176,46 @@ impl Runtime {
         Ok(runtime)
     }
 
-    /// A fresh instance of the component holding `grant`.
+    /// A fresh instance of the component holding `grant`, for blocking
+    /// callers.
     pub fn instantiate(&self, grant: Grant) -> anyhow::Result<TenantCache> {
-        let (store, plugin) = self.fresh(grant)?;
-        Ok(TenantCache {
-            runtime: self.clone(),
-            store,
-            plugin,
-            broken: false,
-        })
+        TenantCache::new(self.clone(), grant)
     }
 
-    fn fresh(&self, grant: Grant) -> anyhow::Result<(Store<State>, Plugin)> {
+    /// A fresh instance of the component holding `grant`, for async callers
+    /// (on a tokio runtime with I/O and time enabled): its calls wait for
+    /// memcached without blocking a thread.
+    pub async fn instantiate_async(&self, grant: Grant) -> anyhow::Result<AsyncTenantCache> {
+        AsyncTenantCache::new(self.clone(), grant).await
+    }
+
+    /// A new store holding `grant` and an instance in it, for blocking
+    /// calls.
+    pub(crate) fn fresh(&self, grant: Grant) -> anyhow::Result<(Store<State>, Plugin)> {
+        let mut store = self.store(grant, false);
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(anyhow::Error::from)
+            .context("instantiating the component")?;
+        Ok((store, Plugin::new(instance, self.exports.clone())))
+    }
+
+    /// A new store holding `grant` and an instance in it, for async calls.
+    pub(crate) async fn fresh_async(&self, grant: Grant) -> anyhow::Result<(Store<State>, Plugin)> {
+        let mut store = self.store(grant, true);
+        let instance = self
+            .pre_async
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("instantiating the component")?;
+        Ok((store, Plugin::new(instance, self.exports.clone())))
+    }
+
+    /// A new store holding `grant`, contained; `asynchronous` picks the
+    /// engine side of the capability that waits without blocking.
+    fn store(&self, grant: Grant, asynchronous: bool) -> Store<State> {
         // What the host gathers for one call stays within what the
         // component could hold anyway.
         let memory = self.options.memory_limit as u64;
@@ -193,19 +232,15 @@ impl Runtime {
             bytes: self.options.memory_limit,
             refused: false,
         };
-        let mut store = Store::new(self.pre.engine(), State { grant, limits });
+        let pre = if asynchronous { &self.pre_async } else { &self.pre };
+        let mut store = Store::new(pre.engine(), State { grant, limits });
         store.limiter(|state| &mut state.limits);
         // wasmtime's bound on the bytes one call of the component may make
         // the host copy (many commands borrowing one buffer): no more than
         // the component's memory (wasmtime's default is 128 MiB).
         store.set_hostcall_fuel(self.options.memory_limit);
         store.set_epoch_deadline(u64::MAX);
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(anyhow::Error::from)
-            .context("instantiating the component")?;
-        Ok((store, Plugin::new(instance, self.exports.clone())))
+        store
     }
 }
 
@@ -249,123 +284,4 @@ fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         })
         .context("starting the deadline thread")?;
     Ok(())
-}
-
-/// One instance of the component: the tenant cache of one application.
-/// Reuse it across calls (it remembers namespace versions, which saves
-/// round trips); it is `Send` but not `Sync`: use one per thread.
-pub struct TenantCache {
-    runtime: Runtime,
-    store: Store<State>,
-    plugin: Plugin,
-    /// A trapped instance cannot be entered again.
-    broken: bool,
-}
-
-impl TenantCache {
-    /// Reads `key` of `tenant`; `None` on a miss or after a clear.
-    pub fn get(&mut self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        self.call(|plugin, store| plugin.get(store, tenant, key))
-    }
-
-    /// Stores `value` under `key` of `tenant`; `ttl` in seconds (≥ 1),
-    /// `None` to keep it until memcached evicts it. A value larger than the
-    /// backend's item size limit fails with [`CacheError::ValueTooLarge`]
-    /// and removes the key, as memcached itself does.
-    pub fn set(&mut self, tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> Result<(), CacheError> {
-        // A value that cannot be stored is not copied into the component at
-        // all (it could exceed the component's memory limit).
-        if let Some(error) = self.too_large(value.len()) {
-            self.delete(tenant, key)?;
-            return Err(error);
-        }
-        self.call(|plugin, store| plugin.set(store, tenant, key, value, ttl))
-    }
-
-    /// Removes `key` of `tenant`; removing a missing entry is not an error.
-    pub fn delete(&mut self, tenant: &str, key: &str) -> Result<(), CacheError> {
-        self.call(|plugin, store| plugin.delete(store, tenant, key))
-    }
-
-    /// Makes every entry of `tenant` written so far unreachable.
-    pub fn clear(&mut self, tenant: &str) -> Result<(), CacheError> {
-        self.call(|plugin, store| plugin.clear(store, tenant))
-    }
-
-    /// Makes every entry of every tenant of the application unreachable.
-    pub fn clear_all(&mut self) -> Result<(), CacheError> {
-        self.call(|plugin, store| plugin.clear_all(store))
-    }
-
-    /// Reads several keys of one tenant in one round trip.
-    pub fn get_many(&mut self, tenant: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        self.call(|plugin, store| plugin.get_many(store, tenant, keys))
-    }
-
-    /// Stores several entries of one tenant in one round trip.
-    pub fn set_many(
-        &mut self,
-        tenant: &str,
-        entries: &[(String, Vec<u8>)],
-        ttl: Option<u32>,
-    ) -> Result<(), CacheError> {
-        let largest = entries.iter().map(|(_, value)| value.len()).max().unwrap_or(0);
-        let Some(error) = self.too_large(largest) else {
-            return self.call(|plugin, store| plugin.set_many(store, tenant, entries, ttl));
-        };
-        // As one batch would: the entries that fit are stored, the others
-        // removed, and the call fails.
-        let (oversized, fitting): (Vec<_>, Vec<_>) = entries
-            .iter()
-            .cloned()
-            .partition(|(_, value)| self.grant().refuses_value(value.len()).is_some());
-        for (key, _) in &oversized {
-            self.delete(tenant, key)?;
-        }
-        if !fitting.is_empty() {
-            self.call(|plugin, store| plugin.set_many(store, tenant, &fitting, ttl))?;
-        }
-        Err(error)
-    }
-
-    /// The error for a value of `size` bytes the grant refuses: such a
-    /// value is not even copied into the component.
-    fn too_large(&self, size: usize) -> Option<CacheError> {
-        let limit = self.grant().refuses_value(size)?;
-        Some(CacheError::ValueTooLarge {
-            size: size as u64,
-            limit,
-        })
-    }
-
-    /// The grant this instance runs with.
-    pub fn grant(&self) -> &Grant {
-        &self.store.data().grant
-    }
-
-    /// Runs one call under the deadline; after a trap the instance is
-    /// replaced before the next call (a trapped instance cannot be entered
-    /// again).
-    fn call<R>(
-        &mut self,
-        call: impl FnOnce(&Plugin, &mut Store<State>) -> Result<R, CacheError>,
-    ) -> Result<R, CacheError> {
-        if self.broken {
-            let (store, plugin) = self.runtime.fresh(self.grant().clone()).map_err(CacheError::Trap)?;
-            (self.store, self.plugin, self.broken) = (store, plugin, false);
-        }
-        self.store.set_epoch_deadline(self.runtime.deadline_ticks);
-        let result = call(&self.plugin, &mut self.store);
-        self.broken = matches!(result, Err(CacheError::Trap(_)));
-        match result {
-            Err(CacheError::Trap(trap)) if self.store.data().limits.refused => {
-                let limit = self.store.data().limits.bytes;
-                Err(CacheError::Trap(trap.context(format!(
-                    "it ran out of memory (its limit is {} MiB): split the call, or raise the memory limit",
-                    limit / (1024 * 1024)
-                ))))
-            }
-            result => result,
-        }
-    }
 }

@@ -11,7 +11,8 @@ fn cli(args: &[&str]) -> Command {
     command
         .args(args)
         .env_remove("TENANT_CACHE_MEMCACHED")
-        .env_remove("TENANT_CACHE_APP");
+        .env_remove("TENANT_CACHE_APP")
+        .env_remove("RUST_LOG");
     command
 }
 
@@ -352,5 +353,29 @@ fn a_cache_directory_others_can_write_is_refused() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     assert!(names.len() == 1 && names[0].ends_with(".cwasm"), "{names:?}");
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[test]
+fn rust_log_shows_each_call_and_nothing_is_logged_by_default() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    assert!(run(&server, &["set", "Lisboa", "/info", "2 days"])?.status.success());
+    let quiet = run(&server, &["get", "Lisboa", "/info"])?;
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    let logged = cli(&["--memcached", &server.address(), "get", "Lisboa", "/info"])
+        .env("RUST_LOG", "tenant_cache_host=debug")
+        .output()?;
+    assert_eq!(stdout(&logged), "2 days");
+    let stderr = String::from_utf8_lossy(&logged.stderr);
+    for needle in [
+        "tenant_cache.call",
+        "operation=\"get\"",
+        "tenant=\"Lisboa\"",
+        "outcome=\"hit\"",
+        "bytes=6",
+    ] {
+        assert!(stderr.contains(needle), "{needle} not in {stderr}");
+    }
+    assert!(stderr.contains(&format!("server=\"{}\"", server.address())), "{stderr}");
     Ok(())
 }

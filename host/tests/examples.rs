@@ -51,3 +51,144 @@ fn the_instance_pool_example_serves_concurrent_requests() -> anyhow::Result<()> 
     assert!(stdout.starts_with("8000 requests from 8 threads"), "{stdout}");
     Ok(())
 }
+
+/// One HTTP/1.1 request, connection closed after: (status, body).
+fn http(address: &str, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP header in {:?}", String::from_utf8_lossy(&response)))?;
+    let status = std::str::from_utf8(&response[9..12])?.parse()?;
+    Ok((status, response[split + 4..].to_vec()))
+}
+
+/// The HTTP example, running; killed when dropped.
+struct Service {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_service(servers: &[&MemcachedProcess]) -> anyhow::Result<Service> {
+    use std::io::BufRead;
+    let list: Vec<String> = servers.iter().map(|server| server.address()).collect();
+    let mut child = Command::new(example("http_server")?)
+        .args([list.join(","), "127.0.0.1:0".into()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}"))?
+        .to_owned();
+    Ok(Service { child, address })
+}
+
+#[test]
+fn the_tokio_http_service_keeps_isolation_and_clears_under_64_concurrent_requests() -> anyhow::Result<()> {
+    let (a, b) = (MemcachedProcess::start()?, MemcachedProcess::start()?);
+    let service = start_service(&[&a, &b])?;
+    let address = service.address.as_str();
+    let tenants = 16;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let clients: Vec<_> = (0..64)
+            .map(|client| {
+                scope.spawn(move || -> anyhow::Result<()> {
+                    for round in 0..10 {
+                        let (tenant, key) = (client % tenants, format!("k{client}-{round}"));
+                        let value = format!("t{tenant}/{key}");
+                        assert_eq!(
+                            http(address, "PUT", &format!("/t{tenant}/{key}"), value.as_bytes())?.0,
+                            204
+                        );
+                        let (status, body) = http(address, "GET", &format!("/t{tenant}/{key}"), b"")?;
+                        assert_eq!((status, body), (200, value.into_bytes()), "client {client}");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .try_for_each(|client| client.join().expect("client panicked"))
+    })?;
+    // Clearing one tenant, while others are read at once, hides exactly it.
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let clear = scope.spawn(|| http(address, "POST", "/t0/clear", b""));
+        for client in 1..64 {
+            let tenant = client % tenants;
+            if tenant != 0 {
+                let (status, _) = http(address, "GET", &format!("/t{tenant}/k{client}-0"), b"")?;
+                assert_eq!(status, 200);
+            }
+        }
+        assert_eq!(clear.join().expect("clear panicked")?.0, 204);
+        Ok(())
+    })?;
+    for client in (0..64).filter(|client| client % tenants == 0) {
+        assert_eq!(http(address, "GET", &format!("/t0/k{client}-0"), b"")?.0, 404);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_frozen_memcached_does_not_stall_the_single_executor_thread() -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    let (frozen, live) = (MemcachedProcess::start()?, MemcachedProcess::start()?);
+    let service = start_service(&[&frozen, &live])?;
+    let address = service.address.clone();
+    let on = |server: &MemcachedProcess| -> anyhow::Result<String> {
+        for n in 0..100 {
+            let tenant = format!("x{n}");
+            http(&address, "PUT", &format!("/{tenant}/k"), b"v")?;
+            if server.raw_get(&format!("tc:http-example:n:{tenant}"))?.is_some() {
+                return Ok(tenant);
+            }
+        }
+        anyhow::bail!("no tenant landed on {}", server.address())
+    };
+    let (stuck, served) = (on(&frozen)?, on(&live)?);
+    frozen.signal("STOP")?;
+    let started = Instant::now();
+    let waiting = {
+        let (address, stuck) = (address.clone(), stuck.clone());
+        std::thread::spawn(move || http(&address, "GET", &format!("/{stuck}/k"), b""))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    for _ in 0..20 {
+        assert_eq!(
+            http(&address, "GET", &format!("/{served}/k"), b"")?,
+            (200, b"v".to_vec())
+        );
+    }
+    let served_in = started.elapsed();
+    let (status, _) = waiting.join().expect("client panicked")?;
+    let stuck_for = started.elapsed();
+    frozen.signal("CONT")?;
+    eprintln!(
+        "20 requests of a live server's tenant in {served_in:?}; the frozen one's answered {status} after {stuck_for:?}"
+    );
+    assert_eq!(status, 503);
+    assert!(served_in < Duration::from_millis(700), "{served_in:?}");
+    assert!(stuck_for >= Duration::from_millis(900), "{stuck_for:?}");
+    Ok(())
+}

@@ -18,11 +18,13 @@ mod containment;
 mod faults;
 mod hostile;
 mod limits;
+mod observability;
 mod scoping;
 mod soak;
 
 // Scale-out and embedding: server pools, partitions, membership changes,
-// portability.
+// async hosts, portability.
+mod async_host;
 mod cluster;
 mod membership;
 mod portability;

@@ -20,7 +20,7 @@ fn a_component_cannot_escape_its_application_prefix() -> anyhow::Result<()> {
         // record existed, left its writes untagged and unreachable).
         .filter(|key| key.starts_with("tc:victim:~"))
         .collect();
-    assert_eq!(victim_keys.len(), 3, "{victim_keys:?}");
+    assert_eq!(victim_keys.len(), 3, "{victim_keys:?} of {:?}", server.keys()?);
 
     let mut attacker = misbehaving(RuntimeOptions::default())?.instantiate(Grant::new(backend.clone(), "attacker"))?;
     // Reads of the victim's keys, absolute or relative, only ever reach the

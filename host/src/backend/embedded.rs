@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use super::{BatchResult, Storage};
+use super::{BatchResult, BoxFuture, Storage};
 use crate::bindings::capability::{Command, Error, Item, Limit, Outcome, Replies};
 
 /// How the embedded store is sized.
@@ -177,6 +177,25 @@ impl Storage for Embedded {
             }
         }
         Ok(())
+    }
+
+    // An in-process store never waits: the async calls are the sync ones.
+    fn execute_async<'a>(
+        &'a self,
+        prefix: &'a str,
+        route: &'a [u8],
+        commands: Vec<Command>,
+        reply_bytes: u64,
+    ) -> BoxFuture<'a, BatchResult> {
+        Box::pin(std::future::ready(self.execute(prefix, route, commands, reply_bytes)))
+    }
+
+    fn broadcast_async<'a>(&'a self, prefix: &'a str, commands: Vec<Command>) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(std::future::ready(self.broadcast(prefix, commands)))
+    }
+
+    fn servers(&self) -> usize {
+        1
     }
 
     fn item_size_limit(&self) -> u64 {

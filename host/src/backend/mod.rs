@@ -6,9 +6,14 @@ pub(crate) mod membership;
 pub(crate) mod memcached;
 pub(crate) mod routing;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::bindings::capability::{Command, Error, Replies};
+
+/// A boxed future that may move between threads.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub use embedded::EmbeddedOptions;
 
@@ -26,6 +31,18 @@ pub(crate) trait Storage: Send + Sync {
     /// Runs `commands` on every server, visible to every route; fails if
     /// any server fails.
     fn broadcast(&self, prefix: &str, commands: Vec<Command>) -> Result<(), Error>;
+    /// [`execute`](Self::execute) for async hosts: no thread blocks.
+    fn execute_async<'a>(
+        &'a self,
+        prefix: &'a str,
+        route: &'a [u8],
+        commands: Vec<Command>,
+        reply_bytes: u64,
+    ) -> BoxFuture<'a, BatchResult>;
+    /// [`broadcast`](Self::broadcast) for async hosts.
+    fn broadcast_async<'a>(&'a self, prefix: &'a str, commands: Vec<Command>) -> BoxFuture<'a, Result<(), Error>>;
+    /// How many servers a broadcast reaches.
+    fn servers(&self) -> usize;
     /// The largest item the storage accepts (value, key and memcached's
     /// own overhead), in bytes.
     fn item_size_limit(&self) -> u64;

@@ -57,14 +57,31 @@ impl MemcachedProcess {
             if let Some(status) = child.try_wait()? {
                 bail!("memcached exited at start on port {port}: {status}");
             }
+            // Something answers on the port: it must be this child, not a
+            // server another test started on the same port first (then
+            // this child fails to bind and exits).
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                self.child = Some(child);
-                return Ok(());
+                if self.pid_on_port()? == Some(child.id()) {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("port {port} was taken by another memcached");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = child.kill();
         bail!("memcached did not listen on port {port} within 10 s")
+    }
+
+    /// The pid of the memcached answering on this port (from `stats`).
+    fn pid_on_port(&self) -> anyhow::Result<Option<u32>> {
+        let stats = self.raw("stats\r\n")?;
+        Ok(stats
+            .lines()
+            .find_map(|line| line.strip_prefix("STAT pid "))
+            .and_then(|pid| pid.trim().parse().ok()))
     }
 
     /// `127.0.0.1:PORT`.

@@ -86,13 +86,7 @@ impl Connection {
     /// stream) nor the end of the stream (the server closed it, as on a
     /// restart). One non-blocking peek, no round trip.
     fn is_reusable(&self) -> bool {
-        use rustix::io::Errno;
-        use rustix::net::{RecvFlags, recv};
-        let mut probe = [0u8; 1];
-        matches!(
-            recv(&self.stream, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT),
-            Err(Errno::AGAIN)
-        )
+        nothing_arrived(&self.stream)
     }
 
     /// Runs one batch: writes the request and reads its replies at once,
@@ -138,6 +132,18 @@ impl Connection {
         let (answer, leftover) = exchange.finish();
         Ok((answer, !leftover))
     }
+}
+
+/// Whether nothing, neither bytes nor the end of the stream, has arrived
+/// on an idle socket: one non-blocking peek, no round trip.
+pub(crate) fn nothing_arrived(socket: impl std::os::fd::AsFd) -> bool {
+    use rustix::io::Errno;
+    use rustix::net::{RecvFlags, recv};
+    let mut probe = [0u8; 1];
+    matches!(
+        recv(socket, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT),
+        Err(Errno::AGAIN)
+    )
 }
 
 /// Whether an I/O error only means "not now".

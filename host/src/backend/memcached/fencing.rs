@@ -69,6 +69,7 @@ impl MemcachedPool {
         let route = Route::new(route);
         let server = routing::owner(route, &self.ids);
         let owner = &self.ids[server];
+        crate::observe::server(owner);
         let mut known = self.known();
         // The second attempt runs only if the record moved the route's keys
         // while the first ran.
@@ -103,6 +104,7 @@ impl MemcachedPool {
             }
             // Not the record the keys were tagged under: find the pool's,
             // and keep the answer if it tags the route the same.
+            tracing::info!(server = %owner, "the pool record changed: reading every server's");
             let learned = self.learn(driver).await?;
             if learned.record.tag(route, owner) == tag {
                 return Ok(answer.replies);

@@ -1,7 +1,7 @@
 //! The capability on real memcached servers: a pool whose every route is
 //! owned by one server (`routing`), whose membership every batch checks
-//! (`fencing`), over one protocol core (`protocol`) and a driver that moves
-//! its bytes (`blocking`). Our own transport around the `memcache` crate's
+//! (`fencing`), over one protocol core (`protocol`) and two drivers that
+//! move its bytes (`blocking`, `tokio_driver`). Our own transport around the `memcache` crate's
 //! reply codes, because its clients cost more system calls and allocations
 //! per exchange than the whole rest of a call (docs/architecture.md, "The
 //! memcached transport").
@@ -9,6 +9,7 @@
 mod blocking;
 mod fencing;
 pub(crate) mod protocol;
+mod tokio_driver;
 
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -20,7 +21,7 @@ use anyhow::{Context, bail};
 
 use self::protocol::{Answer, Failure, ReadLimits, Request};
 use super::membership::Membership;
-use super::{BatchResult, Storage};
+use super::{BatchResult, BoxFuture, Storage};
 use crate::bindings::capability::{Command, Error};
 
 pub use self::fencing::PoolReport;
@@ -51,6 +52,7 @@ pub(crate) struct Server {
     pub(crate) address: String,
     addrs: Vec<SocketAddr>,
     blocking: blocking::Idle,
+    tokio: tokio_driver::Idle,
 }
 
 /// The pool record this process last found, and its stored bytes.
@@ -115,6 +117,25 @@ impl Driver for Blocking {
     }
 }
 
+/// The tokio driver: requests to several servers run concurrently on the
+/// caller's task.
+struct Tokio;
+
+impl Driver for Tokio {
+    fn run<'a>(
+        &'a self,
+        pool: &'a MemcachedPool,
+        requests: Vec<(usize, Request<'a>)>,
+        reply_bytes: u64,
+    ) -> impl Future<Output = Vec<Result<Answer, Failure>>> + Send + 'a {
+        futures_util::future::join_all(
+            requests
+                .into_iter()
+                .map(move |(server, request)| async move { pool.exchange_tokio(server, &request, reply_bytes).await }),
+        )
+    }
+}
+
 /// The time now, in unix seconds (long TTLs are sent as unix times).
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -149,6 +170,7 @@ impl MemcachedPool {
                 address: address.clone(),
                 addrs,
                 blocking: blocking::Idle::default(),
+                tokio: tokio_driver::Idle::default(),
             });
         }
         Ok(MemcachedPool {
@@ -192,6 +214,25 @@ impl MemcachedPool {
         Ok(answer)
     }
 
+    /// Runs one request on server `index` over a tokio connection.
+    async fn exchange_tokio(&self, index: usize, request: &Request<'_>, reply_bytes: u64) -> Result<Answer, Failure> {
+        let server = &self.servers[index];
+        let timeout = self.options.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut connection = server
+            .tokio
+            .checkout(&server.addrs, timeout)
+            .await
+            .map_err(Failure::Connect)?;
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+        let limits = self.read_limits(reply_bytes);
+        let (answer, in_step) = connection.exchange(request, unix_now(), limits, deadline).await?;
+        if in_step {
+            server.tokio.put_back(connection);
+        }
+        Ok(answer)
+    }
+
     fn read_limits(&self, reply_bytes: u64) -> ReadLimits {
         ReadLimits {
             item_size: self.options.item_size_limit,
@@ -200,8 +241,15 @@ impl MemcachedPool {
     }
 
     /// A failed exchange with server `index`, as the capability's error.
+    /// The connection it ran on is gone: an event says why.
     pub(crate) fn error(&self, index: usize, failure: Failure, writes: bool) -> Error {
-        protocol::to_error(&self.servers[index].address, failure, self.options.timeout, writes)
+        let error = protocol::to_error(&self.servers[index].address, failure, self.options.timeout, writes);
+        tracing::warn!(
+            server = %self.servers[index].address,
+            "exchange failed, connection dropped: {}",
+            protocol::describe(&error)
+        );
+        error
     }
 
     /// The pool records every server holds (for `tenant-cache pool show`).
@@ -222,6 +270,24 @@ impl Storage for MemcachedPool {
 
     fn broadcast(&self, prefix: &str, commands: Vec<Command>) -> Result<(), Error> {
         pollster::block_on(self.broadcast_with(&Blocking, prefix, &commands))
+    }
+
+    fn execute_async<'a>(
+        &'a self,
+        prefix: &'a str,
+        route: &'a [u8],
+        commands: Vec<Command>,
+        reply_bytes: u64,
+    ) -> BoxFuture<'a, BatchResult> {
+        Box::pin(async move { self.execute_with(&Tokio, prefix, route, &commands, reply_bytes).await })
+    }
+
+    fn broadcast_async<'a>(&'a self, prefix: &'a str, commands: Vec<Command>) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move { self.broadcast_with(&Tokio, prefix, &commands).await })
+    }
+
+    fn servers(&self) -> usize {
+        self.servers.len()
     }
 
     fn item_size_limit(&self) -> u64 {
@@ -254,5 +320,57 @@ impl MemcachedPool {
         self.exchange_blocking(0, &request, u64::MAX)
             .map(|answer| answer.replies)
             .map_err(|failure| self.error(0, failure, writes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::protocol::Group;
+    use super::*;
+
+    /// A server whose first connection gets half a reply and is then held
+    /// open; later connections get `EN` for their first request.
+    fn half_then_whole() -> (String, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (mut first, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = first.read(&mut request);
+            let _ = first.write_all(b"VA 10 O0\r\nabc");
+            let (mut second, _) = listener.accept().unwrap();
+            let _ = second.read(&mut request);
+            let _ = second.write_all(b"EN O0\r\n");
+            let _ = second.read(&mut request);
+            drop(first);
+        });
+        (address, server)
+    }
+
+    #[tokio::test]
+    async fn a_future_dropped_mid_exchange_never_returns_its_connection() {
+        let (address, server) = half_then_whole();
+        let pool = MemcachedPool::new(&[address], MemcachedOptions::default()).unwrap();
+        let commands = [Command::Get("a".into())];
+        let request = || Request {
+            groups: vec![Group {
+                prefix: Vec::new(),
+                commands: &commands,
+            }],
+            ..Request::default()
+        };
+        let first = request();
+        let dropped = tokio::time::timeout(Duration::from_millis(100), pool.exchange_tokio(0, &first, u64::MAX));
+        assert!(dropped.await.is_err(), "the first exchange should still be waiting");
+        // Its connection, with half a reply unread, went with the future.
+        assert_eq!(pool.servers[0].tokio.len(), 0);
+        let answer = pool.exchange_tokio(0, &request(), u64::MAX).await.unwrap();
+        assert_eq!(answer.replies.outcomes, [crate::bindings::capability::Outcome::Miss]);
+        assert_eq!(pool.servers[0].tokio.len(), 1);
+        drop(pool);
+        server.join().unwrap();
     }
 }

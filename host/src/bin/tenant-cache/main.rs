@@ -122,7 +122,22 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a size of at least 1k (bytes, or with k or m)"))
 }
 
+/// Logs to stderr as `RUST_LOG` says (e.g. `RUST_LOG=tenant_cache_host=debug`);
+/// nothing by default. A call's span closes with its fields and times.
+fn install_logging() {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::format::FmtSpan;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_span_events(FmtSpan::CLOSE)
+        .init();
+}
+
 fn main() -> ExitCode {
+    install_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print as usual.

@@ -1,0 +1,140 @@
+//! The tokio driver: the protocol core over `tokio::net`, for hosts that
+//! call the component from async code. No executor thread ever blocks on a
+//! socket; each exchange is bounded by one deadline (tokio's timer).
+//!
+//! A connection is owned by the exchange using it and goes back to the
+//! pool only once every reply was read: a future dropped mid-exchange drops
+//! its connection with it, so no later request can read its replies.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::protocol::{Answer, Exchange, Failure, INPUT_BUFFER, ReadLimits, Request};
+
+/// Idle connections kept per server; more are closed when returned.
+const MAX_IDLE: usize = 64;
+
+/// One connection to a server.
+pub(crate) struct Connection {
+    stream: TcpStream,
+    /// The read buffer; empty between exchanges.
+    input: Box<[u8]>,
+    /// The request being written, kept to reuse its capacity.
+    output: Vec<u8>,
+    /// Opaque tokens handed out so far on this connection.
+    tokens: u64,
+}
+
+/// A server's idle connections.
+#[derive(Default)]
+pub(crate) struct Idle(Mutex<Vec<Connection>>);
+
+impl Idle {
+    /// An idle connection that passes the probe, or a new one to `addrs`.
+    pub(crate) async fn checkout(&self, addrs: &[SocketAddr], timeout: Duration) -> io::Result<Connection> {
+        loop {
+            let Some(connection) = self.0.lock().unwrap_or_else(|poison| poison.into_inner()).pop() else {
+                break;
+            };
+            if connection.is_reusable() {
+                return Ok(connection);
+            }
+        }
+        let mut last = None;
+        for addr in addrs {
+            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => return Connection::new(stream),
+                Ok(Err(error)) => last = Some(error),
+                Err(_) => last = Some(io::ErrorKind::TimedOut.into()),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
+    }
+
+    /// Keeps a connection that is in step with its server for reuse.
+    pub(crate) fn put_back(&self, connection: Connection) {
+        let mut idle = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(connection);
+        }
+    }
+
+    /// How many connections are idle.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).len()
+    }
+}
+
+impl Connection {
+    fn new(stream: TcpStream) -> io::Result<Connection> {
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            input: vec![0; INPUT_BUFFER].into_boxed_slice(),
+            output: Vec::with_capacity(1024),
+            tokens: 0,
+        })
+    }
+
+    /// Whether an idle connection can carry a request: nothing may have
+    /// arrived since its last exchange (see the blocking driver). A peek
+    /// on the socket itself: tokio's readiness may not have seen it yet.
+    fn is_reusable(&self) -> bool {
+        super::blocking::nothing_arrived(&self.stream)
+    }
+
+    /// Runs one batch: writes the request and reads its replies at once,
+    /// by `deadline`. The second part of the answer says whether the
+    /// connection is still in step (and may be reused).
+    pub(crate) async fn exchange(
+        &mut self,
+        request: &Request<'_>,
+        now: u64,
+        limits: ReadLimits,
+        deadline: Instant,
+    ) -> Result<(Answer, bool), Failure> {
+        let mut exchange = Exchange::new(request, self.tokens, now, limits, &mut self.output, &mut self.input);
+        self.tokens += exchange.tokens();
+        let (stream, output) = (&self.stream, &self.output);
+        let mut written = 0;
+        let work = async {
+            while !exchange.is_done() {
+                let interest = match written < output.len() {
+                    true => Interest::READABLE | Interest::WRITABLE,
+                    false => Interest::READABLE,
+                };
+                let ready = stream.ready(interest).await.map_err(Failure::Io)?;
+                if ready.is_writable() && written < output.len() {
+                    match stream.try_write(&output[written..]) {
+                        Ok(0) => return Err(Failure::Io(io::ErrorKind::WriteZero.into())),
+                        Ok(sent) => written += sent,
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(error) => return Err(Failure::Io(error)),
+                    }
+                }
+                if ready.is_readable() {
+                    match stream.try_read(exchange.buffer()) {
+                        Ok(0) => return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into())),
+                        Ok(read) => exchange.received(read)?,
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(error) => return Err(Failure::Io(error)),
+                    }
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(result) => result?,
+            Err(_) => return Err(Failure::Io(io::ErrorKind::TimedOut.into())),
+        }
+        let (answer, leftover) = exchange.finish();
+        Ok((answer, !leftover))
+    }
+}
