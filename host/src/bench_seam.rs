@@ -31,13 +31,29 @@ pub enum RawReply {
 }
 
 /// Runs `commands` as one pipelined batch on the first server of
-/// `backend`'s memcached pool, as they are.
+/// `backend`'s memcached pool, as they are, over the blocking driver's
+/// connections.
 pub fn raw_exchange(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Result<Vec<RawReply>> {
-    let Some(pool) = backend.storage().memcached() else {
-        bail!("{} takes no raw memcached commands", backend.describe());
-    };
-    let replies = pool
-        .raw(commands)
+    let replies = pool(backend)?.raw(commands);
+    read(replies)
+}
+
+/// [`raw_exchange`] over the tokio driver's connections (what
+/// `AsyncTenantCache` uses).
+pub async fn raw_exchange_async(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Result<Vec<RawReply>> {
+    let replies = pool(backend)?.raw_async(commands).await;
+    read(replies)
+}
+
+fn pool(backend: &Backend) -> anyhow::Result<&crate::backend::memcached::MemcachedPool> {
+    match backend.storage().memcached() {
+        Some(pool) => Ok(pool),
+        None => bail!("{} takes no raw memcached commands", backend.describe()),
+    }
+}
+
+fn read(replies: crate::backend::BatchResult) -> anyhow::Result<Vec<RawReply>> {
+    let replies = replies
         .map_err(|error| anyhow::anyhow!(describe(&error)))
         .context("raw memcached exchange")?;
     let mut values = replies.values.as_slice();

@@ -64,6 +64,8 @@ pub struct Grant {
     prefix: Arc<str>,
     limits: BatchLimits,
     tenant_labels: bool,
+    /// Batches sent, one per server reached (`tenant_cache_round_trips_total`).
+    round_trips: metrics::Counter,
 }
 
 /// The interface the grant implements, as components import it.
@@ -80,6 +82,7 @@ impl Grant {
             prefix: format!("tc:{}:", app_part(app)).into(),
             limits: BatchLimits::default(),
             tenant_labels: false,
+            round_trips: crate::observe::round_trips_counter(app),
         }
     }
 
@@ -225,7 +228,7 @@ fn app_part(app: &str) -> String {
 impl Grant {
     async fn execute_async(&self, route: String, mut commands: Vec<Command>) -> Result<Replies, Error> {
         let refused = self.check(&mut commands)?;
-        crate::observe::round_trips(&self.app, 1);
+        self.round_trips.increment(1);
         // The route only picks a server; it is never sent to memcached.
         let storage = self.backend.storage();
         let mut replies = storage
@@ -239,7 +242,7 @@ impl Grant {
         if let Some(&(_, limit)) = self.check(&mut commands)?.first() {
             return Err(Error::ValueTooLarge(limit));
         }
-        crate::observe::round_trips(&self.app, self.backend.storage().servers() as u64);
+        self.round_trips.increment(self.backend.storage().servers() as u64);
         self.backend.storage().broadcast_async(&self.prefix, commands).await
     }
 }
@@ -247,7 +250,7 @@ impl Grant {
 impl Host for Grant {
     fn execute(&mut self, route: String, mut commands: Vec<Command>) -> Result<Replies, Error> {
         let refused = self.check(&mut commands)?;
-        crate::observe::round_trips(&self.app, 1);
+        self.round_trips.increment(1);
         // The route only picks a server; it is never sent to memcached.
         let storage = self.backend.storage();
         let mut replies = storage.execute(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)?;
@@ -259,7 +262,7 @@ impl Host for Grant {
         if let Some(&(_, limit)) = self.check(&mut commands)?.first() {
             return Err(Error::ValueTooLarge(limit));
         }
-        crate::observe::round_trips(&self.app, self.backend.storage().servers() as u64);
+        self.round_trips.increment(self.backend.storage().servers() as u64);
         self.backend.storage().broadcast(&self.prefix, commands)
     }
 

@@ -18,15 +18,70 @@
 
 use std::time::Instant;
 
+use metrics::{Counter, Label};
 use tracing::Span;
 
 use crate::error::CacheError;
+
+/// The counters of one instance's calls, registered once each: building a
+/// counter's key (labels, hashing) costs more than the rest of the
+/// bookkeeping, recorder or not. Counters bind to the recorder installed
+/// when they are first used, so install one before creating instances.
+pub(crate) struct Meter {
+    app: String,
+    tenant_labels: bool,
+    /// A dozen at most (operations × outcomes used): a scan beats hashing.
+    counters: Vec<([&'static str; 3], Counter)>,
+}
+
+impl Meter {
+    pub(crate) fn new(app: &str, tenant_labels: bool) -> Meter {
+        Meter {
+            app: app.to_owned(),
+            tenant_labels,
+            counters: Vec::new(),
+        }
+    }
+
+    /// Adds `count` to counter `name`, labelled `labels` (name, value) and
+    /// by application (and tenant, when asked for).
+    fn add(&mut self, tenant: Option<&str>, name: &'static str, labels: [(&'static str, &'static str); 2], count: u64) {
+        let all = || {
+            let mut all = vec![Label::new("app", self.app.clone())];
+            all.extend(
+                labels
+                    .iter()
+                    .filter(|(key, _)| !key.is_empty())
+                    .map(|&(key, value)| Label::new(key, value)),
+            );
+            all
+        };
+        match tenant.filter(|_| self.tenant_labels) {
+            // A label set per tenant: registered each time, as asked.
+            Some(tenant) => {
+                let mut all = all();
+                all.push(Label::new("tenant", tenant.to_owned()));
+                metrics::counter!(name, all).increment(count);
+            }
+            None => {
+                let key = [name, labels[0].1, labels[1].1];
+                match self.counters.iter().find(|(known, _)| *known == key) {
+                    Some((_, counter)) => counter.increment(count),
+                    None => {
+                        let counter = metrics::counter!(name, all());
+                        counter.increment(count);
+                        self.counters.push((key, counter));
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// One call of the component, being observed.
 pub(crate) struct Call {
     span: Span,
     operation: &'static str,
-    app: String,
     tenant: Option<String>,
     started: Instant,
 }
@@ -76,19 +131,13 @@ fn kind(error: &CacheError) -> &'static str {
     }
 }
 
-/// The labels of a call's counters.
-fn labels(app: &str, tenant: Option<&str>) -> Vec<metrics::Label> {
-    let mut labels = vec![metrics::Label::new("app", app.to_owned())];
-    if let Some(tenant) = tenant {
-        labels.push(metrics::Label::new("tenant", tenant.to_owned()));
-    }
-    labels
-}
+/// No second label.
+const NONE: (&str, &str) = ("", "");
 
 impl Call {
     /// Starts observing `operation` (the export's WIT name) of `app` on
-    /// `tenant`; `label_tenant` adds the tenant to the counters' labels.
-    pub(crate) fn start(operation: &'static str, app: &str, tenant: Option<&str>, label_tenant: bool) -> Call {
+    /// `tenant`.
+    pub(crate) fn start(operation: &'static str, app: &str, tenant: Option<&str>) -> Call {
         let span = tracing::info_span!(
             "tenant_cache.call",
             operation,
@@ -101,8 +150,7 @@ impl Call {
         Call {
             span,
             operation,
-            app: app.to_owned(),
-            tenant: tenant.filter(|_| label_tenant).map(str::to_owned),
+            tenant: tenant.map(str::to_owned),
             started: Instant::now(),
         }
     }
@@ -112,66 +160,62 @@ impl Call {
         &self.span
     }
 
-    /// Records how the call ended.
-    pub(crate) fn finish<T>(self, result: &Result<T, CacheError>, outcome: impl FnOnce(&T) -> Outcome) {
-        let labels = labels(&self.app, self.tenant.as_deref());
-        let call_labels = |outcome: &'static str| {
-            let mut labels = labels.clone();
-            labels.push(metrics::Label::new("operation", self.operation));
-            labels.push(metrics::Label::new("outcome", outcome));
-            labels
-        };
+    /// Records how the call ended, in its span and in `meter`.
+    pub(crate) fn finish<T>(
+        self,
+        meter: &mut Meter,
+        result: &Result<T, CacheError>,
+        outcome: impl FnOnce(&T) -> Outcome,
+    ) {
+        let tenant = self.tenant.as_deref();
+        let operation = ("operation", self.operation);
         let elapsed = self.started.elapsed();
         match result {
             Ok(value) => {
                 let outcome = outcome(value);
                 self.span.record("outcome", outcome.label());
-                metrics::counter!("tenant_cache_calls_total", call_labels(outcome.label())).increment(1);
+                meter.add(
+                    tenant,
+                    "tenant_cache_calls_total",
+                    [operation, ("outcome", outcome.label())],
+                    1,
+                );
                 match outcome {
                     Outcome::Hit { bytes } | Outcome::Read { bytes, .. } => {
                         self.span.record("bytes", bytes);
-                        metrics::counter!("tenant_cache_bytes_read_total", labels.clone()).increment(bytes);
+                        meter.add(tenant, "tenant_cache_bytes_read_total", [NONE, NONE], bytes);
                     }
                     Outcome::Stored { bytes } => {
                         self.span.record("bytes", bytes);
-                        metrics::counter!("tenant_cache_bytes_written_total", labels.clone()).increment(bytes);
+                        meter.add(tenant, "tenant_cache_bytes_written_total", [NONE, NONE], bytes);
                     }
                     _ => {}
                 }
                 if let Outcome::Read { hits, misses, .. } = outcome {
-                    metrics::counter!("tenant_cache_keys_read_total", {
-                        let mut labels = labels.clone();
-                        labels.push(metrics::Label::new("found", "true"));
-                        labels
-                    })
-                    .increment(hits);
-                    metrics::counter!("tenant_cache_keys_read_total", {
-                        let mut labels = labels;
-                        labels.push(metrics::Label::new("found", "false"));
-                        labels
-                    })
-                    .increment(misses);
+                    meter.add(tenant, "tenant_cache_keys_read_total", [("found", "true"), NONE], hits);
+                    meter.add(
+                        tenant,
+                        "tenant_cache_keys_read_total",
+                        [("found", "false"), NONE],
+                        misses,
+                    );
                 }
                 tracing::debug!(parent: &self.span, elapsed_us = elapsed.as_micros() as u64, "call done");
             }
             Err(error) => {
                 let kind = kind(error);
                 self.span.record("outcome", "error");
-                metrics::counter!("tenant_cache_calls_total", call_labels("error")).increment(1);
-                let mut error_labels = labels;
-                error_labels.push(metrics::Label::new("operation", self.operation));
-                error_labels.push(metrics::Label::new("kind", kind));
-                metrics::counter!("tenant_cache_errors_total", error_labels).increment(1);
+                meter.add(tenant, "tenant_cache_calls_total", [operation, ("outcome", "error")], 1);
+                meter.add(tenant, "tenant_cache_errors_total", [operation, ("kind", kind)], 1);
                 tracing::warn!(parent: &self.span, kind, elapsed_us = elapsed.as_micros() as u64, "call failed: {error}");
             }
         }
     }
 }
 
-/// Counts the batches a grant sent (`round_trips`, one per server
-/// reached) for `app`.
-pub(crate) fn round_trips(app: &str, round_trips: u64) {
-    metrics::counter!("tenant_cache_round_trips_total", "app" => app.to_owned()).increment(round_trips);
+/// The counter of batches a grant sends for `app`.
+pub(crate) fn round_trips_counter(app: &str) -> Counter {
+    metrics::counter!("tenant_cache_round_trips_total", "app" => app.to_owned())
 }
 
 /// A batch the grant refused before sending anything.

@@ -9,7 +9,7 @@ use wasmtime::Store;
 
 use crate::capability::Grant;
 use crate::error::CacheError;
-use crate::observe::{Call, Outcome};
+use crate::observe::{Call, Meter, Outcome};
 use crate::plugin::Plugin;
 use crate::runtime::{Runtime, State};
 
@@ -20,15 +20,19 @@ struct Slot {
     plugin: Plugin,
     /// A trapped instance cannot be entered again.
     broken: bool,
+    meter: Meter,
 }
 
 impl Slot {
     fn new(runtime: Runtime, (store, plugin): (Store<State>, Plugin)) -> Slot {
+        let grant = &store.data().grant;
+        let meter = Meter::new(grant.app(), grant.tenant_labels());
         Slot {
             runtime,
             store,
             plugin,
             broken: false,
+            meter,
         }
     }
 
@@ -38,8 +42,7 @@ impl Slot {
 
     /// Starts observing a call of `operation`.
     fn observe(&self, operation: &'static str, tenant: Option<&str>) -> Call {
-        let grant = self.grant();
-        Call::start(operation, grant.app(), tenant, grant.tenant_labels())
+        Call::start(operation, self.grant().app(), tenant)
     }
 
     /// Readies the instance for a blocking call: a fresh one after a trap,
@@ -159,7 +162,7 @@ impl TenantCache {
     ) -> Result<R, CacheError> {
         let observed = self.slot.observe(operation, tenant);
         let result = observed.span().in_scope(|| call(&mut self.slot));
-        observed.finish(&result, outcome);
+        observed.finish(&mut self.slot.meter, &result, outcome);
         result
     }
 
@@ -302,7 +305,7 @@ macro_rules! run_async {
         }
         .instrument(span)
         .await;
-        observed.finish(&result, $outcome);
+        observed.finish(&mut $self.slot.meter, &result, $outcome);
         result
     }};
 }

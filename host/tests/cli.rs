@@ -168,7 +168,7 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
     let output = run(&server, &["bench", "--ops", "100", "--json"])?;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("bench: 16/16"), "no progress shown: {stderr:?}");
+    assert!(stderr.contains("bench: 23/23"), "no progress shown: {stderr:?}");
     let json: serde_json::Value = serde_json::from_str(&stdout(&output))?;
     for key in [
         "raw_get_p50_us",
@@ -185,6 +185,14 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
         "get_2t_ops_per_s",
         "get_1t_ops_per_s",
         "naive_get_vs_get_p50",
+        "async_get_p50_us",
+        "raw_async_get_p50_us",
+        "async_set_p50_us",
+        "raw_async_set_p50_us",
+        "async_get_64c_ops_per_s",
+        "raw_async_get_64c_ops_per_s",
+        "async_get_1c_ops_per_s",
+        "async_get_16c_ops_per_s",
     ] {
         let value = json[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {json}"));
         assert!(value.is_finite() && value > 0.0, "{key} = {value}");
@@ -199,6 +207,8 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
         "naive get",
         "fresh instance",
         "2 thread(s)",
+        "tenant-cache async get",
+        "async, 64 task(s)",
     ] {
         assert!(table.contains(row), "{row:?} missing in\n{table}");
     }

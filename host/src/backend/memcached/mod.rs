@@ -321,6 +321,18 @@ impl MemcachedPool {
             .map(|answer| answer.replies)
             .map_err(|failure| self.error(0, failure, writes))
     }
+
+    /// [`raw`](Self::raw) over the tokio driver's connections.
+    pub(crate) async fn raw_async(&self, commands: Vec<memcache::exp::MetaCommand>) -> BatchResult {
+        let request = Request {
+            raw: commands,
+            ..Request::default()
+        };
+        self.exchange_tokio(0, &request, u64::MAX)
+            .await
+            .map(|answer| answer.replies)
+            .map_err(|failure| self.error(0, failure, true))
+    }
 }
 
 #[cfg(test)]

@@ -31,16 +31,31 @@ pub(crate) struct Connection {
     tokens: u64,
 }
 
-/// A server's idle connections.
+/// A server's idle connections, each with the tokio runtime whose reactor
+/// it is registered with: a connection only works on that runtime, and a
+/// backend may serve several.
 #[derive(Default)]
-pub(crate) struct Idle(Mutex<Vec<Connection>>);
+pub(crate) struct Idle(Mutex<Vec<(tokio::runtime::Id, Connection)>>);
+
+/// The runtime this task runs on; an error outside of one.
+fn current_runtime() -> io::Result<tokio::runtime::Id> {
+    tokio::runtime::Handle::try_current()
+        .map(|handle| handle.id())
+        .map_err(|_| io::Error::other("the async API runs on a tokio runtime, and this call is outside of one"))
+}
 
 impl Idle {
-    /// An idle connection that passes the probe, or a new one to `addrs`.
+    /// An idle connection of this runtime that passes the probe, or a new
+    /// one to `addrs`.
     pub(crate) async fn checkout(&self, addrs: &[SocketAddr], timeout: Duration) -> io::Result<Connection> {
+        let runtime = current_runtime()?;
         loop {
-            let Some(connection) = self.0.lock().unwrap_or_else(|poison| poison.into_inner()).pop() else {
-                break;
+            let connection = {
+                let mut idle = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
+                match idle.iter().rposition(|(owner, _)| *owner == runtime) {
+                    Some(at) => idle.remove(at).1,
+                    None => break,
+                }
             };
             if connection.is_reusable() {
                 return Ok(connection);
@@ -59,9 +74,10 @@ impl Idle {
 
     /// Keeps a connection that is in step with its server for reuse.
     pub(crate) fn put_back(&self, connection: Connection) {
+        let Ok(runtime) = current_runtime() else { return };
         let mut idle = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(connection);
+            idle.push((runtime, connection));
         }
     }
 

@@ -11,7 +11,7 @@ use memcache::exp::{MetaClient, MetaCommand, MetaOp};
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions};
 
 use crate::naive::Naive;
-use crate::raw::{raw, raw_get, raw_set};
+use crate::raw::{raw, raw_get, raw_get_async, raw_set, raw_set_async};
 
 /// One measured operation: latencies of single calls, and throughput.
 struct Measure {
@@ -188,6 +188,11 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     naive.set("bench", "/k", &value)?;
 
     let counter = format!("{raw_key}:n");
+    // The async rows run on one executor thread; each call is one
+    // `block_on`, raw and component alike.
+    let executor = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut async_get_cache = executor.block_on(runtime.instantiate_async(grant.clone()))?;
+    let mut async_set_cache = executor.block_on(runtime.instantiate_async(grant.clone()))?;
     let mut get_cache = runtime.instantiate(grant.clone())?;
     let mut set_cache = runtime.instantiate(grant.clone())?;
     let mut clear_cache = runtime.instantiate(grant.clone())?;
@@ -221,6 +226,21 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         Case::new("tenant-cache clear", "clear", Some("raw_incr"), || {
             Ok(clear_cache.clear("bench-clear")?)
         }),
+        Case::new("raw async get", "raw_async_get", None, || {
+            done(executor.block_on(raw_get_async(&backend, &raw_key))?)
+        }),
+        Case::new("raw async set (100 B)", "raw_async_set", None, || {
+            executor.block_on(raw_set_async(&backend, &raw_key, &value))
+        }),
+        Case::new("tenant-cache async get", "async_get", Some("raw_async_get"), || {
+            done(executor.block_on(async_get_cache.get("bench", "/k"))?)
+        }),
+        Case::new(
+            "tenant-cache async set (100 B)",
+            "async_set",
+            Some("raw_async_set"),
+            || Ok(executor.block_on(async_set_cache.set("bench-set", "/k", &value, None))?),
+        ),
         Case::new("naive get (3 round trips)", "naive_get", Some("raw_get"), || {
             done(naive.get("bench", "/k")?)
         }),
@@ -247,8 +267,8 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         Case::new("drop an instance (pooling)", "drop", None, || done(dropped.take()))
             .untimed_step(|| done(dropped.replace(Some(runtime.instantiate(grant.clone())?)))),
     ];
-    // Each case's warm-up, the interleaved measures, two throughputs.
-    let steps = cases.len() + 3;
+    // Each case's warm-up, the interleaved measures, five throughputs.
+    let steps = cases.len() + 6;
     let mut step = 0;
     let mut progress = |what: &str| {
         step += 1;
@@ -279,6 +299,24 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         let calls = (threads * per_round * THROUGHPUT_ROUNDS) as f64;
         rates.push((threads, calls / raw.as_secs_f64(), calls / component.as_secs_f64()));
     }
+    // One runtime for every async throughput run: raw and tenant-cache
+    // draw from the same connections.
+    let workers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut async_rates = Vec::new();
+    for tasks in ASYNC_TASKS {
+        progress(&format!("async throughput, {tasks} tasks"));
+        let per_task = ops.div_ceil(THROUGHPUT_ROUNDS).div_ceil(tasks).max(10);
+        let (mut raw, mut component) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..THROUGHPUT_ROUNDS {
+            raw += async_throughput(&workers, tasks, per_task, &backend, &raw_key, None)?;
+            component += async_throughput(&workers, tasks, per_task, &backend, &raw_key, Some((&runtime, &grant)))?;
+        }
+        let calls = (tasks * per_task * THROUGHPUT_ROUNDS) as f64;
+        async_rates.push((tasks, calls / raw.as_secs_f64(), calls / component.as_secs_f64()));
+    }
     eprintln!("\rbench: done{:<50}", "");
     // What the bench wrote outside tenant-cache goes; the naive records
     // expire within the hour, and the bench application is cleared.
@@ -288,11 +326,63 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     let _ = cache.clear_all();
 
     if json {
-        println!("{}", to_json(&measures, &rates, ops));
+        println!("{}", to_json(&measures, &rates, &async_rates, ops));
     } else {
-        print!("{}", to_table(&measures, &rates, ops, &server));
+        print!("{}", to_table(&measures, &rates, &async_rates, ops, &server));
     }
     Ok(())
+}
+
+/// Concurrent tasks in the async throughput runs.
+const ASYNC_TASKS: [usize; 3] = [1, 16, 64];
+
+/// Runs `per_task` gets on each of `tasks` tasks of `workers`, each with
+/// its own instance (made before the clock starts), or raw async gets when
+/// `component` is `None`; returns the time from the first call to the last.
+fn async_throughput(
+    workers: &tokio::runtime::Runtime,
+    tasks: usize,
+    per_task: usize,
+    backend: &Backend,
+    raw_key: &str,
+    component: Option<(&Runtime, &Grant)>,
+) -> anyhow::Result<Duration> {
+    workers.block_on(async {
+        let mut instances = Vec::new();
+        if let Some((runtime, grant)) = component {
+            for _ in 0..tasks {
+                instances.push(Some(runtime.instantiate_async(grant.clone()).await?));
+            }
+        } else {
+            instances.resize_with(tasks, || None);
+        }
+        let started = Instant::now();
+        let handles: Vec<_> = instances
+            .into_iter()
+            .map(|instance| {
+                let (backend, raw_key) = (backend.clone(), raw_key.to_owned());
+                tokio::spawn(async move {
+                    match instance {
+                        Some(mut cache) => {
+                            for _ in 0..per_task {
+                                cache.get("bench", "/k").await?;
+                            }
+                        }
+                        None => {
+                            for _ in 0..per_task {
+                                raw_get_async(&backend, &raw_key).await?;
+                            }
+                        }
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await??;
+        }
+        Ok(started.elapsed())
+    })
 }
 
 fn p50_of(measures: &[Measure], key: &str) -> f64 {
@@ -308,7 +398,7 @@ fn rounded(value: f64, digits: i32) -> serde_json::Value {
     serde_json::json!((value * scale).round() / scale)
 }
 
-fn to_json(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize) -> String {
+fn to_json(measures: &[Measure], rates: &[(usize, f64, f64)], async_rates: &[(usize, f64, f64)], ops: usize) -> String {
     let mut fields = serde_json::Map::new();
     fields.insert("ops".into(), ops.into());
     for measure in measures {
@@ -324,6 +414,11 @@ fn to_json(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize) -> Str
         fields.insert(format!("raw_get_{threads}t_ops_per_s"), rounded(*raw, 0));
         fields.insert(format!("get_{threads}t_ops_per_s"), rounded(*component, 0));
     }
+    for (tasks, raw, component) in async_rates {
+        fields.insert(format!("raw_async_get_{tasks}c_ops_per_s"), rounded(*raw, 0));
+        fields.insert(format!("async_get_{tasks}c_ops_per_s"), rounded(*component, 0));
+        fields.insert(format!("async_get_{tasks}c_vs_raw"), rounded(component / raw, 3));
+    }
     let naive = p50_of(measures, "naive_get") / p50_of(measures, "get");
     fields.insert("naive_get_vs_get_p50".into(), rounded(naive, 3));
     let fresh = p50_of(measures, "fresh_get") - p50_of(measures, "get");
@@ -331,7 +426,13 @@ fn to_json(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize) -> Str
     serde_json::Value::Object(fields).to_string()
 }
 
-fn to_table(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize, server: &str) -> String {
+fn to_table(
+    measures: &[Measure],
+    rates: &[(usize, f64, f64)],
+    async_rates: &[(usize, f64, f64)],
+    ops: usize,
+    server: &str,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -363,6 +464,14 @@ fn to_table(measures: &[Measure], rates: &[(usize, f64, f64)], ops: usize, serve
             out,
             "{:<34} {raw:>12.0} {component:>14.0} {:>8.2}",
             format!("{threads} thread(s)"),
+            component / raw
+        );
+    }
+    for (tasks, raw, component) in async_rates {
+        let _ = writeln!(
+            out,
+            "{:<34} {raw:>12.0} {component:>14.0} {:>8.2}",
+            format!("async, {tasks} task(s), 2 threads"),
             component / raw
         );
     }

@@ -4,7 +4,7 @@
 
 use memcache::exp::{MetaCommand, MetaOp};
 use tenant_cache_host::Backend;
-use tenant_cache_host::bench_seam::{RawReply, raw_exchange};
+use tenant_cache_host::bench_seam::{RawReply, raw_exchange, raw_exchange_async};
 
 /// One raw command, one round trip.
 pub fn raw(backend: &Backend, command: MetaCommand) -> anyhow::Result<RawReply> {
@@ -30,6 +30,25 @@ pub fn raw_set(backend: &Backend, key: &str, value: &[u8], ttl: Option<u32>) -> 
     }
     match raw(backend, command)? {
         RawReply::Done => Ok(()),
+        other => anyhow::bail!("memcached did not store {key}: {other:?}"),
+    }
+}
+
+/// [`raw_get`] over the async driver's connections.
+pub async fn raw_get_async(backend: &Backend, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let reply = raw_exchange_async(backend, vec![MetaCommand::new(MetaOp::Get, key).flag("v")]).await?;
+    match reply.into_iter().next() {
+        Some(RawReply::Value(value)) => Ok(Some(value)),
+        Some(RawReply::Failed(message)) => anyhow::bail!("memcached did not read {key}: {message}"),
+        _ => Ok(None),
+    }
+}
+
+/// [`raw_set`] over the async driver's connections.
+pub async fn raw_set_async(backend: &Backend, key: &str, value: &[u8]) -> anyhow::Result<()> {
+    let reply = raw_exchange_async(backend, vec![MetaCommand::new(MetaOp::Set, key).value(value)]).await?;
+    match reply.into_iter().next() {
+        Some(RawReply::Done) => Ok(()),
         other => anyhow::bail!("memcached did not store {key}: {other:?}"),
     }
 }
