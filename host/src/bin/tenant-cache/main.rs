@@ -122,18 +122,24 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a size of at least 1k (bytes, or with k or m)"))
 }
 
-/// Logs to stderr as `RUST_LOG` says (e.g. `RUST_LOG=tenant_cache_host=debug`);
-/// nothing by default. A call's span closes with its fields and times.
+/// Logs to stderr as `RUST_LOG` says (`LEVEL` or `TARGET=LEVEL,...`, e.g.
+/// `RUST_LOG=tenant_cache_host=debug`); nothing by default, and a value
+/// that does not parse logs nothing either. A call's span closes with its
+/// fields and times. (`Targets` rather than `EnvFilter`: the same syntax
+/// for targets and levels, without compiling a regex engine.)
 fn install_logging() {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::fmt::format::FmtSpan;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("off"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::prelude::*;
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse().ok())
+        .unwrap_or_default();
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_span_events(FmtSpan::CLOSE)
-        .init();
+        .with_span_events(FmtSpan::CLOSE);
+    tracing_subscriber::registry().with(layer.with_filter(filter)).init();
 }
 
 fn main() -> ExitCode {
