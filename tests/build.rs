@@ -1,5 +1,6 @@
 //! Builds the test-only components under `components/` and exposes their
-//! paths (`MISBEHAVING_COMPONENT`). They are never shipped.
+//! paths (`MISBEHAVING_COMPONENT`, `KV_APP_COMPONENT`,
+//! `KV_ATOMICS_APP_COMPONENT`). They are never shipped.
 
 use std::env;
 use std::path::PathBuf;
@@ -11,6 +12,12 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("tests/ sits in the workspace");
     rerun_if_changed(workspace, &["tests/components", "guest/runtime", "wit"]);
-    let component = build_component("tenant-cache-misbehaving", workspace, &out_dir);
-    println!("cargo:rustc-env=MISBEHAVING_COMPONENT={}", component.display());
+    for (package, variable) in [
+        ("tenant-cache-misbehaving", "MISBEHAVING_COMPONENT"),
+        ("tenant-cache-kv-app", "KV_APP_COMPONENT"),
+        ("tenant-cache-kv-atomics-app", "KV_ATOMICS_APP_COMPONENT"),
+    ] {
+        let component = build_component(package, workspace, &out_dir);
+        println!("cargo:rustc-env={variable}={}", component.display());
+    }
 }

@@ -122,7 +122,13 @@ impl<C: Capability> Cache<C> {
             .execute(tenant, commands)
             .map_err(|error| from_capability(error, 0))?;
         let mut batch = Batch::new(replies);
-        let current = versions(read_records(&mut batch)?);
+        let records = read_records(&mut batch)?;
+        // The application version is worth knowing even when the tenant
+        // has none yet: the tenant's first write then proposes only its own.
+        if let Record::Version(app) = records[0] {
+            self.versions.saw_app(app);
+        }
+        let current = versions(records);
         self.versions.put(tenant, current);
         Ok((current, batch))
     }
@@ -233,13 +239,27 @@ impl<C: Capability> Cache<C> {
 
     /// Removes one entry: one command.
     pub fn delete(&mut self, tenant: &str, key: &str) -> Result<(), Error> {
+        self.delete_many(tenant, &[key])
+    }
+
+    /// Removes several entries of one tenant: one command each, in one
+    /// round trip (none for no keys).
+    pub fn delete_many(&mut self, tenant: &str, keys: &[impl AsRef<str>]) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let tenant = encode_part(tenant);
-        let record = data_record(&tenant, key);
+        let records: Vec<String> = keys.iter().map(|key| data_record(&tenant, key.as_ref())).collect();
+        let commands: Vec<Command<'_>> = records.iter().map(|record| Command::Delete(record)).collect();
         let replies = self
             .capability
-            .execute(&tenant, &[Command::Delete(&record)])
+            .execute(&tenant, &commands)
             .map_err(|error| from_capability(error, 0))?;
-        expect_reply(&mut Batch::new(replies), 0).map(drop)
+        let mut batch = Batch::new(replies);
+        for _ in keys {
+            expect_reply(&mut batch, 0)?;
+        }
+        Ok(())
     }
 
     /// Moves the tenant version: one command.

@@ -1,14 +1,16 @@
 //! The tenant-cache component.
 //!
 //! All namespacing logic lives in plain modules ([`keys`], [`frame`],
-//! [`versions`], [`batch`], [`cache`]) that are unit-tested natively; this
-//! file is only the wit-bindgen glue. On wasm the crate is `no_std`, so the
+//! [`versions`], [`batch`], [`cache`], [`binding`]) that are unit-tested
+//! natively; this file is only the wit-bindgen glue: the `tenant-cache`
+//! exports and the `wasi:keyvalue` ones call the same [`Cache`]. On wasm the crate is `no_std`, so the
 //! component imports nothing but the memcached capability.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
 
 pub mod batch;
+pub mod binding;
 pub mod cache;
 pub mod frame;
 pub mod keys;
@@ -30,11 +32,14 @@ mod bindings {
 // The allocator and panic handler of a component without WASI.
 use tenant_cache_guest_runtime as _;
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
+use binding::{Binding, Bucket};
 use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest};
+use bindings::exports::wasi::keyvalue::{batch as keyvalue_batch, store};
 use bindings::tenant_cache::cache::memcached::{self, Command, Replies};
 use cache::{Cache, Capability};
 
@@ -53,8 +58,15 @@ impl Capability for Imports {
     }
 }
 
-/// One instance runs one call at a time, so one cache per instance.
-struct Instance(RefCell<Option<Cache<Imports>>>);
+/// What an instance keeps between calls: the cache, and the binding the
+/// host reported (asked on first use).
+struct State {
+    cache: Cache<Imports>,
+    binding: Binding,
+}
+
+/// One instance runs one call at a time, so one state per instance.
+struct Instance(RefCell<Option<State>>);
 
 // SAFETY: a component instance runs one call at a time on one thread, and
 // only the exports touch `INSTANCE` (native builds, the unit tests, never
@@ -63,37 +75,120 @@ unsafe impl Sync for Instance {}
 
 static INSTANCE: Instance = Instance(RefCell::new(None));
 
-fn with_cache<T>(call: impl FnOnce(&mut Cache<Imports>) -> Result<T, Error>) -> Result<T, Error> {
-    let mut cache = INSTANCE
+fn with_state<T>(call: impl FnOnce(&mut State) -> Result<T, Error>) -> Result<T, Error> {
+    let mut state = INSTANCE
         .0
         .try_borrow_mut()
         .map_err(|_| Error::Internal(String::from("re-entrant call")))?;
-    call(cache.get_or_insert_with(|| Cache::new(Imports)))
+    call(state.get_or_insert_with(|| State {
+        cache: Cache::new(Imports),
+        binding: Binding::new(memcached::bound_tenant()),
+    }))
+}
+
+/// Runs `call` on the cache if the binding admits `tenant`.
+fn with_cache<T>(tenant: &str, call: impl FnOnce(&mut Cache<Imports>) -> Result<T, Error>) -> Result<T, Error> {
+    with_state(|state| {
+        state.binding.admits(tenant)?;
+        call(&mut state.cache)
+    })
 }
 
 struct Component;
 
 impl Guest for Component {
     fn get(tenant: String, key: String) -> Result<Option<Vec<u8>>, Error> {
-        with_cache(|cache| cache.get(&tenant, &key))
+        with_cache(&tenant, |cache| cache.get(&tenant, &key))
     }
     fn set(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>) -> Result<(), Error> {
-        with_cache(|cache| cache.set(&tenant, &key, &value, ttl))
+        with_cache(&tenant, |cache| cache.set(&tenant, &key, &value, ttl))
     }
     fn delete(tenant: String, key: String) -> Result<(), Error> {
-        with_cache(|cache| cache.delete(&tenant, &key))
+        with_cache(&tenant, |cache| cache.delete(&tenant, &key))
     }
     fn clear(tenant: String) -> Result<(), Error> {
-        with_cache(|cache| cache.clear(&tenant))
+        with_cache(&tenant, |cache| cache.clear(&tenant))
     }
     fn clear_all() -> Result<(), Error> {
-        with_cache(|cache| cache.clear_all())
+        with_state(|state| {
+            state.binding.admits_all()?;
+            state.cache.clear_all()
+        })
     }
     fn get_many(tenant: String, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, Error> {
-        with_cache(|cache| cache.get_many(&tenant, &keys))
+        with_cache(&tenant, |cache| cache.get_many(&tenant, &keys))
     }
     fn set_many(tenant: String, entries: Vec<(String, Vec<u8>)>, ttl: Option<u32>) -> Result<(), Error> {
-        with_cache(|cache| cache.set_many(&tenant, &entries, ttl))
+        with_cache(&tenant, |cache| cache.set_many(&tenant, &entries, ttl))
+    }
+}
+
+/// A tenant-cache error as `wasi:keyvalue` reports it: its one open case,
+/// with the cause in words.
+fn keyvalue_error(error: Error) -> store::Error {
+    store::Error::Other(match error {
+        Error::Unavailable(text) => format!("memcached unavailable: {text}"),
+        Error::ValueTooLarge(too_large) => format!(
+            "value too large: {} bytes, memcached's item size limit is {} bytes",
+            too_large.size, too_large.limit
+        ),
+        Error::InvalidInput(text) => format!("invalid input: {text}"),
+        Error::Contention(text) => format!("contention: {text}"),
+        Error::OverLimit(limit) => format!("over the host's limit on one call: {limit:?}"),
+        Error::Internal(text) => format!("internal error: {text}"),
+    })
+}
+
+/// Runs a `wasi:keyvalue` call on `bucket`'s tenant.
+fn in_bucket<T>(bucket: &Bucket, call: impl FnOnce(&mut Cache<Imports>, &str) -> Result<T, Error>) -> Result<T, store::Error> {
+    with_state(|state| call(&mut state.cache, bucket.tenant())).map_err(keyvalue_error)
+}
+
+impl store::Guest for Component {
+    type Bucket = Bucket;
+
+    fn open(identifier: String) -> Result<store::Bucket, store::Error> {
+        with_state(|state| Ok(state.binding.open(&identifier)))
+            .map(store::Bucket::new)
+            .map_err(keyvalue_error)
+    }
+}
+
+impl store::GuestBucket for Bucket {
+    fn get(&self, key: String) -> Result<Option<Vec<u8>>, store::Error> {
+        in_bucket(self, |cache, tenant| cache.get(tenant, &self.key(&key)))
+    }
+    fn set(&self, key: String, value: Vec<u8>) -> Result<(), store::Error> {
+        in_bucket(self, |cache, tenant| cache.set(tenant, &self.key(&key), &value, None))
+    }
+    fn delete(&self, key: String) -> Result<(), store::Error> {
+        in_bucket(self, |cache, tenant| cache.delete(tenant, &self.key(&key)))
+    }
+    fn exists(&self, key: String) -> Result<bool, store::Error> {
+        in_bucket(self, |cache, tenant| cache.get(tenant, &self.key(&key))).map(|value| value.is_some())
+    }
+    fn list_keys(&self, _cursor: Option<u64>) -> Result<store::KeyResponse, store::Error> {
+        Err(store::Error::Other(String::from(
+            "list-keys is not supported: memcached cannot enumerate the keys it holds",
+        )))
+    }
+}
+
+impl keyvalue_batch::Guest for Component {
+    fn get_many(bucket: store::BucketBorrow<'_>, keys: Vec<String>) -> Result<Vec<Option<(String, Vec<u8>)>>, store::Error> {
+        let bucket: &Bucket = bucket.get();
+        let values = in_bucket(bucket, |cache, tenant| cache.get_many(tenant, &bucket.keys(&keys)))?;
+        Ok(keys.into_iter().zip(values).map(|(key, value)| value.map(|value| (key, value))).collect())
+    }
+    fn set_many(bucket: store::BucketBorrow<'_>, entries: Vec<(String, Vec<u8>)>) -> Result<(), store::Error> {
+        let bucket: &Bucket = bucket.get();
+        let entries: Vec<(String, Vec<u8>)> =
+            entries.into_iter().map(|(key, value)| (bucket.own_key(key), value)).collect();
+        in_bucket(bucket, |cache, tenant| cache.set_many(tenant, &entries, None))
+    }
+    fn delete_many(bucket: store::BucketBorrow<'_>, keys: Vec<String>) -> Result<(), store::Error> {
+        let bucket: &Bucket = bucket.get();
+        in_bucket(bucket, |cache, tenant| cache.delete_many(tenant, &bucket.keys(&keys)))
     }
 }
 

@@ -110,6 +110,11 @@ impl VersionCache {
         }
     }
 
+    /// Remembers `app` as the application version last read.
+    pub fn saw_app(&mut self, app: u64) {
+        self.app = Some(app);
+    }
+
     /// Records that this instance moved the application version to `app`.
     pub fn move_app(&mut self, app: u64) {
         self.app = Some(app);

@@ -10,4 +10,5 @@ wasmtime::component::bindgen!({
 });
 
 pub(crate) use self::exports::tenant_cache::cache::tenant_cache as exported;
+pub(crate) use self::exports::wasi::keyvalue::store as keyvalue_store;
 pub(crate) use self::tenant_cache::cache::memcached as capability;

@@ -64,12 +64,14 @@ pub struct Grant {
     prefix: Arc<str>,
     limits: BatchLimits,
     tenant_labels: bool,
+    /// The one tenant the component may serve, if the grant is bound.
+    bound: Option<Arc<str>>,
     /// Batches sent, one per server reached (`tenant_cache_round_trips_total`).
     round_trips: metrics::Counter,
 }
 
 /// The interface the grant implements, as components import it.
-const INTERFACE: &str = "tenant-cache:cache/memcached@0.2.0";
+const INTERFACE: &str = "tenant-cache:cache/memcached@0.3.0";
 
 impl Grant {
     /// Grants access to `backend` for the application `app`, with the
@@ -82,6 +84,7 @@ impl Grant {
             prefix: format!("tc:{}:", app_part(app)).into(),
             limits: BatchLimits::default(),
             tenant_labels: false,
+            bound: None,
             round_trips: crate::observe::round_trips_counter(app),
         }
     }
@@ -93,6 +96,24 @@ impl Grant {
             tenant_labels: on,
             ..self
         }
+    }
+
+    /// The same grant, bound to `tenant`: the component then serves that
+    /// tenant only. Every `wasi:keyvalue` bucket it opens lives inside the
+    /// tenant (see [`keyvalue`](crate::keyvalue)), and calls naming another
+    /// tenant, or clearing every tenant, fail with `invalid-input`. A
+    /// platform binds the tenant of the customer whose app it runs, so
+    /// the app cannot reach another customer's entries by naming them.
+    pub fn bound_to(self, tenant: &str) -> Grant {
+        Grant {
+            bound: Some(tenant.into()),
+            ..self
+        }
+    }
+
+    /// The tenant this grant is bound to, if any.
+    pub fn bound_tenant(&self) -> Option<&str> {
+        self.bound.as_deref()
     }
 
     /// The application this grant is for.
@@ -269,6 +290,10 @@ impl Host for Grant {
     fn random_u64(&mut self) -> u64 {
         rand::random()
     }
+
+    fn bound_tenant(&mut self) -> Option<String> {
+        self.bound.as_deref().map(String::from)
+    }
 }
 
 struct HasGrant;
@@ -315,6 +340,9 @@ pub fn add_to_linker_async<T: Send + 'static>(
     )?;
     interface.func_wrap("random-u64", |_store: StoreContextMut<'_, T>, (): ()| {
         Ok((rand::random::<u64>(),))
+    })?;
+    interface.func_wrap("bound-tenant", move |mut store: StoreContextMut<'_, T>, (): ()| {
+        Ok((get(store.data_mut()).bound_tenant().map(String::from),))
     })
 }
 

@@ -28,6 +28,7 @@ mod bindings;
 mod capability;
 mod digest;
 mod error;
+pub mod keyvalue;
 mod observe;
 mod plugin;
 mod precompiled;

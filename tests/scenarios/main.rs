@@ -25,6 +25,7 @@ mod soak;
 // Scale-out and embedding: server pools, partitions, membership changes,
 // async hosts, portability.
 mod async_host;
+mod keyvalue;
 mod cluster;
 mod membership;
 mod portability;

@@ -1,6 +1,6 @@
 //! The component imports only the memcached capability (no WASI at all) and
-//! exports only the tenant-cache interface, as the README says: that is all
-//! a platform must provide.
+//! exports the tenant-cache interface and `wasi:keyvalue` store and batch,
+//! as the README says: the capability is all a platform must provide.
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -11,8 +11,16 @@ fn the_component_imports_only_the_capability() -> anyhow::Result<()> {
     let component = Component::new(&engine, tenant_cache_host::COMPONENT)?;
     let ty = component.component_type();
     let imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
-    let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
-    assert_eq!(imports, ["tenant-cache:cache/memcached@0.2.0"]);
-    assert_eq!(exports, ["tenant-cache:cache/tenant-cache@0.2.0"]);
+    let mut exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
+    exports.sort();
+    assert_eq!(imports, ["tenant-cache:cache/memcached@0.3.0"]);
+    assert_eq!(
+        exports,
+        [
+            "tenant-cache:cache/tenant-cache@0.3.0",
+            "wasi:keyvalue/batch@0.2.0-draft",
+            "wasi:keyvalue/store@0.2.0-draft",
+        ]
+    );
     Ok(())
 }

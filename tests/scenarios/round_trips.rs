@@ -60,3 +60,21 @@ fn a_brand_new_tenant_costs_one_round_trip_too() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_read_of_a_new_tenant_leaves_its_first_write_one_round_trip() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    cache(&backend, "app")?.set("first-tenant", "/k", b"v", None)?;
+    for n in 0..10 {
+        // A fresh instance reads a tenant nobody wrote yet, then writes it:
+        // the read told it the application version, so the write proposes
+        // only the tenant's.
+        let mut fresh = cache(&backend, "app")?;
+        let tenant = format!("read-first-{n}");
+        assert!(one_trip(&backend, "get of a new tenant", || fresh.get(&tenant, "/k"))?.is_none());
+        one_trip(&backend, "first set after it", || fresh.set(&tenant, "/k", b"v", None))?;
+        assert_eq!(fresh.get(&tenant, "/k")?.as_deref(), Some(&b"v"[..]));
+    }
+    Ok(())
+}

@@ -2,12 +2,14 @@
 //! to them behind the component's back, and the compiled component.
 #![deny(missing_docs)]
 
+mod apps;
 mod fake;
 
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use apps::{AppRun, kv_app, kv_atomics_app, run_app, run_app_async};
 pub use fake::{Behaviour, FakeServer};
 pub use tenant_cache_memcached_process::MemcachedProcess;
 

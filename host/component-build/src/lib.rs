@@ -38,7 +38,13 @@ pub fn build_component(package: &str, workspace: &Path, out_dir: &Path) -> PathB
         status.success(),
         "building the {package} component failed (see the output above)"
     );
-    let component = target_dir.join(format!("wasm32-wasip2/release/{}.wasm", package.replace('-', "_")));
+    // A library (cdylib) is named with underscores, a binary as it is.
+    let release = target_dir.join("wasm32-wasip2/release");
+    let library = release.join(format!("{}.wasm", package.replace('-', "_")));
+    let component = match library.exists() {
+        true => library,
+        false => release.join(format!("{package}.wasm")),
+    };
     assert!(
         component.exists(),
         "the {package} build produced no {}",

@@ -13,6 +13,7 @@ use tenant_cache_host::{Backend, EmbeddedOptions, Grant, MemcachedOptions, Runti
 mod bench;
 mod naive;
 mod raw;
+mod run;
 
 /// mimalloc: a process runs one short command, and most of its time not in
 /// memcached goes to allocating (wasmtime's instantiation, the batches).
@@ -87,6 +88,35 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Run APP.wasm, a command component that imports wasi:keyvalue
+    /// (store, batch @0.2.0-draft), with this application's tenant cache as
+    /// its key-value store.
+    ///
+    /// The app gets stdin, stdout, stderr, its ARGS (APP.wasm is argv[0]),
+    /// clocks and random; no filesystem, no network, no environment
+    /// variables. The exit status is the app's; an app that traps, or that
+    /// imports something not provided here, ends with one line on stderr
+    /// and status 2.
+    Run {
+        /// Bind the app to TENANT: every bucket it opens lives inside it
+        /// (`clear TENANT` hides them all). Without it, a bucket's name is
+        /// its tenant.
+        #[arg(long, value_name = "TENANT")]
+        tenant: Option<String>,
+        /// The app: a wasm32-wasip2 command component.
+        #[arg(value_name = "APP.wasm")]
+        app_wasm: PathBuf,
+        /// Arguments passed to the app as they are.
+        #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Write the tenant-cache component (the .wasm built into this binary,
+    /// or --component) to FILE, for hosts that load it themselves.
+    Component {
+        /// Where to write it.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
     },
 }
 
@@ -197,6 +227,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Component { output } = &cli.command {
+        std::fs::write(output, component_bytes(&cli)?)
+            .with_context(|| format!("writing the component to {}", output.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Run { tenant, app_wasm, args } = &cli.command {
+        let mut grant = Grant::new(backend(&cli)?, &cli.app);
+        if let Some(tenant) = tenant {
+            grant = grant.bound_to(tenant);
+        }
+        return run::run(grant, &component_bytes(&cli)?, app_wasm, args);
+    }
     let mut cache = open(&cli)?;
     match cli.command {
         Command::Demo => demo(&mut cache)?,
@@ -225,7 +267,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Clear { tenant } => cache.clear(&tenant)?,
         Command::ClearAll => cache.clear_all()?,
-        Command::Bench { .. } | Command::Pool { .. } => unreachable!("handled above"),
+        Command::Bench { .. } | Command::Pool { .. } | Command::Run { .. } | Command::Component { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -261,8 +305,19 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
         .or_else(|| dirs::cache_dir().map(|dir| dir.join("tenant-cache")))
 }
 
-fn open(cli: &Cli) -> anyhow::Result<TenantCache> {
-    let backend = match servers(cli)? {
+/// The component's bytes: `--component`, or the one built in.
+fn component_bytes(cli: &Cli) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
+    Ok(match &cli.component {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading the component {}", path.display()))?
+            .into(),
+        None => tenant_cache_host::COMPONENT.into(),
+    })
+}
+
+/// The backend `--memcached` names, or the embedded store.
+fn backend(cli: &Cli) -> anyhow::Result<Backend> {
+    Ok(match servers(cli)? {
         Some(servers) => Backend::memcached(&servers, memcached_options(cli))?,
         None => {
             eprintln!(
@@ -274,7 +329,11 @@ fn open(cli: &Cli) -> anyhow::Result<TenantCache> {
                 ..Default::default()
             })
         }
-    };
+    })
+}
+
+fn open(cli: &Cli) -> anyhow::Result<TenantCache> {
+    let backend = backend(cli)?;
     let options = RuntimeOptions {
         cache_dir: cache_dir(cli),
         ..Default::default()

@@ -16,7 +16,7 @@ extern crate alloc;
 #[allow(missing_docs, clippy::all)]
 mod bindings {
     wit_bindgen::generate!({
-        world: "plugin",
+        world: "cache",
         path: "../../../wit",
         // Commands borrow their keys and values: many commands can share
         // one buffer, as a hostile component would.
