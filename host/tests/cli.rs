@@ -389,3 +389,103 @@ fn rust_log_shows_each_call_and_nothing_is_logged_by_default() -> anyhow::Result
     assert!(stderr.contains(&format!("server=\"{}\"", server.address())), "{stderr}");
     Ok(())
 }
+
+/// The test-only wasi:keyvalue app (`tests/components/kv-app`), built once
+/// per test process into the test target directory.
+fn kv_app(package: &str) -> std::path::PathBuf {
+    use std::path::Path;
+    use std::sync::OnceLock;
+    static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let out = BUILT.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is in the workspace");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-components");
+        for package in ["tenant-cache-kv-app", "tenant-cache-kv-atomics-app"] {
+            tenant_cache_component_build::build_component(package, workspace, &out);
+        }
+        out.join("wasm-target/wasm32-wasip2/release")
+    });
+    out.join(format!("{package}.wasm"))
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn run_binds_the_app_to_a_tenant_and_clear_hides_what_it_stored() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let app = kv_app("tenant-cache-kv-app");
+    let app = app.to_str().expect("a UTF-8 path");
+    let run_as = |tenant: &str, args: &[&str]| {
+        let mut full = vec!["--app", "shop", "run", "--tenant", tenant, app];
+        full.extend_from_slice(args);
+        run(&server, &full)
+    };
+    let stored = run_as("acme", &["set", "cart", "item", "apples"])?;
+    assert_eq!((stored.status.code(), stdout(&stored).as_str()), (Some(0), ""), "{}", stderr(&stored));
+    run_as("globex", &["set", "cart", "item", "pears"])?;
+    assert_eq!(stdout(&run_as("acme", &["get", "cart", "item"])?), "apples\n");
+    // Bound to globex, naming acme opens a bucket inside globex.
+    assert_eq!(stdout(&run_as("globex", &["get", "acme", "item"])?), "(none)\n");
+    // What the app stored is key cart:item of tenant acme.
+    assert_eq!(stdout(&run(&server, &["--app", "shop", "get", "acme", "cart:item"])?), "apples");
+    assert!(run(&server, &["--app", "shop", "clear", "acme"])?.status.success());
+    assert_eq!(stdout(&run_as("acme", &["get", "cart", "item"])?), "(none)\n");
+    assert_eq!(stdout(&run_as("globex", &["get", "cart", "item"])?), "pears\n");
+    // Without --tenant the bucket names the tenant.
+    let unbound = run(&server, &["--app", "shop", "run", app, "get", "globex", "cart:item"])?;
+    assert_eq!(stdout(&unbound), "pears\n");
+    Ok(())
+}
+
+#[test]
+fn run_passes_arguments_and_exit_status_and_reports_traps_in_one_line() -> anyhow::Result<()> {
+    let app = kv_app("tenant-cache-kv-app");
+    let app = app.to_str().expect("a UTF-8 path");
+    // The embedded store, within one process: arguments pass as they are,
+    // hyphens included.
+    let output = cli(&["run", app, "get-many", "b", "--x", "-y", "--memcached"]).output()?;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "--x (none)\n-y (none)\n--memcached (none)\n");
+    let output = cli(&["run", app, "exit", "0"]).output()?;
+    assert_eq!(output.status.code(), Some(0));
+    // A wasip2 app exits 0 or 1; the status is the app's.
+    let output = cli(&["run", app, "exit", "1"]).output()?;
+    assert_eq!(output.status.code(), Some(1));
+    let listed = cli(&["run", app, "list", "b"]).output()?;
+    assert_eq!(listed.status.code(), Some(1));
+    assert!(stderr(&listed).contains("memcached cannot enumerate"), "{}", stderr(&listed));
+    let trapped = cli(&["run", app, "trap"]).output()?;
+    let atomics = kv_app("tenant-cache-kv-atomics-app");
+    let unlinked = cli(&["run", atomics.to_str().expect("a UTF-8 path")]).output()?;
+    let missing = cli(&["run", "/nonexistent/app.wasm"]).output()?;
+    for (output, names) in [
+        (&trapped, "trapped"),
+        (&unlinked, "wasi:keyvalue/atomics@0.2.0-draft"),
+        (&missing, "/nonexistent/app.wasm"),
+    ] {
+        let text = stderr(output);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        let lines: Vec<&str> = text.lines().filter(|line| !line.contains("embedded")).collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(lines[0].starts_with("tenant-cache: error: ") && lines[0].contains(names), "{text}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_component_command_writes_the_component_other_hosts_load() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("tenant-cache.wasm");
+    let output = cli(&["component", "-o", path.to_str().expect("a UTF-8 path")]).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let written = std::fs::read(&path)?;
+    assert_eq!(written, tenant_cache_host::COMPONENT);
+    // It loads and serves like the built-in one.
+    let runtime = tenant_cache_host::Runtime::from_file(&path, Default::default())?;
+    let grant = tenant_cache_host::Grant::new(tenant_cache_host::Backend::embedded(), "shop");
+    let mut cache = runtime.instantiate(grant)?;
+    cache.set("t", "k", b"v", None)?;
+    assert_eq!(cache.get("t", "k")?.as_deref(), Some(&b"v"[..]));
+    Ok(())
+}
