@@ -50,7 +50,15 @@ pub trait Capability {
     fn broadcast(&self, commands: &[Command<'_>]) -> Result<(), CapabilityError>;
     /// A fresh random value.
     fn random_u64(&self) -> u64;
+    /// What the host's memo holds under `key`.
+    fn memo_get(&self, key: &str) -> Option<Vec<u8>>;
+    /// Puts `value` under `key` in the host's memo (`None` forgets it).
+    fn memo_put(&self, key: &str, value: Option<&[u8]>);
 }
+
+/// The memo key of the application version. Tenant parts never hold `:`,
+/// so no tenant's key (its part) is this one.
+const MEMO_APP: &str = ":a";
 
 /// Writes retried at most this often when clears keep moving the versions.
 const MAX_WRITE_ATTEMPTS: usize = 8;
@@ -122,15 +130,61 @@ impl<C: Capability> Cache<C> {
             .execute(tenant, commands)
             .map_err(|error| from_capability(error, 0))?;
         let mut batch = Batch::new(replies);
-        let records = read_records(&mut batch)?;
+        let current = self.learn(tenant, read_records(&mut batch)?);
+        Ok((current, batch))
+    }
+
+    /// Remembers the version records of `tenant` (its part) just read, and
+    /// puts what is news into the host's memo for other instances. Returns
+    /// the current versions.
+    fn learn(&mut self, tenant: &str, [app, tenant_version]: [Record; 2]) -> Option<Versions> {
         // The application version is worth knowing even when the tenant
         // has none yet: the tenant's first write then proposes only its own.
-        if let Record::Version(app) = records[0] {
+        if let Record::Version(app) = app {
+            if self.versions.app() != Some(app) {
+                self.capability.memo_put(MEMO_APP, Some(&app.to_le_bytes()));
+            }
             self.versions.saw_app(app);
         }
-        let current = versions(records);
+        let known = self.versions.get(tenant).map(|versions| versions.tenant);
+        let read = match tenant_version {
+            Record::Version(version) => Some(version),
+            _ => None,
+        };
+        if known != read {
+            let bytes = read.map(u64::to_le_bytes);
+            self.capability.memo_put(tenant, bytes.as_ref().map(|bytes| &bytes[..]));
+        }
+        let current = versions([app, tenant_version]);
         self.versions.put(tenant, current);
-        Ok((current, batch))
+        current
+    }
+
+    /// The versions of `tenant` (its part) this instance knows, or else
+    /// the ones the host's memo recalls (another instance read them).
+    fn recall(&mut self, tenant: &str) -> Option<Versions> {
+        if let Some(known) = self.versions.get(tenant) {
+            return Some(known);
+        }
+        let app = self.recall_app()?;
+        let tenant_version = memo_version(self.capability.memo_get(tenant))?;
+        let recalled = Versions {
+            app,
+            tenant: tenant_version,
+        };
+        self.versions.put(tenant, Some(recalled));
+        Some(recalled)
+    }
+
+    /// The application version this instance knows, or else the one the
+    /// host's memo recalls.
+    fn recall_app(&mut self) -> Option<u64> {
+        if let Some(app) = self.versions.app() {
+            return Some(app);
+        }
+        let app = memo_version(self.capability.memo_get(MEMO_APP))?;
+        self.versions.saw_app(app);
+        Some(app)
     }
 
     /// Stores several entries of one tenant: one round trip in steady state.
@@ -167,9 +221,17 @@ impl<C: Capability> Cache<C> {
         let largest = entries.iter().map(|(_, value)| value.len() as u64).max().unwrap_or(0);
         for _ in 0..MAX_WRITE_ATTEMPTS {
             // With guessed versions, entries are only `add`ed: a guess must
-            // never overwrite an entry another writer made visible.
-            let seen = self.versions.get(tenant);
+            // never overwrite an entry another writer made visible. The
+            // memo is asked on the first attempt only: a redo knows better.
+            let seen = match last {
+                None => self.recall(tenant),
+                Some(_) => self.versions.get(tenant),
+            };
             let guessed = seen.is_none();
+            let known_app = match last {
+                None => self.recall_app(),
+                Some(_) => self.versions.app(),
+            };
             // Version records to write first: key, record, whether to `add`.
             let mut proposals: Vec<(&str, Vec<u8>, bool)> = Vec::new();
             let tag = match seen {
@@ -180,10 +242,8 @@ impl<C: Capability> Cache<C> {
                 // something that is not a version, with `set` (which hides
                 // what was written under it).
                 None => {
-                    let [app, tenant_version] = last.unwrap_or([
-                        self.versions.app().map_or(Record::Missing, Record::Version),
-                        Record::Missing,
-                    ]);
+                    let [app, tenant_version] =
+                        last.unwrap_or([known_app.map_or(Record::Missing, Record::Version), Record::Missing]);
                     let mut propose = |record: Record, key| match record {
                         Record::Version(version) => version,
                         Record::Missing | Record::Corrupt => {
@@ -225,9 +285,8 @@ impl<C: Capability> Cache<C> {
                 all_stored &= matches!(stored, Reply::Done);
             }
             let records = read_records(&mut batch)?;
-            let current = versions(records);
+            let current = self.learn(tenant, records);
             last = Some(records);
-            self.versions.put(tenant, current);
             if current == Some(tag) && all_stored {
                 return Ok(());
             }
@@ -278,6 +337,7 @@ impl<C: Capability> Cache<C> {
                     .get(&tenant)
                     .map(|seen| Versions { tenant: fresh, ..seen });
                 self.versions.put(&tenant, seen);
+                self.capability.memo_put(&tenant, Some(&fresh.to_le_bytes()));
                 Ok(())
             }
             _ => Err(Error::Internal(String::from("memcached did not confirm the clear"))),
@@ -292,6 +352,7 @@ impl<C: Capability> Cache<C> {
             .broadcast(&[store(APP_RECORD, &record, None, false)])
             .map_err(|error| from_capability(error, 0))?;
         self.versions.move_app(fresh);
+        self.capability.memo_put(MEMO_APP, Some(&fresh.to_le_bytes()));
         Ok(())
     }
 }
@@ -346,6 +407,11 @@ fn read_records(batch: &mut Batch) -> Result<[Record; 2], Error> {
         })
     };
     Ok([record()?, record()?])
+}
+
+/// A version as the memo holds it; `None` for anything else.
+fn memo_version(bytes: Option<Vec<u8>>) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes?.as_slice().try_into().ok()?))
 }
 
 /// The current versions; `None` when either record is missing or not a

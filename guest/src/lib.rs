@@ -56,6 +56,12 @@ impl Capability for Imports {
     fn random_u64(&self) -> u64 {
         memcached::random_u64()
     }
+    fn memo_get(&self, key: &str) -> Option<Vec<u8>> {
+        memcached::memo_get(key)
+    }
+    fn memo_put(&self, key: &str, value: Option<&[u8]>) {
+        memcached::memo_put(key, value)
+    }
 }
 
 /// What an instance keeps between calls: the cache, and the binding the
@@ -140,7 +146,10 @@ fn keyvalue_error(error: Error) -> store::Error {
 }
 
 /// Runs a `wasi:keyvalue` call on `bucket`'s tenant.
-fn in_bucket<T>(bucket: &Bucket, call: impl FnOnce(&mut Cache<Imports>, &str) -> Result<T, Error>) -> Result<T, store::Error> {
+fn in_bucket<T>(
+    bucket: &Bucket,
+    call: impl FnOnce(&mut Cache<Imports>, &str) -> Result<T, Error>,
+) -> Result<T, store::Error> {
     with_state(|state| call(&mut state.cache, bucket.tenant())).map_err(keyvalue_error)
 }
 
@@ -175,15 +184,24 @@ impl store::GuestBucket for Bucket {
 }
 
 impl keyvalue_batch::Guest for Component {
-    fn get_many(bucket: store::BucketBorrow<'_>, keys: Vec<String>) -> Result<Vec<Option<(String, Vec<u8>)>>, store::Error> {
+    fn get_many(
+        bucket: store::BucketBorrow<'_>,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>, store::Error> {
         let bucket: &Bucket = bucket.get();
         let values = in_bucket(bucket, |cache, tenant| cache.get_many(tenant, &bucket.keys(&keys)))?;
-        Ok(keys.into_iter().zip(values).map(|(key, value)| value.map(|value| (key, value))).collect())
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| value.map(|value| (key, value)))
+            .collect())
     }
     fn set_many(bucket: store::BucketBorrow<'_>, entries: Vec<(String, Vec<u8>)>) -> Result<(), store::Error> {
         let bucket: &Bucket = bucket.get();
-        let entries: Vec<(String, Vec<u8>)> =
-            entries.into_iter().map(|(key, value)| (bucket.own_key(key), value)).collect();
+        let entries: Vec<(String, Vec<u8>)> = entries
+            .into_iter()
+            .map(|(key, value)| (bucket.own_key(key), value))
+            .collect();
         in_bucket(bucket, |cache, tenant| cache.set_many(tenant, &entries, None))
     }
     fn delete_many(bucket: store::BucketBorrow<'_>, keys: Vec<String>) -> Result<(), store::Error> {

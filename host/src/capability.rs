@@ -291,6 +291,14 @@ impl Host for Grant {
         rand::random()
     }
 
+    fn memo_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.backend.memo().get(&self.prefix, &key)
+    }
+
+    fn memo_put(&mut self, key: String, value: Option<Vec<u8>>) {
+        self.backend.memo().put(&self.prefix, &key, value.as_deref())
+    }
+
     fn bound_tenant(&mut self) -> Option<String> {
         self.bound.as_deref().map(String::from)
     }
@@ -341,6 +349,21 @@ pub fn add_to_linker_async<T: Send + 'static>(
     interface.func_wrap("random-u64", |_store: StoreContextMut<'_, T>, (): ()| {
         Ok((rand::random::<u64>(),))
     })?;
+    interface.func_wrap(
+        "memo-get",
+        move |mut store: StoreContextMut<'_, T>, (key,): (String,)| {
+            let grant = get(store.data_mut());
+            Ok((grant.backend.memo().get(&grant.prefix, &key),))
+        },
+    )?;
+    interface.func_wrap(
+        "memo-put",
+        move |mut store: StoreContextMut<'_, T>, (key, value): (String, Option<Vec<u8>>)| {
+            let grant = get(store.data_mut());
+            grant.backend.memo().put(&grant.prefix, &key, value.as_deref());
+            Ok(())
+        },
+    )?;
     interface.func_wrap("bound-tenant", move |mut store: StoreContextMut<'_, T>, (): ()| {
         Ok((get(store.data_mut()).bound_tenant().map(String::from),))
     })

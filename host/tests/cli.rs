@@ -397,7 +397,9 @@ fn kv_app(package: &str) -> std::path::PathBuf {
     use std::sync::OnceLock;
     static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
     let out = BUILT.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is in the workspace");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("host/ is in the workspace");
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-components");
         for package in ["tenant-cache-kv-app", "tenant-cache-kv-atomics-app"] {
             tenant_cache_component_build::build_component(package, workspace, &out);
@@ -422,13 +424,21 @@ fn run_binds_the_app_to_a_tenant_and_clear_hides_what_it_stored() -> anyhow::Res
         run(&server, &full)
     };
     let stored = run_as("acme", &["set", "cart", "item", "apples"])?;
-    assert_eq!((stored.status.code(), stdout(&stored).as_str()), (Some(0), ""), "{}", stderr(&stored));
+    assert_eq!(
+        (stored.status.code(), stdout(&stored).as_str()),
+        (Some(0), ""),
+        "{}",
+        stderr(&stored)
+    );
     run_as("globex", &["set", "cart", "item", "pears"])?;
     assert_eq!(stdout(&run_as("acme", &["get", "cart", "item"])?), "apples\n");
     // Bound to globex, naming acme opens a bucket inside globex.
     assert_eq!(stdout(&run_as("globex", &["get", "acme", "item"])?), "(none)\n");
     // What the app stored is key cart:item of tenant acme.
-    assert_eq!(stdout(&run(&server, &["--app", "shop", "get", "acme", "cart:item"])?), "apples");
+    assert_eq!(
+        stdout(&run(&server, &["--app", "shop", "get", "acme", "cart:item"])?),
+        "apples"
+    );
     assert!(run(&server, &["--app", "shop", "clear", "acme"])?.status.success());
     assert_eq!(stdout(&run_as("acme", &["get", "cart", "item"])?), "(none)\n");
     assert_eq!(stdout(&run_as("globex", &["get", "cart", "item"])?), "pears\n");
@@ -454,7 +464,11 @@ fn run_passes_arguments_and_exit_status_and_reports_traps_in_one_line() -> anyho
     assert_eq!(output.status.code(), Some(1));
     let listed = cli(&["run", app, "list", "b"]).output()?;
     assert_eq!(listed.status.code(), Some(1));
-    assert!(stderr(&listed).contains("memcached cannot enumerate"), "{}", stderr(&listed));
+    assert!(
+        stderr(&listed).contains("memcached cannot enumerate"),
+        "{}",
+        stderr(&listed)
+    );
     let trapped = cli(&["run", app, "trap"]).output()?;
     let atomics = kv_app("tenant-cache-kv-atomics-app");
     let unlinked = cli(&["run", atomics.to_str().expect("a UTF-8 path")]).output()?;
@@ -468,7 +482,10 @@ fn run_passes_arguments_and_exit_status_and_reports_traps_in_one_line() -> anyho
         assert_eq!(output.status.code(), Some(2), "{text}");
         let lines: Vec<&str> = text.lines().filter(|line| !line.contains("embedded")).collect();
         assert_eq!(lines.len(), 1, "{text}");
-        assert!(lines[0].starts_with("tenant-cache: error: ") && lines[0].contains(names), "{text}");
+        assert!(
+            lines[0].starts_with("tenant-cache: error: ") && lines[0].contains(names),
+            "{text}"
+        );
     }
     Ok(())
 }

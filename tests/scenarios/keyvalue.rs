@@ -4,7 +4,9 @@
 //! by the host, on memcached and on the embedded store.
 
 use tenant_cache_host::{Backend, CacheError, Grant};
-use tenant_cache_tests::{AppRun, MemcachedProcess, backend, cache, kv_app, kv_atomics_app, run_app, run_app_async, runtime};
+use tenant_cache_tests::{
+    AppRun, MemcachedProcess, backend, cache, kv_app, kv_atomics_app, run_app, run_app_async, runtime,
+};
 
 /// Runs the kv-app on `backend` for `app`, bound to `tenant` if given.
 fn app(backend: &Backend, tenant: Option<&str>, args: &[&str]) -> AppRun {
@@ -32,10 +34,19 @@ fn a_bound_app_reaches_its_own_tenant_only_whatever_bucket_it_names() -> anyhow:
     for backend in backends(&server)? {
         printed(app(&backend, Some("acme"), &["set", "cart", "item", "apples"]));
         printed(app(&backend, Some("globex"), &["set", "cart", "item", "pears"]));
-        assert_eq!(printed(app(&backend, Some("acme"), &["get", "cart", "item"])), "apples\n");
-        assert_eq!(printed(app(&backend, Some("globex"), &["get", "cart", "item"])), "pears\n");
+        assert_eq!(
+            printed(app(&backend, Some("acme"), &["get", "cart", "item"])),
+            "apples\n"
+        );
+        assert_eq!(
+            printed(app(&backend, Some("globex"), &["get", "cart", "item"])),
+            "pears\n"
+        );
         // Buckets are namespaces: another bucket of the same tenant is empty.
-        assert_eq!(printed(app(&backend, Some("acme"), &["get", "wishlist", "item"])), "(none)\n");
+        assert_eq!(
+            printed(app(&backend, Some("acme"), &["get", "wishlist", "item"])),
+            "(none)\n"
+        );
         // Naming the other tenant, or its bucket as written in memcached,
         // opens a bucket inside the bound tenant all the same.
         for bucket in ["acme", "globex", "cart", "acme:cart", "../acme"] {
@@ -48,7 +59,10 @@ fn a_bound_app_reaches_its_own_tenant_only_whatever_bucket_it_names() -> anyhow:
         // The bound instance serves the tenant-cache interface for its
         // tenant only, too.
         let mut bound = runtime().instantiate(Grant::new(backend.clone(), "shop").bound_to("globex"))?;
-        assert!(matches!(bound.get("acme", "cart:item"), Err(CacheError::InvalidInput(_))));
+        assert!(matches!(
+            bound.get("acme", "cart:item"),
+            Err(CacheError::InvalidInput(_))
+        ));
         assert!(matches!(bound.clear("acme"), Err(CacheError::InvalidInput(_))));
         assert!(matches!(bound.clear_all(), Err(CacheError::InvalidInput(_))));
         assert_eq!(bound.get("globex", "cart:item")?.as_deref(), Some(&b"pears"[..]));
@@ -84,15 +98,27 @@ fn clears_from_outside_hide_every_bucket_of_the_app() -> anyhow::Result<()> {
         let mut cache = cache(&backend, "shop")?;
         cache.clear("acme")?;
         for bucket in ["cart", "wishlist"] {
-            assert_eq!(printed(app(&backend, Some("acme"), &["get", bucket, "item"])), "(none)\n");
-            assert_eq!(printed(app(&backend, Some("globex"), &["get", bucket, "item"])), "pears\n");
+            assert_eq!(
+                printed(app(&backend, Some("acme"), &["get", bucket, "item"])),
+                "(none)\n"
+            );
+            assert_eq!(
+                printed(app(&backend, Some("globex"), &["get", bucket, "item"])),
+                "pears\n"
+            );
         }
         // Written again after the clear, it is visible again.
         printed(app(&backend, Some("acme"), &["set", "cart", "item", "plums"]));
-        assert_eq!(printed(app(&backend, Some("acme"), &["get", "cart", "item"])), "plums\n");
+        assert_eq!(
+            printed(app(&backend, Some("acme"), &["get", "cart", "item"])),
+            "plums\n"
+        );
         cache.clear_all()?;
         for tenant in ["acme", "globex"] {
-            assert_eq!(printed(app(&backend, Some(tenant), &["get", "cart", "item"])), "(none)\n");
+            assert_eq!(
+                printed(app(&backend, Some(tenant), &["get", "cart", "item"])),
+                "(none)\n"
+            );
         }
     }
     Ok(())
@@ -104,7 +130,10 @@ fn batch_calls_exists_and_delete_work_on_a_bucket() -> anyhow::Result<()> {
     for backend in backends(&server)? {
         let acme = |args: &[&str]| printed(app(&backend, Some("acme"), args));
         acme(&["set-many", "cart", "a=1", "b=2", "c=3"]);
-        assert_eq!(acme(&["get-many", "cart", "a", "b", "x", "c"]), "a=1\nb=2\nx (none)\nc=3\n");
+        assert_eq!(
+            acme(&["get-many", "cart", "a", "b", "x", "c"]),
+            "a=1\nb=2\nx (none)\nc=3\n"
+        );
         assert_eq!(acme(&["exists", "cart", "b"]), "true\n");
         acme(&["delete-many", "cart", "a", "b", "never-set"]);
         assert_eq!(acme(&["get-many", "cart", "a", "b", "c"]), "a (none)\nb (none)\nc=3\n");
@@ -112,7 +141,11 @@ fn batch_calls_exists_and_delete_work_on_a_bucket() -> anyhow::Result<()> {
         assert_eq!(acme(&["exists", "cart", "c"]), "false\n");
         // Another app of the platform (another grant) sees none of it.
         acme(&["set", "cart", "a", "1"]);
-        let other = run_app(&kv_app(), Grant::new(backend.clone(), "blog").bound_to("acme"), &["get", "cart", "a"]);
+        let other = run_app(
+            &kv_app(),
+            Grant::new(backend.clone(), "blog").bound_to("acme"),
+            &["get", "cart", "a"],
+        );
         assert_eq!(printed(other), "(none)\n");
     }
     Ok(())
@@ -146,7 +179,10 @@ fn an_app_holds_a_bounded_number_of_buckets() -> anyhow::Result<()> {
     assert_eq!(printed(within), format!("{limit} buckets open\n"));
     let past = app(&backend, Some("acme"), &["open-many", &(limit + 1).to_string()]);
     assert_eq!(past.status, Ok(1), "{past:?}");
-    assert!(past.stderr.contains(&format!("bucket {limit}: this instance holds")), "{past:?}");
+    assert!(
+        past.stderr.contains(&format!("bucket {limit}: this instance holds")),
+        "{past:?}"
+    );
     Ok(())
 }
 

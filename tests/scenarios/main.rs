@@ -18,6 +18,7 @@ mod containment;
 mod faults;
 mod hostile;
 mod limits;
+mod memo;
 mod observability;
 mod scoping;
 mod soak;
@@ -25,8 +26,8 @@ mod soak;
 // Scale-out and embedding: server pools, partitions, membership changes,
 // async hosts, portability.
 mod async_host;
-mod keyvalue;
 mod cluster;
+mod keyvalue;
 mod membership;
 mod portability;
 

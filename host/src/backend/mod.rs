@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::bindings::capability::{Command, Error, Replies};
+use crate::memo::{MEMO_ENTRIES, Memo};
 
 /// A boxed future that may move between threads.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -61,6 +62,7 @@ pub(crate) trait Storage: Send + Sync {
 #[derive(Clone)]
 pub struct Backend {
     storage: Arc<dyn Storage>,
+    memo: Arc<Memo>,
 }
 
 impl Backend {
@@ -72,6 +74,7 @@ impl Backend {
         let servers: Vec<String> = servers.iter().map(|server| server.as_ref().trim().to_owned()).collect();
         Ok(Backend {
             storage: Arc::new(memcached::MemcachedPool::new(&servers, options)?),
+            memo: Arc::new(Memo::new(MEMO_ENTRIES)),
         })
     }
 
@@ -85,6 +88,7 @@ impl Backend {
     pub fn embedded_with(options: EmbeddedOptions) -> Backend {
         Backend {
             storage: Arc::new(embedded::Embedded::new(options)),
+            memo: Arc::new(Memo::new(MEMO_ENTRIES)),
         }
     }
 
@@ -129,6 +133,11 @@ impl Backend {
         self.storage
             .memcached()
             .ok_or_else(|| anyhow::anyhow!("{} has no pool of servers", self.describe()))
+    }
+
+    /// The memo the component's instances share (see `memo`).
+    pub(crate) fn memo(&self) -> &Memo {
+        &self.memo
     }
 
     pub(crate) fn storage(&self) -> &dyn Storage {

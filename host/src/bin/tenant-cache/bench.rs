@@ -197,12 +197,22 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     let mut set_cache = runtime.instantiate(grant.clone())?;
     let mut clear_cache = runtime.instantiate(grant.clone())?;
     let unpooled_grant = grant.clone();
-    let (pooled, on_demand, fresh_slot, dropped) = (
+    let (pooled, on_demand, fresh_slot, fresh_set_slot, dropped) = (
+        RefCell::new(None),
         RefCell::new(None),
         RefCell::new(None),
         RefCell::new(None),
         RefCell::new(None),
     );
+    // One instance writing round-robin to more tenants than it remembers
+    // itself, each written once before the measure.
+    let mut many_cache = runtime.instantiate(grant.clone())?;
+    let tenants: Vec<String> = (0..MANY_TENANTS).map(|n| format!("many-{n}")).collect();
+    eprint!("\rbench: writing {MANY_TENANTS} tenants once");
+    for tenant in &tenants {
+        many_cache.set(tenant, "/k", &value, None)?;
+    }
+    let mut next_tenant = tenants.iter().cycle();
     let mut cases = vec![
         Case::new("raw get", "raw_get", None, || done(raw_get(&backend, &raw_key)?)),
         Case::new("raw set (100 B)", "raw_set", None, || {
@@ -264,6 +274,21 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
             done(fresh_slot.replace(Some(fresh)))
         })
         .untimed_step(|| done(fresh_slot.take())),
+        Case::new("fresh instance + set (pooling)", "fresh_set", Some("raw_set"), || {
+            let mut fresh = runtime.instantiate(grant.clone())?;
+            fresh.set("bench-set", "/k", &value, None)?;
+            done(fresh_set_slot.replace(Some(fresh)))
+        })
+        .untimed_step(|| done(fresh_set_slot.take())),
+        Case::new(
+            "set, 100 000 tenants round-robin",
+            "many_tenants_set",
+            Some("raw_set"),
+            || {
+                let tenant = next_tenant.next().expect("a cycle never ends");
+                Ok(many_cache.set(tenant, "/k", &value, None)?)
+            },
+        ),
         Case::new("drop an instance (pooling)", "drop", None, || done(dropped.take()))
             .untimed_step(|| done(dropped.replace(Some(runtime.instantiate(grant.clone())?)))),
     ];
@@ -332,6 +357,9 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     }
     Ok(())
 }
+
+/// Tenants of the round-robin set measure (`many_tenants_set`).
+const MANY_TENANTS: usize = 100_000;
 
 /// Concurrent tasks in the async throughput runs.
 const ASYNC_TASKS: [usize; 3] = [1, 16, 64];

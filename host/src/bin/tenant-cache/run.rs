@@ -1,8 +1,10 @@
 //! `tenant-cache run`: an ordinary `wasi:keyvalue` command component run
 //! with tenant-cache as its key-value store (the library's
-//! `keyvalue::add_to_linker`) and a narrow WASI: stdio, arguments, clocks
-//! and random. Its filesystem has no directories, its network reaches no
-//! address, and its environment is empty.
+//! `keyvalue::add_component_to_linker`) and a narrow WASI: stdio,
+//! arguments, clocks and random. Its filesystem has no directories, its
+//! network reaches no address, and its environment is empty. An app
+//! composed with the tenant-cache component ahead of time (`wac plug`)
+//! imports the memcached capability instead, which is granted too.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -21,6 +23,8 @@ struct App {
     wasi: WasiCtx,
     table: ResourceTable,
     keyvalue: KeyValue,
+    /// The capability, for an app composed with tenant-cache.
+    grant: Grant,
 }
 
 impl WasiView for App {
@@ -58,10 +62,13 @@ pub fn run(grant: Grant, provider: &[u8], app: &Path, args: &[OsString]) -> anyh
     let mut linker = Linker::<App>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
     keyvalue::add_component_to_linker(&mut linker, &provider, Calls::Blocking)?;
+    tenant_cache_host::add_to_linker(&mut linker, |app: &mut App| &mut app.grant)?;
 
     let mut argv = vec![app.display().to_string()];
     for arg in args {
-        let arg = arg.to_str().with_context(|| format!("the app argument {arg:?} is not UTF-8"))?;
+        let arg = arg
+            .to_str()
+            .with_context(|| format!("the app argument {arg:?} is not UTF-8"))?;
         argv.push(arg.to_owned());
     }
     let wasi = WasiCtxBuilder::new()
@@ -74,7 +81,8 @@ pub fn run(grant: Grant, provider: &[u8], app: &Path, args: &[OsString]) -> anyh
     let state = App {
         wasi,
         table: ResourceTable::new(),
-        keyvalue: KeyValue::new(grant),
+        keyvalue: KeyValue::new(grant.clone()),
+        grant,
     };
     let mut store = Store::new(&engine, state);
     let command = Command::instantiate(&mut store, &app_component, &linker)
