@@ -365,7 +365,7 @@ pub fn add_to_linker_async<T: Send + 'static>(
         },
     )?;
     interface.func_wrap("bound-tenant", move |mut store: StoreContextMut<'_, T>, (): ()| {
-        Ok((get(store.data_mut()).bound_tenant().map(String::from),))
+        Ok((Host::bound_tenant(get(store.data_mut())),))
     })
 }
 

@@ -218,7 +218,7 @@ impl<T: KeyValueView + 'static> Provider<T> {
                 instance
             }
         };
-        instance.get_typed_func(store.as_context_mut(), &self.exports[index])
+        instance.get_typed_func(store.as_context_mut(), self.exports[index])
     }
 
     /// Calls export `index` with `args`: a trap (outer) or its answer.

@@ -168,7 +168,7 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
     let output = run(&server, &["bench", "--ops", "100", "--json"])?;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("bench: 23/23"), "no progress shown: {stderr:?}");
+    assert!(stderr.contains("bench: 25/25"), "no progress shown: {stderr:?}");
     let json: serde_json::Value = serde_json::from_str(&stdout(&output))?;
     for key in [
         "raw_get_p50_us",
@@ -180,6 +180,8 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
         "naive_get_p50_us",
         "instantiate_p50_us",
         "fresh_get_p50_us",
+        "fresh_set_p50_us",
+        "many_tenants_set_p50_us",
         "get_p99_us",
         "raw_get_2t_ops_per_s",
         "get_2t_ops_per_s",
@@ -205,7 +207,9 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
         "tenant-cache get",
         "tenant-cache clear",
         "naive get",
-        "fresh instance",
+        "fresh instance + get",
+        "fresh instance + set",
+        "100 000 tenants",
         "2 thread(s)",
         "tenant-cache async get",
         "async, 64 task(s)",

@@ -93,7 +93,7 @@ enum Command {
     /// (store, batch @0.2.0-draft), with this application's tenant cache as
     /// its key-value store.
     ///
-    /// The app gets stdin, stdout, stderr, its ARGS (APP.wasm is argv[0]),
+    /// The app gets stdin, stdout, stderr, its ARGS (after APP.wasm itself),
     /// clocks and random; no filesystem, no network, no environment
     /// variables. The exit status is the app's; an app that traps, or that
     /// imports something not provided here, ends with one line on stderr

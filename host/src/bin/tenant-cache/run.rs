@@ -42,7 +42,7 @@ impl KeyValueView for App {
     }
 }
 
-/// Runs `app` with `args` (argv[0] is the app's path) on `grant`, with
+/// Runs `app` with `args` (after the app's path, its first argument) on `grant`, with
 /// the tenant-cache component `provider` (compiled here) serving its
 /// `wasi:keyvalue`. The exit status is the app's; an error (a trap, an
 /// import not provided) is the caller's to report.
