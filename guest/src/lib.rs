@@ -39,7 +39,8 @@ use core::cell::RefCell;
 
 use binding::{Binding, Bucket};
 use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest};
-use bindings::exports::wasi::keyvalue::{batch as keyvalue_batch, store};
+use bindings::exports::wasi::keyvalue0_2_0_draft::{batch as keyvalue_batch, store};
+use bindings::exports::wasi::keyvalue0_2_0_draft2::{batch as keyvalue_batch2, store as store2};
 use bindings::tenant_cache::cache::memcached::{self, Command, Replies};
 use cache::{Cache, Capability};
 
@@ -129,10 +130,10 @@ impl Guest for Component {
     }
 }
 
-/// A tenant-cache error as `wasi:keyvalue` reports it: its one open case,
-/// with the cause in words.
-fn keyvalue_error(error: Error) -> store::Error {
-    store::Error::Other(match error {
+/// A tenant-cache error as `wasi:keyvalue` reports it (in its one open
+/// case, `other`): the cause in words.
+fn keyvalue_error(error: Error) -> String {
+    match error {
         Error::Unavailable(text) => format!("memcached unavailable: {text}"),
         Error::ValueTooLarge(too_large) => format!(
             "value too large: {} bytes, memcached's item size limit is {} bytes",
@@ -142,73 +143,98 @@ fn keyvalue_error(error: Error) -> store::Error {
         Error::Contention(text) => format!("contention: {text}"),
         Error::OverLimit(limit) => format!("over the host's limit on one call: {limit:?}"),
         Error::Internal(text) => format!("internal error: {text}"),
-    })
+    }
 }
 
 /// Runs a `wasi:keyvalue` call on `bucket`'s tenant.
 fn in_bucket<T>(
     bucket: &Bucket,
     call: impl FnOnce(&mut Cache<Imports>, &str) -> Result<T, Error>,
-) -> Result<T, store::Error> {
+) -> Result<T, String> {
     with_state(|state| call(&mut state.cache, bucket.tenant())).map_err(keyvalue_error)
 }
 
-impl store::Guest for Component {
-    type Bucket = Bucket;
+/// Why `list-keys` fails.
+const NO_LIST_KEYS: &str = "list-keys is not supported: memcached cannot enumerate the keys it holds";
 
-    fn open(identifier: String) -> Result<store::Bucket, store::Error> {
-        with_state(|state| Ok(state.binding.open(&identifier)))
-            .map(store::Bucket::new)
-            .map_err(keyvalue_error)
-    }
+/// The `wasi:keyvalue` exports of one version (`store` and `batch`
+/// modules, `list-keys`'s cursor type), all on the same [`Bucket`] and
+/// [`Cache`]: the versions differ only in that cursor.
+macro_rules! keyvalue_exports {
+    ($store:ident, $batch:ident, $cursor:ty) => {
+        impl $store::Guest for Component {
+            type Bucket = Bucket;
+
+            fn open(identifier: String) -> Result<$store::Bucket, $store::Error> {
+                with_state(|state| Ok(state.binding.open(&identifier)))
+                    .map($store::Bucket::new)
+                    .map_err(|error| $store::Error::Other(keyvalue_error(error)))
+            }
+        }
+
+        impl $store::GuestBucket for Bucket {
+            fn get(&self, key: String) -> Result<Option<Vec<u8>>, $store::Error> {
+                in_bucket(self, |cache, tenant| cache.get(tenant, &self.key(&key))).map_err($store::Error::Other)
+            }
+            fn set(&self, key: String, value: Vec<u8>) -> Result<(), $store::Error> {
+                in_bucket(self, |cache, tenant| {
+                    cache.set(tenant, &self.key(&key), &value, None)
+                })
+                .map_err($store::Error::Other)
+            }
+            fn delete(&self, key: String) -> Result<(), $store::Error> {
+                in_bucket(self, |cache, tenant| cache.delete(tenant, &self.key(&key))).map_err($store::Error::Other)
+            }
+            fn exists(&self, key: String) -> Result<bool, $store::Error> {
+                in_bucket(self, |cache, tenant| cache.get(tenant, &self.key(&key)))
+                    .map(|value| value.is_some())
+                    .map_err($store::Error::Other)
+            }
+            fn list_keys(&self, _cursor: $cursor) -> Result<$store::KeyResponse, $store::Error> {
+                Err($store::Error::Other(String::from(NO_LIST_KEYS)))
+            }
+        }
+
+        impl $batch::Guest for Component {
+            fn get_many(
+                bucket: $store::BucketBorrow<'_>,
+                keys: Vec<String>,
+            ) -> Result<Vec<Option<(String, Vec<u8>)>>, $store::Error> {
+                let bucket: &Bucket = bucket.get();
+                let values = in_bucket(bucket, |cache, tenant| {
+                    cache.get_many(tenant, &bucket.keys(&keys))
+                })
+                .map_err($store::Error::Other)?;
+                Ok(keys
+                    .into_iter()
+                    .zip(values)
+                    .map(|(key, value)| value.map(|value| (key, value)))
+                    .collect())
+            }
+            fn set_many(
+                bucket: $store::BucketBorrow<'_>,
+                entries: Vec<(String, Vec<u8>)>,
+            ) -> Result<(), $store::Error> {
+                let bucket: &Bucket = bucket.get();
+                let entries: Vec<(String, Vec<u8>)> = entries
+                    .into_iter()
+                    .map(|(key, value)| (bucket.own_key(key), value))
+                    .collect();
+                in_bucket(bucket, |cache, tenant| cache.set_many(tenant, &entries, None)).map_err($store::Error::Other)
+            }
+            fn delete_many(bucket: $store::BucketBorrow<'_>, keys: Vec<String>) -> Result<(), $store::Error> {
+                let bucket: &Bucket = bucket.get();
+                in_bucket(bucket, |cache, tenant| {
+                    cache.delete_many(tenant, &bucket.keys(&keys))
+                })
+                .map_err($store::Error::Other)
+            }
+        }
+    };
 }
 
-impl store::GuestBucket for Bucket {
-    fn get(&self, key: String) -> Result<Option<Vec<u8>>, store::Error> {
-        in_bucket(self, |cache, tenant| cache.get(tenant, &self.key(&key)))
-    }
-    fn set(&self, key: String, value: Vec<u8>) -> Result<(), store::Error> {
-        in_bucket(self, |cache, tenant| cache.set(tenant, &self.key(&key), &value, None))
-    }
-    fn delete(&self, key: String) -> Result<(), store::Error> {
-        in_bucket(self, |cache, tenant| cache.delete(tenant, &self.key(&key)))
-    }
-    fn exists(&self, key: String) -> Result<bool, store::Error> {
-        in_bucket(self, |cache, tenant| cache.get(tenant, &self.key(&key))).map(|value| value.is_some())
-    }
-    fn list_keys(&self, _cursor: Option<u64>) -> Result<store::KeyResponse, store::Error> {
-        Err(store::Error::Other(String::from(
-            "list-keys is not supported: memcached cannot enumerate the keys it holds",
-        )))
-    }
-}
-
-impl keyvalue_batch::Guest for Component {
-    fn get_many(
-        bucket: store::BucketBorrow<'_>,
-        keys: Vec<String>,
-    ) -> Result<Vec<Option<(String, Vec<u8>)>>, store::Error> {
-        let bucket: &Bucket = bucket.get();
-        let values = in_bucket(bucket, |cache, tenant| cache.get_many(tenant, &bucket.keys(&keys)))?;
-        Ok(keys
-            .into_iter()
-            .zip(values)
-            .map(|(key, value)| value.map(|value| (key, value)))
-            .collect())
-    }
-    fn set_many(bucket: store::BucketBorrow<'_>, entries: Vec<(String, Vec<u8>)>) -> Result<(), store::Error> {
-        let bucket: &Bucket = bucket.get();
-        let entries: Vec<(String, Vec<u8>)> = entries
-            .into_iter()
-            .map(|(key, value)| (bucket.own_key(key), value))
-            .collect();
-        in_bucket(bucket, |cache, tenant| cache.set_many(tenant, &entries, None))
-    }
-    fn delete_many(bucket: store::BucketBorrow<'_>, keys: Vec<String>) -> Result<(), store::Error> {
-        let bucket: &Bucket = bucket.get();
-        in_bucket(bucket, |cache, tenant| cache.delete_many(tenant, &bucket.keys(&keys)))
-    }
-}
+keyvalue_exports!(store, keyvalue_batch, Option<u64>);
+keyvalue_exports!(store2, keyvalue_batch2, Option<String>);
 
 // Native builds (unit tests) skip the exports: their symbol names are not
 // valid in a native shared library.

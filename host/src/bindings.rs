@@ -10,5 +10,6 @@ wasmtime::component::bindgen!({
 });
 
 pub(crate) use self::exports::tenant_cache::cache::tenant_cache as exported;
-pub(crate) use self::exports::wasi::keyvalue::store as keyvalue_store;
+pub(crate) use self::exports::wasi::keyvalue0_2_0_draft::store as keyvalue_draft;
+pub(crate) use self::exports::wasi::keyvalue0_2_0_draft2::store as keyvalue_draft2;
 pub(crate) use self::tenant_cache::cache::memcached as capability;

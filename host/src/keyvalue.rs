@@ -1,5 +1,7 @@
 //! `wasi:keyvalue` for an embedder's own app components, served by the
-//! tenant-cache component (`store` and `batch` at `@0.2.0-draft`).
+//! tenant-cache component: `store` and `batch` at `@0.2.0-draft` (wasmtime's
+//! `-S keyvalue`, wasmCloud, wrpc) and `@0.2.0-draft2` (Spin's SDK), both
+//! on the same buckets.
 //!
 //! The app and a tenant-cache instance live in the same store: the app's
 //! `wasi:keyvalue` imports are host functions that forward each call to
@@ -40,21 +42,18 @@
 //! # }
 //! ```
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use anyhow::Context;
 use wasmtime::component::{
-    Component, ComponentExportIndex, ComponentNamedList, Instance, InstancePre, Lift, Linker, Lower, Resource,
-    ResourceAny, ResourceTable, ResourceType, TypedFunc,
+    Component, ComponentExportIndex, ComponentNamedList, ComponentType, Instance, InstancePre, Lift, Linker, Lower,
+    Resource, ResourceAny, ResourceTable, ResourceType, TypedFunc,
 };
 use wasmtime::{AsContextMut, StoreContextMut};
 
-use crate::bindings::keyvalue_store::{Error, KeyResponse};
+use crate::bindings::{keyvalue_draft as draft, keyvalue_draft2 as draft2};
 use crate::capability::Grant;
-
-/// The `wasi:keyvalue` interfaces served, as apps import them.
-const STORE: &str = "wasi:keyvalue/store@0.2.0-draft";
-const BATCH: &str = "wasi:keyvalue/batch@0.2.0-draft";
 
 /// Buckets one store may hold open at once: each holds an entry in the
 /// host's table and a handle in the component's.
@@ -95,7 +94,7 @@ pub trait KeyValueView: Send {
 }
 
 /// Adds `wasi:keyvalue/store` and `wasi:keyvalue/batch` at `@0.2.0-draft`
-/// to `linker`, served by the tenant-cache component built with this crate
+/// and `@0.2.0-draft2` to `linker`, served by the tenant-cache component built with this crate
 /// (compiled here for the linker's engine) with the grant of each store's
 /// [`KeyValue`]. Calls block the thread while memcached answers, as with
 /// [`add_to_linker`](crate::add_to_linker).
@@ -128,11 +127,58 @@ pub enum Calls {
     Async,
 }
 
-/// An app's bucket: the tenant-cache instance's bucket it stands for.
-struct AppBucket(ResourceAny);
+/// A version of `wasi:keyvalue` served: the interfaces' names and the
+/// types that differ between versions (the WIT types come from `bindgen!`
+/// of the component's world, so the host checks the same types the
+/// component exports).
+trait Version: Send + Sync + 'static {
+    /// The index of this version's exports in [`Provider::exports`].
+    const SLOT: usize;
+    const STORE: &'static str;
+    const BATCH: &'static str;
+    type Error: ComponentType + Lift + Lower + Send + Sync + 'static;
+    type Cursor: ComponentType + Lift + Lower + Send + Sync + 'static;
+    type KeyResponse: ComponentType + Lift + Lower + Send + Sync + 'static;
+    /// The error for `text`.
+    fn other(text: String) -> Self::Error;
+}
+
+/// `@0.2.0-draft`: wasmtime's `-S keyvalue`, wasmCloud, wrpc.
+struct Draft;
+
+impl Version for Draft {
+    const SLOT: usize = 0;
+    const STORE: &'static str = "wasi:keyvalue/store@0.2.0-draft";
+    const BATCH: &'static str = "wasi:keyvalue/batch@0.2.0-draft";
+    type Error = draft::Error;
+    type Cursor = Option<u64>;
+    type KeyResponse = draft::KeyResponse;
+    fn other(text: String) -> draft::Error {
+        draft::Error::Other(text)
+    }
+}
+
+/// `@0.2.0-draft2`: Spin's SDK. Only `list-keys`'s cursor differs.
+struct Draft2;
+
+impl Version for Draft2 {
+    const SLOT: usize = 1;
+    const STORE: &'static str = "wasi:keyvalue/store@0.2.0-draft2";
+    const BATCH: &'static str = "wasi:keyvalue/batch@0.2.0-draft2";
+    type Error = draft2::Error;
+    type Cursor = Option<String>;
+    type KeyResponse = draft2::KeyResponse;
+    fn other(text: String) -> draft2::Error {
+        draft2::Error::Other(text)
+    }
+}
+
+/// An app's bucket (of version `V`): the tenant-cache instance's bucket it
+/// stands for.
+struct AppBucket<V>(ResourceAny, PhantomData<V>);
 
 /// The exports of the tenant-cache component that the host functions
-/// call, as indices into [`EXPORTS`].
+/// call, as indices into [`FUNCTIONS`].
 const OPEN: usize = 0;
 const GET: usize = 1;
 const SET: usize = 2;
@@ -143,25 +189,25 @@ const GET_MANY: usize = 6;
 const SET_MANY: usize = 7;
 const DELETE_MANY: usize = 8;
 
-/// Each forwarded function: its interface and name, in the app's imports
-/// and in the component's exports alike.
-const EXPORTS: [(&str, &str); 9] = [
-    (STORE, "open"),
-    (STORE, "[method]bucket.get"),
-    (STORE, "[method]bucket.set"),
-    (STORE, "[method]bucket.delete"),
-    (STORE, "[method]bucket.exists"),
-    (STORE, "[method]bucket.list-keys"),
-    (BATCH, "get-many"),
-    (BATCH, "set-many"),
-    (BATCH, "delete-many"),
+/// Each forwarded function: in the `store` interface or the `batch` one,
+/// and its name, in the app's imports and in the component's exports alike.
+const FUNCTIONS: [(bool, &str); 9] = [
+    (false, "open"),
+    (false, "[method]bucket.get"),
+    (false, "[method]bucket.set"),
+    (false, "[method]bucket.delete"),
+    (false, "[method]bucket.exists"),
+    (false, "[method]bucket.list-keys"),
+    (true, "get-many"),
+    (true, "set-many"),
+    (true, "delete-many"),
 ];
 
 /// What every host function needs: how to make the tenant-cache instance,
-/// where its exports are, and how to call them.
+/// where its exports are (per version), and how to call them.
 struct Provider<T: 'static> {
     pre: InstancePre<T>,
-    exports: [ComponentExportIndex; 9],
+    exports: [[ComponentExportIndex; 9]; 2],
     calls: Calls,
 }
 
@@ -181,28 +227,22 @@ impl<T: KeyValueView + 'static> Provider<T> {
             .instantiate_pre(component)
             .map_err(anyhow::Error::from)
             .context("the tenant-cache component needs imports this host does not grant")?;
-        let find = |(interface, name): (&str, &str)| {
-            let parent = component.get_export_index(None, interface);
-            component
-                .get_export_index(parent.as_ref(), name)
-                .with_context(|| format!("the tenant-cache component does not export {interface} `{name}`"))
-        };
-        let exports = EXPORTS.map(find);
-        if let Some(Err(error)) = exports.iter().find(|export| export.is_err()) {
-            anyhow::bail!("{error:#}");
-        }
         Ok(Provider {
             pre,
-            exports: exports.map(|export| export.expect("checked above")),
+            exports: [exports::<Draft>(component)?, exports::<Draft2>(component)?],
             calls,
         })
     }
 
-    /// Export `index` of the store's tenant-cache instance (made now if
-    /// the store has none yet), typed. The lookup and type check take
-    /// well under a microsecond next to a memcached round trip of tens, so
-    /// they are not cached.
-    async fn func<P, R>(&self, store: &mut StoreContextMut<'_, T>, index: usize) -> wasmtime::Result<TypedFunc<P, R>>
+    /// Export `index` of version `V` of the store's tenant-cache instance
+    /// (made now if the store has none yet), typed. The lookup and type
+    /// check take well under a microsecond next to a memcached round trip
+    /// of tens, so they are not cached.
+    async fn func<V: Version, P, R>(
+        &self,
+        store: &mut StoreContextMut<'_, T>,
+        index: usize,
+    ) -> wasmtime::Result<TypedFunc<P, R>>
     where
         P: ComponentNamedList + Lower,
         R: ComponentNamedList + Lift,
@@ -218,16 +258,22 @@ impl<T: KeyValueView + 'static> Provider<T> {
                 instance
             }
         };
-        instance.get_typed_func(store.as_context_mut(), self.exports[index])
+        instance.get_typed_func(store.as_context_mut(), self.exports[V::SLOT][index])
     }
 
-    /// Calls export `index` with `args`: a trap (outer) or its answer.
-    async fn call<P, R>(&self, store: &mut StoreContextMut<'_, T>, index: usize, args: P) -> wasmtime::Result<R>
+    /// Calls export `index` of version `V` with `args`: a trap (outer) or
+    /// its answer.
+    async fn call<V: Version, P, R>(
+        &self,
+        store: &mut StoreContextMut<'_, T>,
+        index: usize,
+        args: P,
+    ) -> wasmtime::Result<R>
     where
         P: ComponentNamedList + Lower + Send + Sync,
         R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
-        let func = self.func::<P, R>(store, index).await?;
+        let func = self.func::<V, P, R>(store, index).await?;
         match self.calls {
             Calls::Blocking => func.call(&mut *store, args),
             Calls::Async => func.call_async(&mut *store, args).await,
@@ -243,10 +289,27 @@ impl<T: KeyValueView + 'static> Provider<T> {
     }
 }
 
+/// Where the functions of version `V` are among `component`'s exports; an
+/// error names the first one missing.
+fn exports<V: Version>(component: &Component) -> anyhow::Result<[ComponentExportIndex; 9]> {
+    let find = |(batch, name): (bool, &str)| {
+        let interface = if batch { V::BATCH } else { V::STORE };
+        let parent = component.get_export_index(None, interface);
+        component
+            .get_export_index(parent.as_ref(), name)
+            .with_context(|| format!("the tenant-cache component does not export {interface} `{name}`"))
+    };
+    let exports = FUNCTIONS.map(find);
+    if let Some(Err(error)) = exports.iter().find(|export| export.is_err()) {
+        anyhow::bail!("{error:#}");
+    }
+    Ok(exports.map(|export| export.expect("checked above")))
+}
+
 /// The tenant-cache bucket behind the app's `bucket`.
-fn guest_bucket<T: KeyValueView>(
+fn guest_bucket<T: KeyValueView, V: Version>(
     store: &mut StoreContextMut<'_, T>,
-    bucket: &Resource<AppBucket>,
+    bucket: &Resource<AppBucket<V>>,
 ) -> wasmtime::Result<ResourceAny> {
     Ok(store.data_mut().keyvalue().buckets.get(bucket)?.0)
 }
@@ -254,12 +317,14 @@ fn guest_bucket<T: KeyValueView>(
 // The host functions: each forwards one call to the same export of the
 // tenant-cache instance.
 
-async fn open<T: KeyValueView>(
+async fn open<T: KeyValueView, V: Version>(
     provider: Arc<Provider<T>>,
     mut store: StoreContextMut<'_, T>,
     (identifier,): (String,),
-) -> wasmtime::Result<(Result<Resource<AppBucket>, Error>,)> {
-    let (opened,): (Result<ResourceAny, Error>,) = provider.call(&mut store, OPEN, (identifier.as_str(),)).await?;
+) -> wasmtime::Result<(Result<Resource<AppBucket<V>>, V::Error>,)> {
+    let (opened,): (Result<ResourceAny, V::Error>,) = provider
+        .call::<V, _, _>(&mut store, OPEN, (identifier.as_str(),))
+        .await?;
     let opened = match opened {
         Ok(opened) => opened,
         Err(error) => return Ok((Err(error),)),
@@ -267,35 +332,36 @@ async fn open<T: KeyValueView>(
     let state = store.data_mut().keyvalue();
     if state.open >= MAX_OPEN_BUCKETS {
         provider.drop_bucket(&mut store, opened).await?;
-        return Ok((Err(Error::Other(format!(
+        return Ok((Err(V::other(format!(
             "this instance holds {MAX_OPEN_BUCKETS} open buckets, the most it may: drop some first"
         ))),));
     }
     state.open += 1;
-    Ok((Ok(state.buckets.push(AppBucket(opened))?),))
+    Ok((Ok(state.buckets.push(AppBucket(opened, PhantomData))?),))
 }
 
-async fn drop_bucket<T: KeyValueView>(
+async fn drop_bucket<T: KeyValueView, V: Version>(
     provider: Arc<Provider<T>>,
     mut store: StoreContextMut<'_, T>,
     rep: u32,
 ) -> wasmtime::Result<()> {
     let state = store.data_mut().keyvalue();
-    let bucket = state.buckets.delete(Resource::<AppBucket>::new_own(rep))?;
+    let bucket = state.buckets.delete(Resource::<AppBucket<V>>::new_own(rep))?;
     state.open -= 1;
     provider.drop_bucket(&mut store, bucket.0).await
 }
 
-/// A host function taking a bucket and a key (or keys, or entries).
+/// A host function taking a bucket and one more argument, which the
+/// component takes borrowed.
 macro_rules! on_bucket {
     ($( $name:ident $index:ident ($arg:ident: $ty:ty, $borrowed:ty) -> $ret:ty; )+) => {$(
-        async fn $name<T: KeyValueView>(
+        async fn $name<T: KeyValueView, V: Version>(
             provider: Arc<Provider<T>>,
             mut store: StoreContextMut<'_, T>,
-            (bucket, $arg): (Resource<AppBucket>, $ty),
-        ) -> wasmtime::Result<(Result<$ret, Error>,)> {
+            (bucket, $arg): (Resource<AppBucket<V>>, $ty),
+        ) -> wasmtime::Result<(Result<$ret, V::Error>,)> {
             let bucket = guest_bucket(&mut store, &bucket)?;
-            provider.call::<(ResourceAny, $borrowed), _>(&mut store, $index, (bucket, &$arg)).await
+            provider.call::<V, (ResourceAny, $borrowed), _>(&mut store, $index, (bucket, &$arg)).await
         }
     )+};
 }
@@ -304,34 +370,35 @@ on_bucket! {
     get GET (key: String, &str) -> Option<Vec<u8>>;
     delete DELETE (key: String, &str) -> ();
     exists EXISTS (key: String, &str) -> bool;
-    list_keys LIST_KEYS (cursor: Option<u64>, &Option<u64>) -> KeyResponse;
+    list_keys LIST_KEYS (cursor: V::Cursor, &V::Cursor) -> V::KeyResponse;
     get_many GET_MANY (keys: Vec<String>, &[String]) -> Vec<Option<(String, Vec<u8>)>>;
     set_many SET_MANY (entries: Vec<(String, Vec<u8>)>, &[(String, Vec<u8>)]) -> ();
     delete_many DELETE_MANY (keys: Vec<String>, &[String]) -> ();
 }
 
-async fn set<T: KeyValueView>(
+async fn set<T: KeyValueView, V: Version>(
     provider: Arc<Provider<T>>,
     mut store: StoreContextMut<'_, T>,
-    (bucket, key, value): (Resource<AppBucket>, String, Vec<u8>),
-) -> wasmtime::Result<(Result<(), Error>,)> {
+    (bucket, key, value): (Resource<AppBucket<V>>, String, Vec<u8>),
+) -> wasmtime::Result<(Result<(), V::Error>,)> {
     let bucket = guest_bucket(&mut store, &bucket)?;
     provider
-        .call::<(ResourceAny, &str, &[u8]), _>(&mut store, SET, (bucket, &key, &value))
+        .call::<V, (ResourceAny, &str, &[u8]), _>(&mut store, SET, (bucket, &key, &value))
         .await
 }
 
-/// Registers each host function, blocking or async as `provider` calls.
+/// Registers each host function of version `V`, blocking or async as
+/// `provider` calls.
 macro_rules! register {
-    ($linker:ident, $provider:ident, $( $interface:ident $name:literal $function:ident ),+) => {$(
+    ($linker:ident, $provider:ident, $( $batch:literal $name:literal $function:ident ),+) => {$(
         let provider = $provider.clone();
-        let mut interface = $linker.instance($interface)?;
+        let mut interface = $linker.instance(if $batch { V::BATCH } else { V::STORE })?;
         match provider.calls {
             Calls::Blocking => interface.func_wrap($name, move |store, params| {
-                pollster::block_on($function(provider.clone(), store, params))
+                pollster::block_on($function::<T, V>(provider.clone(), store, params))
             })?,
             Calls::Async => interface.func_wrap_async($name, move |store, params| {
-                Box::new($function(provider.clone(), store, params))
+                Box::new($function::<T, V>(provider.clone(), store, params))
             })?,
         }
     )+};
@@ -346,32 +413,40 @@ pub fn add_component_to_linker<T: KeyValueView + 'static>(
     calls: Calls,
 ) -> anyhow::Result<()> {
     let provider = Arc::new(Provider::<T>::new(component, linker.engine(), calls)?);
+    add_version::<T, Draft>(linker, &provider)?;
+    add_version::<T, Draft2>(linker, &provider)
+}
+
+/// The host functions of version `V`, on `provider`.
+fn add_version<T: KeyValueView + 'static, V: Version>(
+    linker: &mut Linker<T>,
+    provider: &Arc<Provider<T>>,
+) -> anyhow::Result<()> {
     {
         let dropping = provider.clone();
-        let mut interface = linker.instance(STORE)?;
-        let ty = ResourceType::host::<AppBucket>();
-        match calls {
-            // A bucket's drop never waits on memcached: the blocking path
-            // serves both.
+        let mut interface = linker.instance(V::STORE)?;
+        let ty = ResourceType::host::<AppBucket<V>>();
+        match provider.calls {
+            // Dropping waits on nothing: the blocking path serves both.
             Calls::Blocking => interface.resource("bucket", ty, move |store, rep| {
-                pollster::block_on(drop_bucket(dropping.clone(), store, rep))
+                pollster::block_on(drop_bucket::<T, V>(dropping.clone(), store, rep))
             })?,
             Calls::Async => interface.resource_async("bucket", ty, move |store, rep| {
-                Box::new(drop_bucket(dropping.clone(), store, rep))
+                Box::new(drop_bucket::<T, V>(dropping.clone(), store, rep))
             })?,
         }
     }
     register!(
         linker, provider,
-        STORE "open" open,
-        STORE "[method]bucket.get" get,
-        STORE "[method]bucket.set" set,
-        STORE "[method]bucket.delete" delete,
-        STORE "[method]bucket.exists" exists,
-        STORE "[method]bucket.list-keys" list_keys,
-        BATCH "get-many" get_many,
-        BATCH "set-many" set_many,
-        BATCH "delete-many" delete_many
+        false "open" open,
+        false "[method]bucket.get" get,
+        false "[method]bucket.set" set,
+        false "[method]bucket.delete" delete,
+        false "[method]bucket.exists" exists,
+        false "[method]bucket.list-keys" list_keys,
+        true "get-many" get_many,
+        true "set-many" set_many,
+        true "delete-many" delete_many
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use tenant_cache_host::{Backend, CacheError, Grant};
 use tenant_cache_tests::{
-    AppRun, MemcachedProcess, backend, cache, kv_app, kv_atomics_app, run_app, run_app_async, runtime,
+    AppRun, MemcachedProcess, backend, cache, kv_app, kv_atomics_app, kv_draft2_app, run_app, run_app_async, runtime,
 };
 
 /// Runs the kv-app on `backend` for `app`, bound to `tenant` if given.
@@ -217,5 +217,38 @@ fn the_async_entry_point_serves_an_app_on_tokio() -> anyhow::Result<()> {
         assert_eq!(steady.status, Ok(0), "{steady:?}");
         assert_eq!(backend.batches_sent() - before, 1 + 7 * 5);
     });
+    Ok(())
+}
+
+#[test]
+fn a_draft2_app_is_served_by_the_same_buckets() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    for backend in backends(&server)? {
+        let draft2 = |tenant: &str, args: &[&str]| {
+            run_app(
+                &kv_draft2_app(),
+                Grant::new(backend.clone(), "shop").bound_to(tenant),
+                args,
+            )
+        };
+        printed(draft2("acme", &["set", "cart", "item", "apples"]));
+        assert_eq!(printed(draft2("acme", &["get", "cart", "item"])), "apples\n");
+        assert_eq!(printed(draft2("globex", &["get", "cart", "item"])), "(none)\n");
+        // One bucket, whichever version the app speaks.
+        assert_eq!(
+            printed(app(&backend, Some("acme"), &["get", "cart", "item"])),
+            "apples\n"
+        );
+        printed(app(&backend, Some("acme"), &["set", "cart", "other", "pears"]));
+        assert_eq!(
+            printed(draft2("acme", &["get-many", "cart", "item", "other", "none"])),
+            "item=apples\nother=pears\nnone (none)\n"
+        );
+        let listed = draft2("acme", &["list", "cart"]);
+        assert_eq!(listed.status, Ok(1), "{listed:?}");
+        assert!(listed.stderr.contains("memcached cannot enumerate"), "{listed:?}");
+        cache(&backend, "shop")?.clear("acme")?;
+        assert_eq!(printed(draft2("acme", &["get", "cart", "item"])), "(none)\n");
+    }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The component imports only the memcached capability (no WASI at all) and
-//! exports the tenant-cache interface and `wasi:keyvalue` store and batch,
+//! exports the tenant-cache interface and `wasi:keyvalue` store and batch
+//! (`@0.2.0-draft` and `@0.2.0-draft2`),
 //! as the README says: the capability is all a platform must provide.
 
 use wasmtime::Engine;
@@ -19,7 +20,9 @@ fn the_component_imports_only_the_capability() -> anyhow::Result<()> {
         [
             "tenant-cache:cache/tenant-cache@0.3.0",
             "wasi:keyvalue/batch@0.2.0-draft",
+            "wasi:keyvalue/batch@0.2.0-draft2",
             "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:keyvalue/store@0.2.0-draft2",
         ]
     );
     Ok(())

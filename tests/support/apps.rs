@@ -1,5 +1,6 @@
 //! The test-only `wasi:keyvalue` apps (`components/kv-app`,
-//! `components/kv-atomics-app`, built by `build.rs`), and a host that runs
+//! `components/kv-atomics-app`, `components/kv-draft2-app`, built by
+//! `build.rs`), and a host that runs
 //! them through the library's entry point, `keyvalue::add_to_linker`.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,11 @@ pub fn kv_app() -> PathBuf {
 /// `components/kv-atomics-app`: imports `wasi:keyvalue/atomics`.
 pub fn kv_atomics_app() -> PathBuf {
     PathBuf::from(env!("KV_ATOMICS_APP_COMPONENT"))
+}
+
+/// `components/kv-draft2-app`: speaks `wasi:keyvalue@0.2.0-draft2`.
+pub fn kv_draft2_app() -> PathBuf {
+    PathBuf::from(env!("KV_DRAFT2_APP_COMPONENT"))
 }
 
 /// How an app's run ended.
