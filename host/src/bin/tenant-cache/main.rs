@@ -90,8 +90,8 @@ enum Command {
         json: bool,
     },
     /// Run APP.wasm, a command component that imports wasi:keyvalue
-    /// (store, batch @0.2.0-draft or @0.2.0-draft2), with this application's tenant cache as
-    /// its key-value store.
+    /// (store, batch @0.2.0-draft or @0.2.0-draft2), with this
+    /// application's tenant cache as its key-value store.
     ///
     /// The app gets stdin, stdout, stderr, its ARGS (after APP.wasm itself),
     /// clocks and random; no filesystem, no network, no environment
