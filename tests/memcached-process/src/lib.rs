@@ -171,8 +171,27 @@ impl MemcachedProcess {
         Ok(self.raw(&format!("delete {key}\r\n"))? == "DELETED\r\n")
     }
 
-    /// Every key the server holds (from `lru_crawler metadump all`).
+    /// Every key the server holds (from `lru_crawler metadump all`). The
+    /// crawler skips items the LRU maintainer is moving at that moment, so
+    /// one dump can miss a key just written: dumps are repeated until one
+    /// adds nothing to what the others found.
     pub fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let mut keys = self.dump_keys()?;
+        for _ in 0..10 {
+            let before = keys.len();
+            for key in self.dump_keys()? {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+            if keys.len() == before {
+                break;
+            }
+        }
+        Ok(keys)
+    }
+
+    fn dump_keys(&self) -> anyhow::Result<Vec<String>> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.write_all(b"lru_crawler metadump all\r\n")?;
