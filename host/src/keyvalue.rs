@@ -94,10 +94,10 @@ pub trait KeyValueView: Send {
 }
 
 /// Adds `wasi:keyvalue/store` and `wasi:keyvalue/batch` at `@0.2.0-draft`
-/// and `@0.2.0-draft2` to `linker`, served by the tenant-cache component built with this crate
-/// (compiled here for the linker's engine) with the grant of each store's
-/// [`KeyValue`]. Calls block the thread while memcached answers, as with
-/// [`add_to_linker`](crate::add_to_linker).
+/// and `@0.2.0-draft2` to `linker`, served by the tenant-cache component
+/// built with this crate (compiled here for the linker's engine) with the
+/// grant of each store's [`KeyValue`]. Calls block the thread while
+/// memcached answers, as with [`add_to_linker`](crate::add_to_linker).
 pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) -> anyhow::Result<()> {
     let component = compile(linker.engine())?;
     add_component_to_linker(linker, &component, Calls::Blocking)
