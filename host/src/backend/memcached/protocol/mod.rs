@@ -1,0 +1,314 @@
+//! memcached's meta protocol without I/O: a batch encoded into bytes (this
+//! file), and its replies read from bytes as they arrive, with every check
+//! an exchange makes (`reply`). The blocking and the tokio drivers only
+//! move bytes.
+
+use memcache::exp::ReturnCode;
+
+use crate::bindings::capability::{Command, Error, Item, Limit, Replies};
+
+/// The host's record of the pool's membership, on every server.
+pub(crate) const POOL_KEY: &[u8] = b"tc:pool";
+
+/// memcached reads a TTL above 30 days as a unix time.
+const MAX_RELATIVE_TTL: u64 = 30 * 24 * 3600;
+
+/// The latest unix time memcached stores: its expiry field is a signed
+/// 32-bit number (2038-01-19T03:14:07Z).
+const MAX_EXPIRY: u64 = i32::MAX as u64;
+
+/// A batch for one server: the capability's commands, in groups that
+/// share a key prefix, then the host's own.
+#[derive(Default)]
+pub(crate) struct Request<'a> {
+    pub(crate) groups: Vec<Group<'a>>,
+    /// Meta commands as they are (the bench's raw baseline); their replies
+    /// are read as the capability's, by code alone.
+    #[cfg(feature = "bench")]
+    pub(crate) raw: Vec<memcache::exp::MetaCommand>,
+    pub(crate) own: Vec<Own>,
+}
+
+/// Commands whose keys all start with one prefix.
+pub(crate) struct Group<'a> {
+    /// Written before every key: `tc:<app>:` and the route's tag. (Keys of
+    /// the host's own commands are written as they are.)
+    pub(crate) prefix: Vec<u8>,
+    pub(crate) commands: &'a [Command],
+}
+
+impl Request<'_> {
+    /// How many commands the request holds besides the host's own.
+    pub(crate) fn commands(&self) -> usize {
+        #[cfg(feature = "bench")]
+        let raw = self.raw.len();
+        #[cfg(not(feature = "bench"))]
+        let raw = 0;
+        self.groups.iter().map(|group| group.commands.len()).sum::<usize>() + raw
+    }
+
+    /// Whether any command writes.
+    pub(crate) fn writes(&self) -> bool {
+        let capability = self.groups.iter().flat_map(|group| group.commands);
+        capability.clone().any(|command| !matches!(command, Command::Get(_)))
+            || self
+                .own
+                .iter()
+                .any(|own| matches!(own, Own::AddPool(_) | Own::SetPool(_)))
+    }
+}
+
+/// A command of the host's own, about the pool rather than an application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Own {
+    /// Read the pool record.
+    ReadPool,
+    /// Store the pool record unless one exists.
+    AddPool(Vec<u8>),
+    /// Store the pool record.
+    SetPool(Vec<u8>),
+    /// memcached's `stats`: how many items the server holds.
+    Stats,
+}
+
+/// What a command of the host's own answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OwnReply {
+    /// The pool record, if the server holds one.
+    Pool(Option<Vec<u8>>),
+    /// Whether a store took effect.
+    Stored(bool),
+    /// Items the server holds now, and has stored since it started.
+    Stats { current: u64, total: u64 },
+}
+
+/// The answer to a request: the capability's replies and the host's own.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) replies: Replies,
+    pub(crate) own: Vec<OwnReply>,
+}
+
+/// How a reply is read: what the command it answers was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Get,
+    Store,
+    Delete,
+    Stats,
+    /// A raw meta command: any reply code answers it.
+    #[cfg(feature = "bench")]
+    Raw,
+}
+
+impl Kind {
+    /// Whether `code` answers a command of this kind.
+    fn fits(self, code: ReturnCode) -> bool {
+        #[cfg(feature = "bench")]
+        if self == Kind::Raw {
+            return true;
+        }
+        matches!(
+            (self, code),
+            (Kind::Get, ReturnCode::Va | ReturnCode::En)
+                | (Kind::Store, ReturnCode::Hd | ReturnCode::Ns | ReturnCode::Ex)
+                | (Kind::Delete, ReturnCode::Hd | ReturnCode::Nf)
+        )
+    }
+}
+
+/// The expiry memcached is sent for a TTL of `secs`, set at unix time
+/// `now`; `None` for no expiry. Up to 30 days it is the TTL itself; beyond,
+/// memcached reads it as the unix time it ends, rounded up so the entry
+/// never ends early. An end past memcached's last expressible time (the
+/// year 2038) is clamped to that time, or, once that time is less than 30
+/// days away, to the longest relative TTL (30 days).
+pub(crate) fn wire_ttl(secs: u32, now: u64) -> u64 {
+    let secs = u64::from(secs);
+    if secs <= MAX_RELATIVE_TTL {
+        return secs;
+    }
+    let end = now + secs + 1;
+    if end <= MAX_EXPIRY {
+        end
+    } else if MAX_EXPIRY > now + MAX_RELATIVE_TTL {
+        MAX_EXPIRY
+    } else {
+        MAX_RELATIVE_TTL
+    }
+}
+
+/// Writes `request` into `out`, each command stamped with an opaque token
+/// from `first` on, in order; `now` (unix time) turns long TTLs into
+/// expiry times. The keys were checked by the grant: printable ASCII,
+/// short enough with the prefix.
+fn encode(request: &Request<'_>, first: u64, now: u64, out: &mut Vec<u8>) -> Vec<Kind> {
+    let mut kinds = Vec::with_capacity(request.commands() + request.own.len());
+    let mut tokens = first..;
+    let mut token = || tokens.next().unwrap_or_default();
+    let commands = request
+        .groups
+        .iter()
+        .flat_map(|group| group.commands.iter().map(|command| (&group.prefix, command)));
+    for (prefix, command) in commands {
+        let key = |out: &mut Vec<u8>, key: &str| {
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(key.as_bytes());
+        };
+        kinds.push(match command {
+            Command::Get(rel) => {
+                out.extend_from_slice(b"mg ");
+                key(out, rel);
+                get_flags(token(), out);
+                Kind::Get
+            }
+            Command::Set(item) | Command::Add(item) => {
+                out.extend_from_slice(b"ms ");
+                key(out, &item.key);
+                store_flags(item, matches!(command, Command::Add(_)), token(), now, out);
+                Kind::Store
+            }
+            Command::Delete(rel) => {
+                out.extend_from_slice(b"md ");
+                key(out, rel);
+                out.push(b' ');
+                out.extend_from_slice(opaque(token()).as_slice());
+                out.extend_from_slice(b"\r\n");
+                Kind::Delete
+            }
+        });
+    }
+    #[cfg(feature = "bench")]
+    for command in &request.raw {
+        let command = command.clone().flag(opaque(token()).as_slice());
+        // The bench's commands are known good; one that is not fails its
+        // reply instead.
+        let _ = command.encode_into(out);
+        kinds.push(Kind::Raw);
+    }
+    for own in &request.own {
+        kinds.push(match own {
+            Own::ReadPool => {
+                out.extend_from_slice(b"mg ");
+                out.extend_from_slice(POOL_KEY);
+                get_flags(token(), out);
+                Kind::Get
+            }
+            Own::AddPool(value) | Own::SetPool(value) => {
+                let item = Item {
+                    key: String::new(),
+                    value: value.clone(),
+                    ttl: None,
+                };
+                out.extend_from_slice(b"ms ");
+                out.extend_from_slice(POOL_KEY);
+                store_flags(&item, matches!(own, Own::AddPool(_)), token(), now, out);
+                Kind::Store
+            }
+            Own::Stats => {
+                out.extend_from_slice(b"stats\r\n");
+                Kind::Stats
+            }
+        });
+    }
+    kinds
+}
+
+/// ` v O<token>\r\n`: the flags of a get.
+fn get_flags(token: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b" v ");
+    out.extend_from_slice(opaque(token).as_slice());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// ` <len>[ T<ttl>][ ME] O<token>\r\n<value>\r\n`: the rest of a store.
+fn store_flags(item: &Item, add: bool, token: u64, now: u64, out: &mut Vec<u8>) {
+    out.push(b' ');
+    out.extend_from_slice(item.value.len().to_string().as_bytes());
+    if let Some(secs) = item.ttl {
+        out.extend_from_slice(b" T");
+        out.extend_from_slice(wire_ttl(secs, now).to_string().as_bytes());
+    }
+    if add {
+        out.extend_from_slice(b" ME");
+    }
+    out.push(b' ');
+    out.extend_from_slice(opaque(token).as_slice());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&item.value);
+    out.extend_from_slice(b"\r\n");
+}
+
+mod reply;
+
+pub(crate) use reply::{Exchange, Failure, INPUT_BUFFER, ReadLimits};
+
+/// The opaque flag for `token`: `O` and the token in hex.
+fn opaque(token: u64) -> Opaque {
+    let digits = (64 - token.leading_zeros()).div_ceil(4).max(1) as usize;
+    let mut bytes = [b'O'; 17];
+    for (index, byte) in bytes[1..=digits].iter_mut().enumerate() {
+        let nibble = (token >> (4 * (digits - 1 - index))) & 0xf;
+        *byte = b"0123456789abcdef"[nibble as usize];
+    }
+    Opaque { bytes, len: 1 + digits }
+}
+
+/// An opaque flag, without an allocation.
+struct Opaque {
+    bytes: [u8; 17],
+    len: usize,
+}
+
+impl Opaque {
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// A capability error as a person reads it.
+pub(crate) fn describe(error: &Error) -> String {
+    match error {
+        Error::Unavailable(text) | Error::InvalidKey(text) | Error::Protocol(text) => text.clone(),
+        Error::ValueTooLarge(limit) => format!("the value exceeds the item size limit of {limit} bytes"),
+        Error::OverLimit(Limit::CommandsPerBatch(limit)) => {
+            format!("the batch has more commands than the host runs at once ({limit})")
+        }
+        Error::OverLimit(Limit::ReplyBytes(limit)) => {
+            format!("the batch's replies exceed the {limit} bytes the host gathers for one call")
+        }
+    }
+}
+
+/// The one place exchange failures become capability errors. `writes`:
+/// whether the batch held writes (which may or may not have been applied
+/// when it failed once connected).
+pub(crate) fn to_error(address: &str, failure: Failure, timeout: std::time::Duration, writes: bool) -> Error {
+    let unknown = if writes {
+        "; its writes may or may not have been applied"
+    } else {
+        ""
+    };
+    match failure {
+        Failure::Connect(error) => Error::Unavailable(format!("memcached at {address} is unreachable: {error}")),
+        Failure::Io(error) if error.kind() == std::io::ErrorKind::TimedOut => Error::Unavailable(format!(
+            "memcached at {address} did not answer within {timeout:?}{unknown}"
+        )),
+        Failure::Io(error) => {
+            Error::Unavailable(format!("memcached at {address} failed mid-request: {error}{unknown}"))
+        }
+        Failure::Rejected(message) => Error::Protocol(format!(
+            "memcached at {address} refused the request: {message}{unknown}"
+        )),
+        Failure::Garbled(what) => Error::Protocol(format!(
+            "memcached at {address} sent {what}; connection dropped{unknown}"
+        )),
+        Failure::Mismatch => Error::Protocol(format!(
+            "memcached at {address} sent a reply that does not match the request; connection dropped{unknown}"
+        )),
+        Failure::ReplyTooLarge(limit) => Error::OverLimit(Limit::ReplyBytes(limit)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

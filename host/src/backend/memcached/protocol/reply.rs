@@ -1,0 +1,449 @@
+//! Reading a batch's replies from bytes as they arrive: every reply must
+//! echo its command's opaque token, values are read straight into the
+//! batch's buffer, and the batch's limits are checked on the way.
+
+use memcache::exp::ReturnCode;
+
+use super::{Answer, Kind, OwnReply, Request, encode, opaque};
+use crate::bindings::capability::{Error, Outcome, Replies};
+
+/// The limits a reader enforces while replies arrive.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadLimits {
+    /// A value longer than this is not this host's to read: it is skipped
+    /// and its get answers `miss`.
+    pub(crate) item_size: u64,
+    /// The values of one batch together may not exceed this many bytes.
+    pub(crate) reply_bytes: u64,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// No connection could be made: nothing was sent.
+    Connect(std::io::Error),
+    /// Writing or reading failed after a connection was up.
+    Io(std::io::Error),
+    /// memcached refused a command: its `CLIENT_ERROR` or `ERROR` line.
+    Rejected(String),
+    /// The reply stream is not memcached's meta protocol.
+    Garbled(&'static str),
+    /// A reply did not echo its command's opaque token.
+    Mismatch,
+    /// The replies exceeded the batch's reply-byte limit.
+    ReplyTooLarge(u64),
+}
+
+/// The largest pool record a reader takes.
+const MAX_OWN_VALUE: usize = 64 * 1024;
+
+/// The read buffer of a connection. A reply line longer than this is not
+/// from memcached; values are read past it, straight into the batch.
+pub(crate) const INPUT_BUFFER: usize = 16 * 1024;
+
+/// Where a reader is in the reply stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// At the start of a reply line.
+    Line,
+    /// Inside a value of the capability's batch: `remaining` bytes go
+    /// straight into the batch's values.
+    Value { remaining: usize },
+    /// Inside a value of the host's own command, or one too long to read:
+    /// `remaining` bytes to take (into `own_value`) or skip.
+    Aside { remaining: usize, keep: bool },
+    /// After a value: its `\r\n`.
+    ValueEnd,
+    /// Reading `stats` lines until `END`.
+    Stats { current: u64, total: u64 },
+}
+
+/// One batch on one connection: the request's bytes to write, then its
+/// replies read incrementally from what the driver receives.
+pub(crate) struct Exchange<'a> {
+    /// The connection's read buffer: received bytes not parsed yet are
+    /// `input[start..end]`.
+    input: &'a mut [u8],
+    start: usize,
+    end: usize,
+    kinds: Vec<Kind>,
+    /// How many of `kinds` are the capability's commands.
+    commands: usize,
+    /// The reply being read, and the token it must echo.
+    index: usize,
+    first_token: u64,
+    state: State,
+    limits: ReadLimits,
+    answer: Answer,
+    /// The value of the host's own command being read.
+    own_value: Vec<u8>,
+}
+
+impl<'a> Exchange<'a> {
+    /// Encodes `request` into `output` (cleared first), with tokens from
+    /// `first_token` on; replies will be read through `input`, which must
+    /// hold no bytes of an earlier exchange.
+    pub(crate) fn new(
+        request: &Request<'_>,
+        first_token: u64,
+        now: u64,
+        limits: ReadLimits,
+        output: &mut Vec<u8>,
+        input: &'a mut [u8],
+    ) -> Exchange<'a> {
+        output.clear();
+        let kinds = encode(request, first_token, now, output);
+        Exchange {
+            input,
+            start: 0,
+            end: 0,
+            commands: request.commands(),
+            answer: Answer {
+                replies: Replies {
+                    outcomes: Vec::with_capacity(request.commands()),
+                    values: Vec::new(),
+                },
+                own: Vec::with_capacity(request.own.len()),
+            },
+            kinds,
+            index: 0,
+            first_token,
+            state: State::Line,
+            limits,
+            own_value: Vec::new(),
+        }
+    }
+
+    /// How many opaque tokens the request used.
+    pub(crate) fn tokens(&self) -> u64 {
+        self.kinds.len() as u64
+    }
+
+    /// Whether every reply has been read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.index == self.kinds.len()
+    }
+
+    /// Where the next bytes read from the socket go.
+    pub(crate) fn buffer(&mut self) -> &mut [u8] {
+        if let State::Value { remaining } = self.state {
+            let values = &mut self.answer.replies.values;
+            let filled = values.len();
+            values.resize(filled + remaining, 0);
+            return &mut values[filled..];
+        }
+        if self.start > 0 {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.input[self.end..]
+    }
+
+    /// Takes `read` bytes the driver put into [`buffer`](Self::buffer), and
+    /// reads as many replies as they complete.
+    pub(crate) fn received(&mut self, read: usize) -> Result<(), Failure> {
+        if let State::Value { remaining } = self.state {
+            // `buffer` grew the values by `remaining`; keep what came.
+            let values = &mut self.answer.replies.values;
+            values.truncate(values.len() - remaining + read);
+            self.state = match remaining - read {
+                0 => State::ValueEnd,
+                remaining => State::Value { remaining },
+            };
+        } else {
+            self.end += read;
+        }
+        self.parse()?;
+        // A full buffer that holds no complete line would never make room.
+        let waiting_for_line = matches!(self.state, State::Line | State::Stats { .. });
+        if !self.is_done() && waiting_for_line && self.start == 0 && self.end == self.input.len() {
+            return Err(Failure::Garbled("a reply line longer than 16 KiB"));
+        }
+        Ok(())
+    }
+
+    /// The replies, once every one has been read. The second part says
+    /// whether bytes beyond them arrived: then the stream is out of step
+    /// and the connection must go.
+    pub(crate) fn finish(self) -> (Answer, bool) {
+        (self.answer, self.start != self.end)
+    }
+
+    /// Reads replies from the buffered bytes until more are needed.
+    fn parse(&mut self) -> Result<(), Failure> {
+        loop {
+            if self.is_done() {
+                return Ok(());
+            }
+            let progressed = match self.state {
+                State::Line => self.line()?,
+                State::Value { .. } => return Ok(()),
+                State::Aside { remaining, keep } => {
+                    let take = remaining.min(self.end - self.start);
+                    if keep {
+                        self.own_value
+                            .extend_from_slice(&self.input[self.start..self.start + take]);
+                    }
+                    self.start += take;
+                    self.state = match remaining - take {
+                        0 => State::ValueEnd,
+                        remaining => State::Aside { remaining, keep },
+                    };
+                    take > 0
+                }
+                State::ValueEnd => {
+                    if self.end - self.start < 2 {
+                        return Ok(());
+                    }
+                    if &self.input[self.start..self.start + 2] != b"\r\n" {
+                        return Err(Failure::Garbled("a value not followed by CRLF"));
+                    }
+                    self.start += 2;
+                    self.state = State::Line;
+                    if self.index >= self.commands {
+                        let value = std::mem::take(&mut self.own_value);
+                        self.answer.own.push(OwnReply::Pool(Some(value)));
+                    }
+                    self.index += 1;
+                    true
+                }
+                State::Stats { .. } => self.stats_line()?,
+            };
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next complete line of input, without its line end, if one is
+    /// buffered.
+    fn next_line(&mut self) -> Option<std::ops::Range<usize>> {
+        let at = self.input[self.start..self.end]
+            .iter()
+            .position(|&byte| byte == b'\n')?;
+        let newline = self.start + at;
+        let mut stop = newline;
+        if stop > self.start && self.input[stop - 1] == b'\r' {
+            stop -= 1;
+        }
+        let line = self.start..stop;
+        self.start = newline + 1;
+        Some(line)
+    }
+
+    /// Reads one reply line; false if none is complete yet.
+    fn line(&mut self) -> Result<bool, Failure> {
+        let kind = self.kinds[self.index];
+        if kind == Kind::Stats {
+            self.state = State::Stats { current: 0, total: 0 };
+            return Ok(true);
+        }
+        let Some(line) = self.next_line() else {
+            return Ok(false);
+        };
+        let token = opaque(self.first_token + self.index as u64);
+        let own = self.index >= self.commands;
+        let (code, len) = match header(&self.input[line], token.as_slice()) {
+            Ok(header) => header,
+            // memcached answers a store it cannot keep with SERVER_ERROR in
+            // its place (having read the value): that command failed, the
+            // stream is still in step.
+            Err(Failure::Rejected(line)) if line.starts_with("SERVER_ERROR") => {
+                let error = match line.contains("too large") && kind == Kind::Store {
+                    true => Error::ValueTooLarge(self.limits.item_size),
+                    false => Error::Protocol(format!("memcached answered {line}")),
+                };
+                self.settle(Outcome::Failed(error), None);
+                return Ok(true);
+            }
+            Err(failure) => return Err(failure),
+        };
+        if !kind.fits(code) {
+            if len.is_some() {
+                return Err(Failure::Garbled("a value in reply to a command that reads none"));
+            }
+            self.settle(
+                Outcome::Failed(Error::Protocol(format!("unexpected reply {code:?} to the command"))),
+                None,
+            );
+            return Ok(true);
+        }
+        let Some(len) = len else {
+            let outcome = match code {
+                ReturnCode::En | ReturnCode::Nf => Outcome::Miss,
+                ReturnCode::Ns | ReturnCode::Ex => Outcome::Exists,
+                _ => Outcome::Done,
+            };
+            self.settle(outcome, None);
+            return Ok(true);
+        };
+        if own && len > MAX_OWN_VALUE {
+            return Err(Failure::Garbled("a pool record larger than 64 KiB"));
+        }
+        if own || len as u64 > self.limits.item_size {
+            // The host's own value, or one this host does not take: aside.
+            self.own_value.clear();
+            self.state = State::Aside {
+                remaining: len,
+                keep: own,
+            };
+            if !own {
+                self.answer.replies.outcomes.push(Outcome::Miss);
+            }
+            return Ok(true);
+        }
+        let values = &mut self.answer.replies.values;
+        let total = values.len() as u64 + len as u64;
+        if total > self.limits.reply_bytes {
+            return Err(Failure::ReplyTooLarge(self.limits.reply_bytes));
+        }
+        if values.capacity() == 0 {
+            // The rest of this read holds this value and any after it: one
+            // allocation for the batch, not one per value.
+            values.reserve((self.end - self.start).max(len));
+        }
+        let buffered = len.min(self.end - self.start);
+        values.extend_from_slice(&self.input[self.start..self.start + buffered]);
+        self.start += buffered;
+        self.answer.replies.outcomes.push(Outcome::Value(len as u32));
+        self.state = match len - buffered {
+            0 => State::ValueEnd,
+            remaining => State::Value { remaining },
+        };
+        Ok(true)
+    }
+
+    /// Records the answer to the current command and moves to the next;
+    /// `value` is the value of the host's own get, if it found one.
+    fn settle(&mut self, outcome: Outcome, value: Option<Vec<u8>>) {
+        if self.index < self.commands {
+            self.answer.replies.outcomes.push(outcome);
+        } else {
+            self.answer.own.push(match (self.kinds[self.index], outcome) {
+                (Kind::Get, _) => OwnReply::Pool(value),
+                (_, Outcome::Done) => OwnReply::Stored(true),
+                _ => OwnReply::Stored(false),
+            });
+        }
+        self.index += 1;
+    }
+
+    /// Reads one line of a `stats` reply; false if none is complete yet.
+    fn stats_line(&mut self) -> Result<bool, Failure> {
+        let State::Stats { current, total } = self.state else {
+            return Ok(false);
+        };
+        let Some(line) = self.next_line() else {
+            return Ok(false);
+        };
+        let line = &self.input[line];
+        if line == b"END" {
+            self.answer.own.push(OwnReply::Stats { current, total });
+            self.state = State::Line;
+            self.index += 1;
+            return Ok(true);
+        }
+        let mut tokens = Tokens(line);
+        if tokens.next() != Some(b"STAT") {
+            return Err(Failure::Garbled("a stats line without STAT"));
+        }
+        let (name, value) = (tokens.next(), tokens.next().and_then(number));
+        self.state = match (name, value) {
+            (Some(b"curr_items"), Some(value)) => State::Stats { current: value, total },
+            (Some(b"total_items"), Some(value)) => State::Stats { current, total: value },
+            _ => State::Stats { current, total },
+        };
+        Ok(true)
+    }
+}
+
+/// Reads a reply line: its code and, for `VA`, the data length. The line
+/// must carry exactly one opaque token, `opaque`. Error lines fail the
+/// batch (`SERVER_ERROR` lines as `Rejected`, which the caller may take as
+/// one command's failure).
+pub(super) fn header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
+    // What memcached sends for our commands, `XX[ LENGTH] OPAQUE`, read
+    // without splitting the line; anything else goes the general way.
+    let usual = line
+        .strip_suffix(opaque)
+        .and_then(|rest| rest.strip_suffix(b" "))
+        .and_then(|rest| match rest {
+            [b'V', b'A', b' ', digits @ ..] => Some((ReturnCode::Va, Some(length(digits)?))),
+            [_, _] => Some((ReturnCode::from_wire(rest).ok()?, None)),
+            _ => None,
+        });
+    match usual {
+        Some((ReturnCode::Va, None)) | None => any_header(line, opaque),
+        Some(usual) => Ok(usual),
+    }
+}
+
+/// [`header`] for any reply line: tokens separated by spaces, flags in any
+/// order.
+fn any_header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
+    let mut tokens = Tokens(line);
+    let first = tokens.next().ok_or(Failure::Garbled("an empty reply line"))?;
+    let code = match first {
+        b"SERVER_ERROR" | b"CLIENT_ERROR" | b"ERROR" => {
+            return Err(Failure::Rejected(String::from_utf8_lossy(line).trim().to_owned()));
+        }
+        code => ReturnCode::from_wire(code).map_err(|_| Failure::Garbled("an unknown reply code"))?,
+    };
+    let len = match code {
+        ReturnCode::Va => Some(
+            tokens
+                .next()
+                .and_then(length)
+                .ok_or(Failure::Garbled("a VA reply without a length"))?,
+        ),
+        _ => None,
+    };
+    let mut opaques = tokens.filter(|flag| flag.first() == Some(&b'O'));
+    if opaques.next() != Some(opaque) || opaques.next().is_some() {
+        return Err(Failure::Mismatch);
+    }
+    Ok((code, len))
+}
+
+/// The space-separated tokens of a reply line.
+struct Tokens<'a>(&'a [u8]);
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let line = self.0;
+        let mut start = 0;
+        while start < line.len() && line[start] == b' ' {
+            start += 1;
+        }
+        let mut end = start;
+        while end < line.len() && line[end] != b' ' {
+            end += 1;
+        }
+        self.0 = &line[end..];
+        (end > start).then(|| &line[start..end])
+    }
+}
+
+/// A data length: decimal digits, at most ten (memcached's items are at
+/// most 1 GiB).
+fn length(digits: &[u8]) -> Option<usize> {
+    if digits.len() > 10 {
+        return None;
+    }
+    number(digits).and_then(|number| usize::try_from(number).ok())
+}
+
+/// Decimal digits, at most nineteen.
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0, |number, &digit| number * 10 + u64::from(digit - b'0')),
+    )
+}
