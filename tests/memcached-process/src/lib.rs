@@ -110,16 +110,29 @@ impl MemcachedProcess {
         }
     }
 
-    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process. `STOP` and
+    /// `CONT` return once every thread of it is stopped, or none is: `kill`
+    /// returns before a busy machine gets round to stopping them, and a
+    /// test that froze the server must not be served by it.
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let pid = self
-            .child
-            .as_ref()
-            .context("memcached is not running")?
-            .id()
-            .to_string();
-        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status()?;
+        let pid = self.child.as_ref().context("memcached is not running")?.id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()?;
         anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        let stopped = match signal {
+            "STOP" => true,
+            "CONT" => false,
+            _ => return Ok(()),
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while threads_stopped(pid)? != stopped {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "memcached {pid} did not take SIG{signal} within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         Ok(())
     }
 
@@ -209,6 +222,22 @@ impl MemcachedProcess {
         }
         Ok(keys)
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in
+/// `/proc/<pid>/task/*/stat`).
+fn threads_stopped(pid: u32) -> anyhow::Result<bool> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        let state = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next());
+        if state != Some("T") && state != Some("t") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A key as `metadump` prints it: URL-encoded.
