@@ -223,15 +223,11 @@ impl<C: Capability> Cache<C> {
             // With guessed versions, entries are only `add`ed: a guess must
             // never overwrite an entry another writer made visible. The
             // memo is asked on the first attempt only: a redo knows better.
-            let seen = match last {
-                None => self.recall(tenant),
-                Some(_) => self.versions.get(tenant),
+            let (seen, known_app) = match last {
+                None => (self.recall(tenant), self.recall_app()),
+                Some(_) => (self.versions.get(tenant), self.versions.app()),
             };
             let guessed = seen.is_none();
-            let known_app = match last {
-                None => self.recall_app(),
-                Some(_) => self.versions.app(),
-            };
             // Version records to write first: key, record, whether to `add`.
             let mut proposals: Vec<(&str, Vec<u8>, bool)> = Vec::new();
             let tag = match seen {

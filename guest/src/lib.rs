@@ -3,8 +3,9 @@
 //! All namespacing logic lives in plain modules ([`keys`], [`frame`],
 //! [`versions`], [`batch`], [`cache`], [`binding`]) that are unit-tested
 //! natively; this file is only the wit-bindgen glue: the `tenant-cache`
-//! exports and the `wasi:keyvalue` ones call the same [`Cache`]. On wasm the crate is `no_std`, so the
-//! component imports nothing but the memcached capability.
+//! exports and the `wasi:keyvalue` ones call the same [`Cache`]. On wasm
+//! the crate is `no_std`, so the component imports nothing but the
+//! memcached capability.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;

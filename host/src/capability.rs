@@ -349,18 +349,16 @@ pub fn add_to_linker_async<T: Send + 'static>(
     interface.func_wrap("random-u64", |_store: StoreContextMut<'_, T>, (): ()| {
         Ok((rand::random::<u64>(),))
     })?;
+    // The memo and the binding wait on nothing: the blocking `Host`
+    // methods serve the async linker too.
     interface.func_wrap(
         "memo-get",
-        move |mut store: StoreContextMut<'_, T>, (key,): (String,)| {
-            let grant = get(store.data_mut());
-            Ok((grant.backend.memo().get(&grant.prefix, &key),))
-        },
+        move |mut store: StoreContextMut<'_, T>, (key,): (String,)| Ok((Host::memo_get(get(store.data_mut()), key),)),
     )?;
     interface.func_wrap(
         "memo-put",
         move |mut store: StoreContextMut<'_, T>, (key, value): (String, Option<Vec<u8>>)| {
-            let grant = get(store.data_mut());
-            grant.backend.memo().put(&grant.prefix, &key, value.as_deref());
+            Host::memo_put(get(store.data_mut()), key, value);
             Ok(())
         },
     )?;

@@ -81,9 +81,12 @@ impl KeyValue {
         }
     }
 
-    /// The grant the buckets are served from.
-    pub fn grant(&self) -> &Grant {
-        &self.grant
+    /// The grant the buckets are served from: also what to grant an app
+    /// composed with tenant-cache ahead of time, which imports the
+    /// capability itself (`tenant_cache_host::add_to_linker(&mut linker,
+    /// |data| data.keyvalue().grant_mut())`).
+    pub fn grant_mut(&mut self) -> &mut Grant {
+        &mut self.grant
     }
 }
 
@@ -235,9 +238,10 @@ impl<T: KeyValueView + 'static> Provider<T> {
     }
 
     /// Export `index` of version `V` of the store's tenant-cache instance
-    /// (made now if the store has none yet), typed. The lookup and type
-    /// check take well under a microsecond next to a memcached round trip
-    /// of tens, so they are not cached.
+    /// (made now if the store has none yet), typed. Looked up and checked
+    /// on every call: caching them per store would take an unchecked
+    /// `TypedFunc` (as `plugin.rs` does, for a measured reason), and no
+    /// measure here asked for it next to the call's memcached round trip.
     async fn func<V: Version, P, R>(
         &self,
         store: &mut StoreContextMut<'_, T>,

@@ -23,8 +23,6 @@ struct App {
     wasi: WasiCtx,
     table: ResourceTable,
     keyvalue: KeyValue,
-    /// The capability, for an app composed with tenant-cache.
-    grant: Grant,
 }
 
 impl WasiView for App {
@@ -62,7 +60,8 @@ pub fn run(grant: Grant, provider: &[u8], app: &Path, args: &[OsString]) -> anyh
     let mut linker = Linker::<App>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
     keyvalue::add_component_to_linker(&mut linker, &provider, Calls::Blocking)?;
-    tenant_cache_host::add_to_linker(&mut linker, |app: &mut App| &mut app.grant)?;
+    // An app composed with tenant-cache imports the capability itself.
+    tenant_cache_host::add_to_linker(&mut linker, |app: &mut App| app.keyvalue.grant_mut())?;
 
     let mut argv = vec![app.display().to_string()];
     for arg in args {
@@ -81,8 +80,7 @@ pub fn run(grant: Grant, provider: &[u8], app: &Path, args: &[OsString]) -> anyh
     let state = App {
         wasi,
         table: ResourceTable::new(),
-        keyvalue: KeyValue::new(grant.clone()),
-        grant,
+        keyvalue: KeyValue::new(grant),
     };
     let mut store = Store::new(&engine, state);
     let command = Command::instantiate(&mut store, &app_component, &linker)
