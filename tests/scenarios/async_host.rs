@@ -150,3 +150,39 @@ fn a_frozen_server_does_not_stall_other_tenants_on_one_executor_thread() -> anyh
     assert!(all_done >= Duration::from_millis(700), "{all_done:?}");
     Ok(())
 }
+
+/// Connections memcached has accepted since it started (its own `stats`
+/// connection included).
+fn connections_accepted(server: &MemcachedProcess) -> anyhow::Result<u64> {
+    let stats = server.raw("stats\r\n")?;
+    let total = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("STAT total_connections "))
+        .ok_or_else(|| anyhow::anyhow!("no total_connections in {stats}"))?;
+    Ok(total.trim().parse()?)
+}
+
+#[test]
+fn a_host_that_creates_and_drops_runtimes_keeps_reusing_connections() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    // More runtimes than a server keeps idle connections, each dropped
+    // with its connection left idle.
+    for _ in 0..80 {
+        current_thread()?.block_on(async {
+            instance(&backend, "app").await?.get("t", "k").await?;
+            anyhow::Ok(())
+        })?;
+    }
+    let before = connections_accepted(&server)?;
+    current_thread()?.block_on(async {
+        for _ in 0..20 {
+            instance(&backend, "app").await?.get("t", "k").await?;
+        }
+        anyhow::Ok(())
+    })?;
+    // One connection for the new runtime, one for `stats` itself.
+    let dialed = connections_accepted(&server)? - before;
+    assert!(dialed <= 2, "20 calls on one runtime dialed {dialed} connections");
+    Ok(())
+}

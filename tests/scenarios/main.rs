@@ -17,6 +17,7 @@ mod two_levels;
 mod containment;
 mod faults;
 mod hostile;
+mod large_values;
 mod limits;
 mod memo;
 mod observability;

@@ -28,6 +28,15 @@ pub enum Behaviour {
         /// Whether replies are held back right now.
         slow: Arc<AtomicBool>,
     },
+    /// Forwards to `upstream`, passing replies on in pieces of 1 to
+    /// `largest` bytes, each its own write: a slow network, where a read
+    /// may return any part of a reply.
+    Trickle {
+        /// The real server behind the proxy.
+        upstream: String,
+        /// The largest piece written at once.
+        largest: usize,
+    },
 }
 
 /// A fake server on a free loopback port.
@@ -93,47 +102,75 @@ fn serve(mut client: TcpStream, behaviour: Behaviour, stop: Arc<AtomicBool>) {
                 }
             }
         }
-        Behaviour::SlowProxy { upstream, delay, slow } => {
-            let Ok(mut server) = TcpStream::connect(&upstream) else {
-                return;
-            };
-            let _ = server.set_read_timeout(Some(Duration::from_millis(20)));
-            let (Ok(mut client_out), Ok(mut server_in)) = (client.try_clone(), server.try_clone()) else {
-                return;
-            };
-            let stop_replies = stop.clone();
-            // Replies: upstream → client, held back while `slow` is set.
-            thread::spawn(move || {
-                while !stop_replies.load(Ordering::Relaxed) {
-                    let mut chunk = [0u8; 64 * 1024];
-                    match server_in.read(&mut chunk) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            if slow.load(Ordering::Relaxed) {
-                                thread::sleep(delay);
-                            }
-                            if client_out.write_all(&chunk[..n]).is_err() {
-                                return;
-                            }
-                        }
-                        Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                        Err(_) => return,
+        Behaviour::SlowProxy { upstream, delay, slow } => proxy(client, &upstream, stop, move |client, reply| {
+            if slow.load(Ordering::Relaxed) {
+                thread::sleep(delay);
+            }
+            client.write_all(reply)
+        }),
+        Behaviour::Trickle { upstream, largest } => {
+            // A fixed-seed generator: each run trickles the same way.
+            let mut state = 0x9e37_79b9_7f4a_7c15u64;
+            proxy(client, &upstream, stop, move |client, mut reply| {
+                while !reply.is_empty() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let piece = (1 + (state % largest as u64) as usize).min(reply.len());
+                    client.write_all(&reply[..piece])?;
+                    reply = &reply[piece..];
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Forwards requests from `client` to `upstream` as they come, and passes
+/// each chunk of replies to `forward`.
+fn proxy(
+    mut client: TcpStream,
+    upstream: &str,
+    stop: Arc<AtomicBool>,
+    mut forward: impl FnMut(&mut TcpStream, &[u8]) -> std::io::Result<()> + Send + 'static,
+) {
+    let Ok(mut server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let _ = server.set_read_timeout(Some(Duration::from_millis(20)));
+    let _ = client.set_nodelay(true);
+    let (Ok(mut client_out), Ok(mut server_in)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let stop_replies = stop.clone();
+    // Replies: upstream → client.
+    thread::spawn(move || {
+        let mut chunk = vec![0u8; 64 * 1024];
+        while !stop_replies.load(Ordering::Relaxed) {
+            match server_in.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if forward(&mut client_out, &chunk[..n]).is_err() {
+                        return;
                     }
                 }
-            });
-            // Requests: client → upstream.
-            while !stop.load(Ordering::Relaxed) {
-                match client.read(&mut buffer) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if server.write_all(&buffer[..n]).is_err() {
-                            return;
-                        }
-                    }
-                    Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                    Err(_) => return,
+                Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    // Requests: client → upstream.
+    let mut buffer = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match client.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(n) => {
+                if server.write_all(&buffer[..n]).is_err() {
+                    return;
                 }
             }
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! pool only once every reply was read: a future dropped mid-exchange drops
 //! its connection with it, so no later request can read its replies.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -17,7 +18,8 @@ use tokio::time::Instant;
 
 use super::protocol::{Answer, Exchange, Failure, INPUT_BUFFER, ReadLimits, Request};
 
-/// Idle connections kept per server; more are closed when returned.
+/// Idle connections kept per server, of every runtime together; past
+/// that, the one idle longest is closed.
 const MAX_IDLE: usize = 64;
 
 /// One connection to a server.
@@ -33,9 +35,10 @@ pub(crate) struct Connection {
 
 /// A server's idle connections, each with the tokio runtime whose reactor
 /// it is registered with: a connection only works on that runtime, and a
-/// backend may serve several.
+/// backend may serve several. Oldest first: connections of a runtime that
+/// was dropped are never taken again, and go first when room is needed.
 #[derive(Default)]
-pub(crate) struct Idle(Mutex<Vec<(tokio::runtime::Id, Connection)>>);
+pub(crate) struct Idle(Mutex<VecDeque<(tokio::runtime::Id, Connection)>>);
 
 /// The runtime this task runs on; an error outside of one.
 fn current_runtime() -> io::Result<tokio::runtime::Id> {
@@ -53,11 +56,13 @@ impl Idle {
             let connection = {
                 let mut idle = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
                 match idle.iter().rposition(|(owner, _)| *owner == runtime) {
-                    Some(at) => idle.remove(at).1,
+                    Some(at) => idle.remove(at).map(|(_, connection)| connection),
                     None => break,
                 }
             };
-            if connection.is_reusable() {
+            if let Some(connection) = connection
+                && connection.is_reusable()
+            {
                 return Ok(connection);
             }
         }
@@ -72,13 +77,17 @@ impl Idle {
         Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
     }
 
-    /// Keeps a connection that is in step with its server for reuse.
+    /// Keeps a connection that is in step with its server for reuse,
+    /// closing the one idle longest if the server has too many.
     pub(crate) fn put_back(&self, connection: Connection) {
         let Ok(runtime) = current_runtime() else { return };
-        let mut idle = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push((runtime, connection));
-        }
+        let evicted = {
+            let mut idle = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
+            idle.push_back((runtime, connection));
+            (idle.len() > MAX_IDLE).then(|| idle.pop_front())
+        };
+        // Closed outside the lock.
+        drop(evicted);
     }
 
     /// How many connections are idle.

@@ -75,6 +75,13 @@ pub(crate) struct Exchange<'a> {
     state: State,
     limits: ReadLimits,
     answer: Answer,
+    /// Bytes of values announced so far (each checked against the
+    /// reply-byte limit when announced): the values' capacity never
+    /// exceeds it.
+    announced: usize,
+    /// Zeroed bytes at the end of the values, lent to the driver by the
+    /// last [`buffer`](Self::buffer) and not yet received.
+    lent: usize,
     /// The value of the host's own command being read.
     own_value: Vec<u8>,
 }
@@ -110,6 +117,8 @@ impl<'a> Exchange<'a> {
             first_token,
             state: State::Line,
             limits,
+            announced: 0,
+            lent: 0,
             own_value: Vec::new(),
         }
     }
@@ -124,12 +133,27 @@ impl<'a> Exchange<'a> {
         self.index == self.kinds.len()
     }
 
-    /// Where the next bytes read from the socket go.
+    /// Where the next bytes read from the socket go. A driver may ask any
+    /// number of times before bytes arrive (a read that would block): the
+    /// same room is lent each time, and only [`received`](Self::received)
+    /// takes bytes from it.
     pub(crate) fn buffer(&mut self) -> &mut [u8] {
         if let State::Value { remaining } = self.state {
+            // Inside a value of the batch: straight into its values, in
+            // room lent once and taken back by `received`. The room grows
+            // with what has arrived, never with what was announced: a
+            // server announcing 60 MB and sending a byte at a time holds
+            // kilobytes of the host, not 60 MB.
+            let filled = self.answer.replies.values.len() - self.lent;
+            let room = remaining.min(filled.max(INPUT_BUFFER));
+            if self.lent != room {
+                self.answer.replies.values.truncate(filled);
+                self.make_room(room);
+                self.answer.replies.values.resize(filled + room, 0);
+                self.lent = room;
+            }
             let values = &mut self.answer.replies.values;
-            let filled = values.len();
-            values.resize(filled + remaining, 0);
+            let filled = values.len() - self.lent;
             return &mut values[filled..];
         }
         if self.start > 0 {
@@ -140,19 +164,22 @@ impl<'a> Exchange<'a> {
         &mut self.input[self.end..]
     }
 
-    /// Takes `read` bytes the driver put into [`buffer`](Self::buffer), and
-    /// reads as many replies as they complete.
+    /// Takes `read` bytes the driver put at the start of the last
+    /// [`buffer`](Self::buffer) (at most its length), and reads as many
+    /// replies as they complete.
     pub(crate) fn received(&mut self, read: usize) -> Result<(), Failure> {
         if let State::Value { remaining } = self.state {
-            // `buffer` grew the values by `remaining`; keep what came.
+            // Keep what came of the room lent; give back the rest.
+            let read = read.min(self.lent);
             let values = &mut self.answer.replies.values;
-            values.truncate(values.len() - remaining + read);
+            values.truncate(values.len() - self.lent + read);
+            self.lent = 0;
             self.state = match remaining - read {
                 0 => State::ValueEnd,
                 remaining => State::Value { remaining },
             };
         } else {
-            self.end += read;
+            self.end = (self.end + read).min(self.input.len());
         }
         self.parse()?;
         // A full buffer that holds no complete line would never make room.
@@ -161,6 +188,28 @@ impl<'a> Exchange<'a> {
             return Err(Failure::Garbled("a reply line longer than 16 KiB"));
         }
         Ok(())
+    }
+
+    /// Makes the values' capacity hold `extra` more bytes (bytes that
+    /// arrived, or room lent for them): doubling, so a large value is
+    /// copied a few times at most, but never past what has been announced
+    /// or has arrived. The values thus hold at most the reply-byte limit,
+    /// and at most four times the bytes that arrived plus two read
+    /// buffers.
+    fn make_room(&mut self, extra: usize) {
+        let values = &mut self.answer.replies.values;
+        let needed = values.len() + extra;
+        if needed > values.capacity() {
+            let target = needed.max(values.capacity() * 2).min(self.announced.max(needed));
+            values.reserve_exact(target - values.len());
+        }
+    }
+
+    /// The bytes the batch's values hold in memory (for the tests of the
+    /// memory bound).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.answer.replies.values.capacity()
     }
 
     /// The replies, once every one has been read. The second part says
@@ -190,7 +239,8 @@ impl<'a> Exchange<'a> {
                         0 => State::ValueEnd,
                         remaining => State::Aside { remaining, keep },
                     };
-                    take > 0
+                    // An empty value is complete at once.
+                    take > 0 || remaining == 0
                 }
                 State::ValueEnd => {
                     if self.end - self.start < 2 {
@@ -293,17 +343,17 @@ impl<'a> Exchange<'a> {
             }
             return Ok(true);
         }
-        let values = &mut self.answer.replies.values;
-        let total = values.len() as u64 + len as u64;
-        if total > self.limits.reply_bytes {
+        let announced = self.announced as u64 + len as u64;
+        if announced > self.limits.reply_bytes {
             return Err(Failure::ReplyTooLarge(self.limits.reply_bytes));
         }
-        if values.capacity() == 0 {
-            // The rest of this read holds this value and any after it: one
-            // allocation for the batch, not one per value.
-            values.reserve((self.end - self.start).max(len));
-        }
+        // Within the limit, which is at most a usize's worth of bytes.
+        self.announced += len;
         let buffered = len.min(self.end - self.start);
+        // What arrived with this read holds this value and maybe others:
+        // room for all of it, so small values cost one allocation a batch.
+        self.make_room(self.end - self.start);
+        let values = &mut self.answer.replies.values;
         values.extend_from_slice(&self.input[self.start..self.start + buffered]);
         self.start += buffered;
         self.answer.replies.outcomes.push(Outcome::Value(len as u32));
