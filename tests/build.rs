@@ -1,7 +1,7 @@
 //! Builds the test-only components under `components/` and exposes their
 //! paths (`MISBEHAVING_COMPONENT`, `KV_APP_COMPONENT`,
-//! `KV_ATOMICS_APP_COMPONENT`, `KV_DRAFT2_APP_COMPONENT`). They are never
-//! shipped.
+//! `KV_ATOMICS_APP_COMPONENT`, `KV_DRAFT2_APP_COMPONENT`,
+//! `HOSTILE_APP_COMPONENT`). They are never shipped.
 
 use std::env;
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ fn main() {
         ("tenant-cache-kv-app", "KV_APP_COMPONENT"),
         ("tenant-cache-kv-atomics-app", "KV_ATOMICS_APP_COMPONENT"),
         ("tenant-cache-kv-draft2-app", "KV_DRAFT2_APP_COMPONENT"),
+        ("tenant-cache-hostile-app", "HOSTILE_APP_COMPONENT"),
     ] {
         let component = build_component(package, workspace, &out_dir);
         println!("cargo:rustc-env={variable}={}", component.display());

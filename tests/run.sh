@@ -32,11 +32,11 @@ cargo test --release --workspace
 echo "== clippy (host, tests, and the guest for wasm32-wasip2)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 -p tenant-cache-guest -p tenant-cache-guest-runtime \
-    -p tenant-cache-key-parts -p tenant-cache-misbehaving -- -D warnings
+    -p tenant-cache-layout -p tenant-cache-misbehaving -- -D warnings
 # The test apps use wit-bindgen with std: checked apart, so that feature
 # does not reach the no_std components above.
 cargo clippy --release --target wasm32-wasip2 -p tenant-cache-kv-app -p tenant-cache-kv-atomics-app \
-    -p tenant-cache-kv-draft2-app -- -D warnings
+    -p tenant-cache-kv-draft2-app -p tenant-cache-hostile-app -- -D warnings
 echo "== docs (every public item of the host library documented, links valid)"
 RUSTDOCFLAGS="-D warnings" cargo doc --release -p tenant-cache-host --no-deps --quiet
 echo "== all checks passed"

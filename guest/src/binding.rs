@@ -6,7 +6,7 @@
 //!
 //! - On a grant bound to a tenant, every bucket lives inside that tenant:
 //!   key `K` of bucket `B` is the tenant's key `B:K`, with `B` encoded as
-//!   [`keys`](crate::keys) encodes parts (percent-encoded, or hashed when
+//!   `tenant_cache_layout::parts` encodes parts (percent-encoded, or hashed when
 //!   long; never holding `:`), which makes the mapping injective: no
 //!   bucket name and key can name another bucket's key.
 //! - On an unbound grant the identifier is the tenant, and the bucket's
@@ -72,7 +72,7 @@ impl Bucket {
             },
             Some(tenant) => {
                 // Encoded like a tenant: percent-encoded, or hashed when long.
-                let mut prefix = crate::keys::encode_part(identifier);
+                let mut prefix = tenant_cache_layout::parts::encode_part(identifier);
                 prefix.push(':');
                 Bucket {
                     tenant: String::from(tenant),

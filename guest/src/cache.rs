@@ -29,8 +29,10 @@ use crate::batch::{Batch, Reply};
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::{Error, TooLarge};
 use crate::bindings::tenant_cache::cache::memcached::{Command, Error as CapabilityError, Item, Replies};
 use crate::frame::{HEADER_LEN, frame, unframe};
-use crate::keys::{APP_RECORD, ReadKeys, data_record, encode_part, tenant_record};
-use crate::versions::{VersionCache, Versions, parse_record, record_value};
+use crate::versions::{VersionCache, Versions};
+use tenant_cache_layout::parts::encode_part;
+use tenant_cache_layout::records::{APP_RECORD, ReadKeys, data_record, tenant_record};
+use tenant_cache_layout::version::{parse_record, record_value};
 
 /// The reply to the next command of `batch`, which must exist; a failed
 /// command is the operation's error (`size`: the size of the value the
@@ -445,6 +447,7 @@ fn from_capability(error: CapabilityError, size: u64) -> Error {
         CapabilityError::InvalidKey(message) => Error::Internal(alloc::format!("host refused a key: {message}")),
         CapabilityError::Protocol(message) => Error::Internal(message),
         CapabilityError::OverLimit(limit) => Error::OverLimit(limit),
+        CapabilityError::Denied(message) => Error::Internal(alloc::format!("host denied a command: {message}")),
     }
 }
 

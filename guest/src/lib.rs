@@ -1,7 +1,8 @@
 //! The tenant-cache component.
 //!
-//! All namespacing logic lives in plain modules ([`keys`], [`frame`],
-//! [`versions`], [`batch`], [`cache`], [`binding`]) that are unit-tested
+//! All namespacing logic lives in plain modules ([`frame`], [`versions`],
+//! [`batch`], [`cache`], [`binding`]) and in the layout of its records
+//! (`tenant_cache_layout`, shared with the host), unit-tested
 //! natively; this file is only the wit-bindgen glue: the `tenant-cache`
 //! exports and the `wasi:keyvalue` ones call the same [`Cache`]. On wasm
 //! the crate is `no_std`, so the component imports nothing but the
@@ -14,7 +15,6 @@ pub mod batch;
 pub mod binding;
 pub mod cache;
 pub mod frame;
-pub mod keys;
 pub mod versions;
 
 #[allow(missing_docs, clippy::all)]

@@ -1,6 +1,7 @@
 //! The memcached capability as the component sees it: keys are scoped to
-//! the application the host granted, every command is checked against the
-//! grant's rules before anything is sent, and there is no flush.
+//! the application the host granted (and, on a bound grant, to one tenant:
+//! `confinement`), every command is checked against the grant's rules
+//! before anything is sent, and there is no flush.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::backend::Backend;
 use crate::backend::membership::MAX_TAG;
 use crate::bindings::capability::{Command, Error, Host, Item, Limit, Outcome, Replies};
+use crate::confinement::Confinement;
 
 /// memcached's limit on a key, in bytes.
 const MAX_MEMCACHED_KEY: usize = 250;
@@ -65,23 +67,29 @@ pub struct Grant {
     limits: BatchLimits,
     tenant_labels: bool,
     /// The one tenant the component may serve, if the grant is bound.
-    bound: Option<Arc<str>>,
+    bound: Option<Confinement>,
+    /// Where the memo keeps this grant's entries: the application's, or on
+    /// a bound grant the tenant's own, so a bound component can neither
+    /// read nor skew what instances of other tenants recall.
+    memo_scope: Arc<str>,
     /// Batches sent, one per server reached (`tenant_cache_round_trips_total`).
     round_trips: metrics::Counter,
 }
 
 /// The interface the grant implements, as components import it.
-const INTERFACE: &str = "tenant-cache:cache/memcached@0.3.0";
+const INTERFACE: &str = "tenant-cache:cache/memcached@0.4.0";
 
 impl Grant {
     /// Grants access to `backend` for the application `app`, with the
     /// default [`BatchLimits`]. Any name is accepted: it is encoded, never
     /// sent as it is.
     pub fn new(backend: Backend, app: &str) -> Grant {
+        let prefix: Arc<str> = format!("tc:{}:", app_part(app)).into();
         Grant {
             backend,
             app: app.into(),
-            prefix: format!("tc:{}:", app_part(app)).into(),
+            memo_scope: prefix.clone(),
+            prefix,
             limits: BatchLimits::default(),
             tenant_labels: false,
             bound: None,
@@ -101,19 +109,27 @@ impl Grant {
     /// The same grant, bound to `tenant`: the component then serves that
     /// tenant only. Every `wasi:keyvalue` bucket it opens lives inside the
     /// tenant (see [`keyvalue`](crate::keyvalue)), and calls naming another
-    /// tenant, or clearing every tenant, fail with `invalid-input`. A
-    /// platform binds the tenant of the customer whose app it runs, so
-    /// the app cannot reach another customer's entries by naming them.
+    /// tenant, or clearing every tenant, fail with `invalid-input`.
+    ///
+    /// The host enforces the binding, not the component: whatever
+    /// component is given this grant (the built-in one, a composed one, or
+    /// an app importing the capability itself) reaches only the tenant's
+    /// records, cannot write what other tenants read, and cannot set its
+    /// tenant's version back to one from before a clear; anything else is
+    /// refused with `denied` before it is sent. A platform binds the
+    /// tenant of the customer whose app it runs (docs/trust.md).
     pub fn bound_to(self, tenant: &str) -> Grant {
+        let bound = Confinement::new(tenant);
         Grant {
-            bound: Some(tenant.into()),
+            memo_scope: format!("{}\n{}", self.prefix, bound.part()).into(),
+            bound: Some(bound),
             ..self
         }
     }
 
     /// The tenant this grant is bound to, if any.
     pub fn bound_tenant(&self) -> Option<&str> {
-        self.bound.as_deref()
+        self.bound.as_ref().map(Confinement::tenant)
     }
 
     /// The application this grant is for.
@@ -186,21 +202,44 @@ impl Grant {
         Ok(())
     }
 
-    /// Checks every command of a batch. A store whose item cannot fit is
-    /// not sent as such: it becomes a `delete` of its key (as memcached
-    /// itself drops the old item when a store is too large, so a failed
-    /// write never leaves a stale value behind), and its reply will be
-    /// `value-too-large`; those commands' indices are returned.
-    fn check(&self, commands: &mut [Command]) -> Result<Vec<(usize, u64)>, Error> {
-        let refused = self.check_commands(commands);
-        if let Err(error) = &refused {
+    /// Checks a batch for `route` against every rule of the grant (its
+    /// binding first). A store whose item cannot fit is not sent as such:
+    /// it becomes a `delete` of its key (as memcached itself drops the old
+    /// item when a store is too large, so a failed write never leaves a
+    /// stale value behind), and its reply will be `value-too-large`; those
+    /// commands' indices are returned.
+    fn admit(&mut self, route: &str, commands: &mut [Command]) -> Result<Vec<(usize, u64)>, Error> {
+        let admitted = match &mut self.bound {
+            Some(bound) => bound.admit(route, commands),
+            None => Ok(()),
+        };
+        self.observe_refusal(admitted.and_then(|()| self.check_commands(commands)))
+    }
+
+    /// [`admit`](Self::admit) for a broadcast: no store may be too large.
+    fn admit_broadcast(&mut self, commands: &mut [Command]) -> Result<(), Error> {
+        let admitted = match &self.bound {
+            Some(bound) => bound.admit_broadcast(),
+            None => Ok(()),
+        };
+        let refused = self.observe_refusal(admitted.and_then(|()| self.check_commands(commands)))?;
+        match refused.first() {
+            Some(&(_, limit)) => Err(Error::ValueTooLarge(limit)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts and logs a refused batch.
+    fn observe_refusal<T>(&self, admitted: Result<T, Error>) -> Result<T, Error> {
+        if let Err(error) = &admitted {
             let reason = match error {
                 Error::OverLimit(_) => "over_limit",
+                Error::Denied(_) => "denied",
                 _ => "invalid_key",
             };
             crate::observe::refused(&self.app, reason, &crate::backend::memcached::protocol::describe(error));
         }
-        refused
+        admitted
     }
 
     fn check_commands(&self, commands: &mut [Command]) -> Result<Vec<(usize, u64)>, Error> {
@@ -238,39 +277,16 @@ fn mark_refused(replies: &mut Replies, refused: Vec<(usize, u64)>) {
 /// guest's parts, or `#` + 128 bits of its SHA-256 when that is too long.
 fn app_part(app: &str) -> String {
     let mut part = String::new();
-    if tenant_cache_key_parts::push_escaped(&mut part, app, MAX_APP_PART) {
+    if tenant_cache_layout::parts::push_escaped(&mut part, app, MAX_APP_PART) {
         return part;
     }
     format!("#{}", crate::digest::short_digest(app.as_bytes()))
 }
 
-/// The capability's calls, over the grant's checks; the synchronous
+/// The capability's calls, once the grant admitted them; the synchronous
 /// `Host` and the async functions below only differ in how they wait.
 impl Grant {
-    async fn execute_async(&self, route: String, mut commands: Vec<Command>) -> Result<Replies, Error> {
-        let refused = self.check(&mut commands)?;
-        self.round_trips.increment(1);
-        // The route only picks a server; it is never sent to memcached.
-        let storage = self.backend.storage();
-        let mut replies = storage
-            .execute_async(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)
-            .await?;
-        mark_refused(&mut replies, refused);
-        Ok(replies)
-    }
-
-    async fn broadcast_async(&self, mut commands: Vec<Command>) -> Result<(), Error> {
-        if let Some(&(_, limit)) = self.check(&mut commands)?.first() {
-            return Err(Error::ValueTooLarge(limit));
-        }
-        self.round_trips.increment(self.backend.storage().servers() as u64);
-        self.backend.storage().broadcast_async(&self.prefix, commands).await
-    }
-}
-
-impl Host for Grant {
-    fn execute(&mut self, route: String, mut commands: Vec<Command>) -> Result<Replies, Error> {
-        let refused = self.check(&mut commands)?;
+    fn run(&self, route: &str, commands: Vec<Command>, refused: Vec<(usize, u64)>) -> Result<Replies, Error> {
         self.round_trips.increment(1);
         // The route only picks a server; it is never sent to memcached.
         let storage = self.backend.storage();
@@ -279,28 +295,61 @@ impl Host for Grant {
         Ok(replies)
     }
 
-    fn broadcast(&mut self, mut commands: Vec<Command>) -> Result<(), Error> {
-        if let Some(&(_, limit)) = self.check(&mut commands)?.first() {
-            return Err(Error::ValueTooLarge(limit));
-        }
+    async fn run_async(
+        &self,
+        route: &str,
+        commands: Vec<Command>,
+        refused: Vec<(usize, u64)>,
+    ) -> Result<Replies, Error> {
+        self.round_trips.increment(1);
+        let storage = self.backend.storage();
+        let mut replies = storage
+            .execute_async(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)
+            .await?;
+        mark_refused(&mut replies, refused);
+        Ok(replies)
+    }
+
+    fn run_broadcast(&self, commands: Vec<Command>) -> Result<(), Error> {
         self.round_trips.increment(self.backend.storage().servers() as u64);
         self.backend.storage().broadcast(&self.prefix, commands)
     }
 
+    async fn run_broadcast_async(&self, commands: Vec<Command>) -> Result<(), Error> {
+        self.round_trips.increment(self.backend.storage().servers() as u64);
+        self.backend.storage().broadcast_async(&self.prefix, commands).await
+    }
+}
+
+impl Host for Grant {
+    fn execute(&mut self, route: String, mut commands: Vec<Command>) -> Result<Replies, Error> {
+        let refused = self.admit(&route, &mut commands)?;
+        self.run(&route, commands, refused)
+    }
+
+    fn broadcast(&mut self, mut commands: Vec<Command>) -> Result<(), Error> {
+        self.admit_broadcast(&mut commands)?;
+        self.run_broadcast(commands)
+    }
+
     fn random_u64(&mut self) -> u64 {
-        rand::random()
+        match &mut self.bound {
+            // A bound component may write as versions only what it drew.
+            Some(bound) => bound.issue(),
+            None => rand::random(),
+        }
     }
 
     fn memo_get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.backend.memo().get(&self.prefix, &key)
+        self.backend.memo().get(&self.memo_scope, &key)
     }
 
     fn memo_put(&mut self, key: String, value: Option<Vec<u8>>) {
-        self.backend.memo().put(&self.prefix, &key, value.as_deref())
+        self.backend.memo().put(&self.memo_scope, &key, value.as_deref())
     }
 
     fn bound_tenant(&mut self) -> Option<String> {
-        self.bound.as_deref().map(String::from)
+        Grant::bound_tenant(self).map(String::from)
     }
 }
 
@@ -332,25 +381,40 @@ pub fn add_to_linker_async<T: Send + 'static>(
     let mut interface = linker.instance(INTERFACE)?;
     interface.func_wrap_async(
         "execute",
-        move |mut store: StoreContextMut<'_, T>, (route, commands): (String, Vec<Command>)| {
-            // A clone (a few reference counts) so the future holds no
-            // borrow of the store.
-            let grant = get(store.data_mut()).clone();
-            Box::new(async move { Ok((grant.execute_async(route, commands).await,)) })
+        move |mut store: StoreContextMut<'_, T>, (route, mut commands): (String, Vec<Command>)| {
+            // Admitted here, on the store's grant (a bound grant uses up the
+            // versions it drew); run on a clone (a few reference counts), so
+            // the future holds no borrow of the store.
+            let grant = get(store.data_mut());
+            let admitted = grant.admit(&route, &mut commands);
+            let grant = grant.clone();
+            Box::new(async move {
+                Ok((match admitted {
+                    Ok(refused) => grant.run_async(&route, commands, refused).await,
+                    Err(error) => Err(error),
+                },))
+            })
         },
     )?;
     interface.func_wrap_async(
         "broadcast",
-        move |mut store: StoreContextMut<'_, T>, (commands,): (Vec<Command>,)| {
-            let grant = get(store.data_mut()).clone();
-            Box::new(async move { Ok((grant.broadcast_async(commands).await,)) })
+        move |mut store: StoreContextMut<'_, T>, (mut commands,): (Vec<Command>,)| {
+            let grant = get(store.data_mut());
+            let admitted = grant.admit_broadcast(&mut commands);
+            let grant = grant.clone();
+            Box::new(async move {
+                Ok((match admitted {
+                    Ok(()) => grant.run_broadcast_async(commands).await,
+                    Err(error) => Err(error),
+                },))
+            })
         },
     )?;
-    interface.func_wrap("random-u64", |_store: StoreContextMut<'_, T>, (): ()| {
-        Ok((rand::random::<u64>(),))
+    interface.func_wrap("random-u64", move |mut store: StoreContextMut<'_, T>, (): ()| {
+        Ok((Host::random_u64(get(store.data_mut())),))
     })?;
-    // The memo and the binding wait on nothing: the blocking `Host`
-    // methods serve the async linker too.
+    // Randomness, the memo and the binding wait on nothing: the blocking
+    // `Host` methods serve the async linker too.
     interface.func_wrap(
         "memo-get",
         move |mut store: StoreContextMut<'_, T>, (key,): (String,)| Ok((Host::memo_get(get(store.data_mut()), key),)),

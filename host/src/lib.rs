@@ -26,6 +26,7 @@
 mod backend;
 mod bindings;
 mod capability;
+mod confinement;
 mod digest;
 mod error;
 pub mod keyvalue;

@@ -15,7 +15,7 @@ use crate::CacheError;
 use crate::bindings::exported::Error as WitError;
 
 /// The interface the component exports.
-const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.3.0";
+const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.4.0";
 
 /// The number of functions in [`INTERFACE`].
 const FUNCTIONS: usize = 7;

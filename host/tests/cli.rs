@@ -394,8 +394,9 @@ fn rust_log_shows_each_call_and_nothing_is_logged_by_default() -> anyhow::Result
     Ok(())
 }
 
-/// The test-only wasi:keyvalue app (`tests/components/kv-app`), built once
-/// per test process into the test target directory.
+/// A test-only app (`tests/components/kv-app`, `kv-atomics-app`,
+/// `hostile-app`), built once per test process into the test target
+/// directory.
 fn kv_app(package: &str) -> std::path::PathBuf {
     use std::path::Path;
     use std::sync::OnceLock;
@@ -405,7 +406,11 @@ fn kv_app(package: &str) -> std::path::PathBuf {
             .parent()
             .expect("host/ is in the workspace");
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-components");
-        for package in ["tenant-cache-kv-app", "tenant-cache-kv-atomics-app"] {
+        for package in [
+            "tenant-cache-kv-app",
+            "tenant-cache-kv-atomics-app",
+            "tenant-cache-hostile-app",
+        ] {
             tenant_cache_component_build::build_component(package, workspace, &out);
         }
         out.join("wasm-target/wasm32-wasip2/release")
@@ -449,6 +454,45 @@ fn run_binds_the_app_to_a_tenant_and_clear_hides_what_it_stored() -> anyhow::Res
     // Without --tenant the bucket names the tenant.
     let unbound = run(&server, &["--app", "shop", "run", app, "get", "globex", "cart:item"])?;
     assert_eq!(stdout(&unbound), "pears\n");
+    Ok(())
+}
+
+#[test]
+fn run_confines_an_app_importing_the_capability_to_its_tenant() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let app = kv_app("tenant-cache-hostile-app");
+    let app = app.to_str().expect("a UTF-8 path");
+    assert!(
+        run(&server, &["--app", "shop", "set", "globex", "k", "secret"])?
+            .status
+            .success()
+    );
+    assert!(
+        run(&server, &["--app", "shop", "set", "acme", "x", "before"])?
+            .status
+            .success()
+    );
+    let old = server.raw_get("tc:shop:n:acme")?.expect("acme has a version");
+    assert!(run(&server, &["--app", "shop", "clear", "acme"])?.status.success());
+    let output = run(
+        &server,
+        &["--app", "shop", "run", "--tenant", "acme", app, "acme", "globex", &old],
+    )?;
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        out.lines().nth(1).is_some_and(|own| own.starts_with("own: allowed")),
+        "{out}"
+    );
+    let refused = out.lines().filter(|line| line.ends_with(": denied")).count();
+    assert_eq!(refused, 15, "{out}");
+    assert!(out.ends_with("memo-victim: none\n"), "{out}");
+    assert_eq!(
+        stdout(&run(&server, &["--app", "shop", "get", "globex", "k"])?),
+        "secret"
+    );
+    let cleared = run(&server, &["--app", "shop", "get", "acme", "x"])?;
+    assert_eq!((cleared.status.code(), stdout(&cleared)), (Some(1), String::new()));
     Ok(())
 }
 

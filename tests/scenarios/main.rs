@@ -27,6 +27,7 @@ mod soak;
 // Scale-out and embedding: server pools, partitions, membership changes,
 // async hosts, portability.
 mod async_host;
+mod binding;
 mod cluster;
 mod keyvalue;
 mod membership;

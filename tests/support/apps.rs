@@ -1,7 +1,8 @@
-//! The test-only `wasi:keyvalue` apps (`components/kv-app`,
-//! `components/kv-atomics-app`, `components/kv-draft2-app`, built by
-//! `build.rs`), and a host that runs
-//! them through the library's entry point, `keyvalue::add_to_linker`.
+//! The test-only apps (`components/kv-app`, `components/kv-atomics-app`,
+//! `components/kv-draft2-app`, `components/hostile-app`, built by
+//! `build.rs`), and a host that runs them as the library's docs say a
+//! platform does: `wasi:keyvalue` through `keyvalue::add_to_linker`, and
+//! the memcached capability itself for apps composed with tenant-cache.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -26,6 +27,12 @@ pub fn kv_atomics_app() -> PathBuf {
 /// `components/kv-draft2-app`: speaks `wasi:keyvalue@0.2.0-draft2`.
 pub fn kv_draft2_app() -> PathBuf {
     PathBuf::from(env!("KV_DRAFT2_APP_COMPONENT"))
+}
+
+/// `components/hostile-app`: imports the memcached capability itself and
+/// tries to reach beyond its tenant.
+pub fn hostile_app() -> PathBuf {
+    PathBuf::from(env!("HOSTILE_APP_COMPONENT"))
 }
 
 /// How an app's run ended.
@@ -60,8 +67,8 @@ impl KeyValueView for App {
     }
 }
 
-/// An engine and a linker with WASI and tenant-cache's `wasi:keyvalue`,
-/// blocking or async.
+/// An engine and a linker with WASI, tenant-cache's `wasi:keyvalue` and
+/// the store's grant as the memcached capability, blocking or async.
 fn linker(asynchronous: bool) -> &'static Linker<App> {
     static LINKERS: [OnceLock<Linker<App>>; 2] = [OnceLock::new(), OnceLock::new()];
     LINKERS[asynchronous as usize].get_or_init(|| {
@@ -70,12 +77,19 @@ fn linker(asynchronous: bool) -> &'static Linker<App> {
         if asynchronous {
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("WASI links");
             keyvalue::add_to_linker_async(&mut linker).expect("keyvalue links");
+            tenant_cache_host::add_to_linker_async(&mut linker, grant).expect("the capability links");
         } else {
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links");
             keyvalue::add_to_linker(&mut linker).expect("keyvalue links");
+            tenant_cache_host::add_to_linker(&mut linker, grant).expect("the capability links");
         }
         linker
     })
+}
+
+/// The store's grant, for apps composed with tenant-cache.
+fn grant(app: &mut App) -> &mut Grant {
+    app.keyvalue.grant_mut()
 }
 
 fn store(engine: &Engine, grant: Grant, args: &[&str]) -> (Store<App>, MemoryOutputPipe, MemoryOutputPipe) {

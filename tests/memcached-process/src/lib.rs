@@ -179,6 +179,31 @@ impl MemcachedProcess {
             .map(str::to_owned))
     }
 
+    /// Reads a raw item's bytes behind the component's back (entries are
+    /// binary frames, which [`raw_get`](Self::raw_get) cannot show).
+    pub fn raw_get_bytes(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(format!("get {key}\r\n").as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        if header == "END\r\n" {
+            return Ok(None);
+        }
+        let len: usize = header
+            .split_whitespace()
+            .nth(3)
+            .and_then(|len| len.parse().ok())
+            .with_context(|| format!("raw get of {key} answered {header:?}"))?;
+        let mut value = vec![0; len + 7];
+        reader.read_exact(&mut value)?;
+        anyhow::ensure!(value.ends_with(b"\r\nEND\r\n"), "raw get of {key} ended oddly");
+        value.truncate(len);
+        Ok(Some(value))
+    }
+
     /// Deletes an item behind the component's back; true if it existed.
     pub fn raw_delete(&self, key: &str) -> anyhow::Result<bool> {
         Ok(self.raw(&format!("delete {key}\r\n"))? == "DELETED\r\n")

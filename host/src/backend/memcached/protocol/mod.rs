@@ -269,7 +269,9 @@ impl Opaque {
 /// A capability error as a person reads it.
 pub(crate) fn describe(error: &Error) -> String {
     match error {
-        Error::Unavailable(text) | Error::InvalidKey(text) | Error::Protocol(text) => text.clone(),
+        Error::Unavailable(text) | Error::InvalidKey(text) | Error::Protocol(text) | Error::Denied(text) => {
+            text.clone()
+        }
         Error::ValueTooLarge(limit) => format!("the value exceeds the item size limit of {limit} bytes"),
         Error::OverLimit(Limit::CommandsPerBatch(limit)) => {
             format!("the batch has more commands than the host runs at once ({limit})")

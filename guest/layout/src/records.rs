@@ -1,60 +1,27 @@
-//! Relative memcached keys for the records of one tenant.
+//! The records of one tenant, relative to the application prefix. All of
+//! them live on the server the tenant's part (its *route*) picks:
 //!
-//! Every tenant and key is encoded into a *part* that is printable ASCII,
-//! never contains `:`, and is at most [`MAX_PART`] bytes, so that
-//! `d:<tenant>:<key>` can be split back unambiguously: the mapping from
-//! (tenant, key) to memcached key is injective.
+//! - `a`: the application version (one copy per server, shared by every
+//!   tenant on it);
+//! - `n:<tenant>`: the tenant version;
+//! - `d:<tenant>:<key>`: the tenant's entries.
 //!
-//! - Short parts are percent-encoded with the escape set the host shares
-//!   ([`tenant_cache_key_parts::ESCAPED`]): every byte outside `!`..`~`, and
-//!   the reserved `%`, `:` and `#`, becomes `%XX`.
-//! - A part whose encoding would exceed [`MAX_PART`] bytes becomes `#`
-//!   followed by the hex SHA-256 of the raw string. `#` never starts (or
-//!   appears in) a percent-encoded part, so hashed and plain parts cannot
-//!   collide; two long strings collide only if SHA-256 does.
+//! Parts never hold `:`, so `n:<tenant>` and the `d:<tenant>:` in front of
+//! an entry name exactly one tenant: [`record_of`] tells, for a key and a
+//! tenant, which of the tenant's records the key is, if any.
 
 use alloc::string::String;
-use core::fmt::Write;
-use sha2::{Digest, Sha256};
-use tenant_cache_key_parts::{is_plain, push_escaped};
 
-/// The longest encoded tenant or key part, in bytes.
-pub const MAX_PART: usize = 96;
-
-/// The longest relative key this module produces (`d:` + part + `:` + part).
-pub const MAX_KEY: usize = 2 + MAX_PART + 1 + MAX_PART;
+use crate::parts::{MAX_PART, push_part};
 
 /// The application-version record. One copy lives on every server; a
 /// tenant reads the copy on its own server.
 pub const APP_RECORD: &str = "a";
 
-/// Encodes one tenant or key into a part (see the module docs).
-pub fn encode_part(raw: &str) -> String {
-    let mut part = String::with_capacity(raw.len().min(MAX_PART));
-    push_part(&mut part, raw);
-    part
-}
+/// The longest relative key of a record (`d:` + part + `:` + part).
+pub const MAX_KEY: usize = 2 + MAX_PART + 1 + MAX_PART;
 
-/// Appends the part for `raw` to `out`.
-fn push_part(out: &mut String, raw: &str) {
-    // The common case, a short plain string, is its own part.
-    if raw.len() <= MAX_PART && is_plain(raw) {
-        out.push_str(raw);
-    } else if !push_escaped(out, raw, MAX_PART) {
-        push_hashed(out, raw);
-    }
-}
-
-fn push_hashed(out: &mut String, raw: &str) {
-    let digest = Sha256::digest(raw.as_bytes());
-    out.push('#');
-    for byte in digest {
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{byte:02x}");
-    }
-}
-
-/// The namespace-version record of a tenant (given as its encoded part).
+/// The version record of a tenant (given as its part).
 pub fn tenant_record(tenant: &str) -> String {
     let mut key = String::with_capacity(2 + tenant.len());
     key.push_str("n:");
@@ -62,7 +29,7 @@ pub fn tenant_record(tenant: &str) -> String {
     key
 }
 
-/// The data record of `key` (raw) for a tenant (given as its encoded part).
+/// The record of `key` (raw) of a tenant (given as its part).
 pub fn data_record(tenant: &str, key: &str) -> String {
     let mut record = String::with_capacity(3 + tenant.len() + key.len().min(MAX_PART));
     record.push_str("d:");
@@ -70,6 +37,31 @@ pub fn data_record(tenant: &str, key: &str) -> String {
     record.push(':');
     push_part(&mut record, key);
     record
+}
+
+/// Which record of a tenant a key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// `a`, the application version: shared with every tenant.
+    App,
+    /// `n:<tenant>`, the tenant version.
+    Tenant,
+    /// `d:<tenant>:<key>`, one of the tenant's entries.
+    Entry,
+}
+
+/// Which record of the tenant whose part is `tenant` the relative `key`
+/// is; `None` for a key that is none of them (another tenant's records
+/// among them).
+pub fn record_of(tenant: &str, key: &str) -> Option<Record> {
+    if key == APP_RECORD {
+        return Some(Record::App);
+    }
+    if key.strip_prefix("n:") == Some(tenant) {
+        return Some(Record::Tenant);
+    }
+    let rest = key.strip_prefix("d:")?.strip_prefix(tenant)?;
+    rest.starts_with(':').then_some(Record::Entry)
 }
 
 /// The two records a read of one key names besides the application
@@ -124,6 +116,7 @@ impl ReadKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parts::encode_part;
     use alloc::collections::BTreeSet;
     use alloc::vec::Vec;
 
@@ -131,19 +124,44 @@ mod tests {
         !key.is_empty() && key.len() <= MAX_KEY && key.bytes().all(|b| b.is_ascii_graphic())
     }
 
-    #[test]
-    fn plain_text_stays_readable() {
-        assert_eq!(encode_part("Lisboa"), "Lisboa");
-        assert_eq!(data_record("Lisboa", "/info"), "d:Lisboa:/info");
+    /// Tenants and keys a hostile caller would try.
+    fn samples() -> Vec<String> {
+        [
+            "",
+            " ",
+            ":",
+            "%",
+            "#",
+            "a",
+            "a:",
+            ":a",
+            "%3A",
+            "#abc",
+            "\0",
+            "\r\n",
+            "flush_all",
+            "\u{202e}rtl",
+            "e\u{301}",
+            "🦀",
+            "a b c",
+            "/",
+            "a/b",
+            "acme",
+            "acm",
+            "acme:x",
+            "d:acme",
+            "n:acme",
+        ]
+        .iter()
+        .map(|s| String::from(*s))
+        .chain([250, 251, 1000, 100_000].iter().map(|n| "k".repeat(*n)))
+        .collect()
     }
 
     #[test]
-    fn reserved_and_invisible_bytes_are_escaped() {
-        assert_eq!(encode_part(""), "");
-        assert_eq!(encode_part("a b"), "a%20b");
-        assert_eq!(encode_part("x\r\ny"), "x%0D%0Ay");
-        assert_eq!(encode_part("a:1/x%#"), "a%3A1/x%25%23");
-        assert_eq!(encode_part("é"), "%C3%A9");
+    fn plain_text_stays_readable() {
+        assert_eq!(data_record("Lisboa", "/info"), "d:Lisboa:/info");
+        assert_eq!(tenant_record("Lisboa"), "n:Lisboa");
     }
 
     #[test]
@@ -164,47 +182,8 @@ mod tests {
     }
 
     #[test]
-    fn long_parts_are_hashed_not_truncated() {
-        let long_a = "x".repeat(100_000);
-        let mut long_b = long_a.clone();
-        long_b.push('y');
-        let a = encode_part(&long_a);
-        let b = encode_part(&long_b);
-        assert!(a.starts_with('#') && a.len() == 65);
-        assert_ne!(a, b);
-        // An encoding that just exceeds the limit is hashed too.
-        assert!(encode_part(&"é".repeat(17)).starts_with('#'));
-        assert_eq!(encode_part(&"z".repeat(MAX_PART)), "z".repeat(MAX_PART));
-        assert!(encode_part(&"z".repeat(MAX_PART + 1)).starts_with('#'));
-    }
-
-    #[test]
     fn every_key_is_distinct_and_wire_valid() {
-        let samples: Vec<String> = [
-            "",
-            " ",
-            ":",
-            "%",
-            "#",
-            "a",
-            "a:",
-            ":a",
-            "%3A",
-            "#abc",
-            "\0",
-            "\r\n",
-            "flush_all",
-            "\u{202e}rtl",
-            "e\u{301}",
-            "🦀",
-            "a b c",
-            "/",
-            "a/b",
-        ]
-        .iter()
-        .map(|s| String::from(*s))
-        .chain([250, 251, 1000, 100_000].iter().map(|n| "k".repeat(*n)))
-        .collect();
+        let samples = samples();
         let mut seen = BTreeSet::new();
         for tenant in &samples {
             for key in &samples {
@@ -214,6 +193,32 @@ mod tests {
             }
             assert!(wire_valid(&tenant_record(&encode_part(tenant))));
         }
+    }
+
+    #[test]
+    fn a_tenant_owns_its_records_and_no_other_tenants() {
+        let samples = samples();
+        for tenant in &samples {
+            let part = encode_part(tenant);
+            assert_eq!(record_of(&part, APP_RECORD), Some(Record::App));
+            assert_eq!(record_of(&part, &tenant_record(&part)), Some(Record::Tenant));
+            for other in &samples {
+                let other_part = encode_part(other);
+                for key in &samples {
+                    let entry = data_record(&other_part, key);
+                    let expected = (other == tenant).then_some(Record::Entry);
+                    assert_eq!(record_of(&part, &entry), expected, "{tenant:?} and {other:?}/{key:?}");
+                }
+                let expected = (other == tenant).then_some(Record::Tenant);
+                assert_eq!(record_of(&part, &tenant_record(&other_part)), expected);
+            }
+        }
+        // Keys of no layout at all are no tenant's.
+        for stray in ["", "a:", "aa", "n:", "d:", "d:acme", "n:acme:", "x:acme:k", "~a"] {
+            assert_eq!(record_of("acme", stray), None, "{stray:?}");
+        }
+        assert_eq!(record_of("", "d::k"), Some(Record::Entry));
+        assert_eq!(record_of("", "d:x:k"), None);
     }
 
     #[test]
