@@ -188,14 +188,22 @@ fn a_value_too_large_fails_and_removes_its_key_on_every_path() -> anyhow::Result
 }
 
 #[test]
-fn a_clear_is_one_batch_even_for_a_host_that_knows_no_pool_yet() -> anyhow::Result<()> {
-    // The embedded store has no pool; a memcached one is found on the
-    // first batch, which needs no round trip of its own.
+fn a_host_that_knows_no_pool_yet_reads_in_one_batch_and_learns_the_pool_before_it_writes() -> anyhow::Result<()> {
+    // The embedded store has no pool; a memcached one is found with the
+    // first batch when it only reads (in the same round trip), and before
+    // the first batch that writes (so a process listing the wrong servers
+    // writes nothing).
     let server = MemcachedProcess::start()?;
     backend(&[&server]).and_then(|backend| Ok(cache(&backend, "app")?.set("t", "k", b"v", None)?))?;
-    let fresh = backend(&[&server])?;
-    let mut instance: TenantCache = runtime().instantiate(Grant::new(fresh.clone(), "app"))?;
+    let reader = backend(&[&server])?;
+    let mut instance: TenantCache = runtime().instantiate(Grant::new(reader.clone(), "app"))?;
+    assert_eq!(instance.get("t", "k")?.as_deref(), Some(&b"v"[..]));
+    assert_eq!(reader.batches_sent(), 1);
+    let writer = backend(&[&server])?;
+    let mut instance: TenantCache = runtime().instantiate(Grant::new(writer.clone(), "app"))?;
     instance.clear("t")?;
-    assert_eq!(fresh.batches_sent(), 1);
+    assert_eq!(writer.batches_sent(), 2);
+    instance.clear("t")?;
+    assert_eq!(writer.batches_sent(), 3);
     Ok(())
 }

@@ -3,10 +3,16 @@
 //! reordering, or processes holding different lists makes what a clear hid
 //! readable again; a process whose list is not the pool's is refused with
 //! an error that says what to do; a change moves only the tenants of the
-//! servers it adds or removes.
+//! servers it adds or removes. And guarantee 11: of concurrent `pool set`
+//! runs at most one takes effect, an interrupted one is completed (or
+//! replaced) by running `pool set` again, and no process ever uses a record
+//! that does not list exactly its servers.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use tenant_cache_host::{Backend, CacheError, TenantCache};
-use tenant_cache_tests::{MemcachedProcess, backend, cache};
+use tenant_cache_tests::{Behaviour, FakeServer, Gate, MemcachedProcess, backend, backend_with_timeout, cache};
 
 const TENANTS: usize = 40;
 
@@ -177,5 +183,199 @@ fn adding_or_removing_one_server_moves_only_its_share() -> anyhow::Result<()> {
         (kept_removing - (1.0 - lost_adding)).abs() < 1e-9,
         "kept {kept_removing}"
     );
+    Ok(())
+}
+
+/// A proxy to `server` that holds back the `nth` write of the pool record
+/// sent through it.
+fn gated(server: &MemcachedProcess, nth: usize) -> anyhow::Result<(FakeServer, Arc<Gate>)> {
+    let gate = Gate::new(b"ms tc:pool", nth);
+    let proxy = FakeServer::start(Behaviour::Gate {
+        upstream: server.address(),
+        gate: gate.clone(),
+    })?;
+    Ok((proxy, gate))
+}
+
+fn on(servers: &[String], timeout_ms: u64) -> anyhow::Result<Backend> {
+    backend_with_timeout(servers, Duration::from_millis(timeout_ms))
+}
+
+/// Whether a fresh process listing `backend`'s servers can use the pool.
+fn works(backend: &Backend) -> bool {
+    cache(backend, "app").is_ok_and(|mut fresh| fresh.get("probe", "k").is_ok())
+}
+
+#[test]
+fn of_two_pool_sets_with_different_lists_at_once_one_fails_and_one_list_serves() -> anyhow::Result<()> {
+    let (a, b, c, d) = (
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+    );
+    let (c_proxy, gate) = gated(&c, 1)?;
+    let ab = backend(&[&a, &b])?;
+    fill(&mut cache(&ab, "app")?, TENANTS, "old")?;
+    // X adds C; its write to C is held back: X has claimed the pool and
+    // waits, as it would on a slow or frozen server.
+    let abc_list = vec![a.address(), b.address(), c_proxy.address()];
+    let abc = on(&abc_list, 5000)?;
+    let x = std::thread::spawn(move || abc.set_pool(false));
+    assert!(gate.reached(Duration::from_secs(5)), "X never wrote to C");
+    // Meanwhile Y makes A, B, D the pool.
+    let abd = backend(&[&a, &b, &d])?;
+    abd.set_pool(false)?;
+    gate.open();
+    let refused = x
+        .join()
+        .expect("X's thread")
+        .expect_err("X must not succeed once Y changed the pool");
+    assert!(format!("{refused:#}").contains("another `pool set`"), "{refused:#}");
+    // One list serves; the other is refused, so a clear on one can never
+    // be missed by a read on the other.
+    assert!(works(&abd));
+    let mut on_abd = cache(&abd, "app")?;
+    on_abd.set("t", "k", b"before the clear", None)?;
+    on_abd.clear("t")?;
+    let abc = on(&abc_list, 1000)?;
+    refused_naming(cache(&abc, "app")?.get("t", "k"), &["pool set"]);
+    assert_eq!(on_abd.get("t", "k")?, None);
+    Ok(())
+}
+
+#[test]
+fn a_fresh_process_never_adopts_a_record_that_does_not_list_its_servers() -> anyhow::Result<()> {
+    let (a, c) = (MemcachedProcess::start()?, MemcachedProcess::start()?);
+    let (a_proxy, gate) = gated(&a, 1)?;
+    // P1 lists A (through the proxy) and B; A must be the first of its list,
+    // where it records a new pool.
+    let b = loop {
+        let candidate = MemcachedProcess::start()?;
+        if candidate.address() > a_proxy.address() {
+            break candidate;
+        }
+    };
+    let p1 = on(&[a_proxy.address(), b.address()], 5000)?;
+    let p1_thread = std::thread::spawn(move || cache(&p1, "app").and_then(|mut fresh| Ok(fresh.get("t", "k")?)));
+    // P1 found no record anywhere and is about to record its pool on A...
+    assert!(gate.reached(Duration::from_secs(5)), "P1 never recorded a pool");
+    // ...when P2 records a pool of A and C there first.
+    let p2 = backend(&[&a, &c])?;
+    assert_eq!(cache(&p2, "app")?.get("t", "k")?, None);
+    gate.open();
+    let refused = p1_thread.join().expect("P1's thread");
+    assert!(
+        matches!(&refused, Err(error) if format!("{error:#}").contains("is a pool of")),
+        "{refused:?}"
+    );
+    assert_eq!(b.raw_get("tc:pool")?, None, "P1 wrote the other pool's record to B");
+    assert!(works(&p2));
+    Ok(())
+}
+
+#[test]
+fn an_interrupted_pool_set_is_completed_or_replaced_by_running_it_again() -> anyhow::Result<()> {
+    // Interrupted before it commits (cut off from C at its first write
+    // there) and after (at its second); run again with the new list in
+    // another order, or with the old list.
+    for (nth, rerun_new_list) in [(1, true), (1, false), (2, true), (2, false)] {
+        let (a, b, c) = (
+            MemcachedProcess::start()?,
+            MemcachedProcess::start()?,
+            MemcachedProcess::start()?,
+        );
+        let (c_proxy, gate) = gated(&c, nth)?;
+        let ab = backend(&[&a, &b])?;
+        fill(&mut cache(&ab, "app")?, TENANTS, "v")?;
+        let abc = on(&[a.address(), b.address(), c_proxy.address()], 5000)?;
+        let change = std::thread::spawn({
+            let abc = abc.clone();
+            move || abc.set_pool(false)
+        });
+        // The change is cut off from C at its write there.
+        assert!(gate.reached(Duration::from_secs(5)), "case {nth}: no write reached C");
+        gate.cut();
+        let interrupted = change.join().expect("the change's thread").expect_err("cut off");
+        assert!(format!("{interrupted:#}").contains("run again"), "{interrupted:#}");
+        // Until it is run again, no process uses the pool.
+        assert!(!works(&ab) && !works(&abc), "case {nth}/{rerun_new_list}");
+        let (rerun, other) = match rerun_new_list {
+            true => (on(&[c_proxy.address(), b.address(), a.address()], 1000)?, ab),
+            false => (on(&[b.address(), a.address()], 1000)?, abc),
+        };
+        rerun.set_pool(false)?;
+        assert!(works(&rerun), "case {nth}/{rerun_new_list}");
+        assert!(!works(&other), "case {nth}/{rerun_new_list}: both lists serve");
+        // Tenants the change did not move kept their entries.
+        let kept = share_kept(&rerun, TENANTS)?;
+        assert!(kept > 0.4, "case {nth}/{rerun_new_list}: kept {kept}");
+    }
+    Ok(())
+}
+
+#[test]
+fn pool_set_refuses_servers_that_hold_no_pool_and_leaves_the_pool_serving() -> anyhow::Result<()> {
+    let (a, b, c, d) = (
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+    );
+    let ab = backend(&[&a, &b])?;
+    fill(&mut cache(&ab, "app")?, TENANTS, "v")?;
+    let refused = backend(&[&c, &d])?.set_pool(false).expect_err("a disjoint list");
+    assert!(format!("{refused:#}").contains("no pool record"), "{refused:#}");
+    assert_eq!((c.raw_get("tc:pool")?, d.raw_get("tc:pool")?), (None, None));
+    assert_eq!(share_kept(&ab, TENANTS)?, 1.0);
+    // The way to move: old and new together, then the new alone; the old
+    // servers are fenced.
+    backend(&[&a, &b, &c, &d])?.set_pool(false)?;
+    let cd = backend(&[&c, &d])?;
+    cd.set_pool(false)?;
+    assert!(works(&cd) && !works(&ab));
+    Ok(())
+}
+
+#[test]
+fn concurrent_pool_sets_never_leave_two_lists_serving() -> anyhow::Result<()> {
+    let servers: Vec<MemcachedProcess> = (0..4).map(|_| MemcachedProcess::start()).collect::<Result<_, _>>()?;
+    let list = |members: &[usize]| members.iter().map(|&n| servers[n].address()).collect::<Vec<_>>();
+    fill(&mut cache(&backend(&[&servers[0], &servers[1]])?, "app")?, 8, "v")?;
+    let lists = [list(&[0, 1, 2]), list(&[0, 1, 3]), list(&[1, 2, 3]), list(&[0, 2])];
+    let mut changes = 0;
+    for round in 0..12 {
+        let barrier = Arc::new(std::sync::Barrier::new(lists.len()));
+        let results: Vec<Result<String, String>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = lists
+                .iter()
+                .map(|servers| {
+                    let barrier = barrier.clone();
+                    scope.spawn(move || {
+                        let backend = on(servers, 1000).map_err(|error| format!("{error:#}"))?;
+                        barrier.wait();
+                        backend.set_pool(false).map_err(|error| format!("{error:#}"))
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|thread| thread.join().expect("a pool set thread"))
+                .collect()
+        });
+        changes += results.iter().filter(|result| result.is_ok()).count();
+        for error in results.iter().filter_map(|result| result.as_ref().err()) {
+            assert!(
+                error.contains("pool set") || error.contains("pool show"),
+                "round {round}: {error}"
+            );
+        }
+        let serving: Vec<&Vec<String>> = lists
+            .iter()
+            .filter(|servers| on(servers, 1000).is_ok_and(|backend| works(&backend)))
+            .collect();
+        assert!(serving.len() <= 1, "round {round}: {serving:?} all serve");
+    }
+    assert!(changes > 0, "no pool set ever succeeded");
     Ok(())
 }

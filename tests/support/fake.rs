@@ -5,7 +5,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -28,6 +28,16 @@ pub enum Behaviour {
         /// Whether replies are held back right now.
         slow: Arc<AtomicBool>,
     },
+    /// Forwards to `upstream`, holding back one request at `gate` until the
+    /// gate opens (the request is not sent before) or is cut (the request
+    /// is never sent, its connection is closed): a process stalled at a
+    /// chosen step while others run, or cut off there.
+    Gate {
+        /// The real server behind the proxy.
+        upstream: String,
+        /// Which request to hold.
+        gate: Arc<Gate>,
+    },
     /// Forwards to `upstream`, passing replies on in pieces of 1 to
     /// `largest` bytes, each its own write: a slow network, where a read
     /// may return any part of a reply.
@@ -37,6 +47,74 @@ pub enum Behaviour {
         /// The largest piece written at once.
         largest: usize,
     },
+}
+
+/// Where a [`Behaviour::Gate`] proxy holds a request back: the `nth`
+/// request (counting from 1, over every connection) holding `pattern`.
+pub struct Gate {
+    pattern: Vec<u8>,
+    nth: usize,
+    seen: AtomicUsize,
+    reached: AtomicBool,
+    open: AtomicBool,
+    cut: AtomicBool,
+}
+
+impl Gate {
+    /// A closed gate for the `nth` request holding `pattern`.
+    pub fn new(pattern: &[u8], nth: usize) -> Arc<Gate> {
+        Arc::new(Gate {
+            pattern: pattern.to_vec(),
+            nth,
+            seen: AtomicUsize::new(0),
+            reached: AtomicBool::new(false),
+            open: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+        })
+    }
+
+    /// Waits until the request is held back, for at most `timeout`;
+    /// whether it is.
+    pub fn reached(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.reached.load(Ordering::SeqCst) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    /// Lets the request (and every later one) through.
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+
+    /// Drops the request held back, closing its connection; later ones
+    /// pass.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Returns once `request` may go on (true), or must be dropped with its
+    /// connection (false).
+    fn pass(&self, request: &[u8], stop: &AtomicBool) -> bool {
+        let matches = request.windows(self.pattern.len()).any(|window| window == self.pattern);
+        if !matches || self.seen.fetch_add(1, Ordering::SeqCst) + 1 != self.nth {
+            return true;
+        }
+        self.reached.store(true, Ordering::SeqCst);
+        loop {
+            if self.open.load(Ordering::SeqCst) {
+                return true;
+            }
+            if self.cut.load(Ordering::SeqCst) || stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
 }
 
 /// A fake server on a free loopback port.
@@ -102,7 +180,10 @@ fn serve(mut client: TcpStream, behaviour: Behaviour, stop: Arc<AtomicBool>) {
                 }
             }
         }
-        Behaviour::SlowProxy { upstream, delay, slow } => proxy(client, &upstream, stop, move |client, reply| {
+        Behaviour::Gate { upstream, gate } => proxy(client, &upstream, stop, Some(gate), |client, reply| {
+            client.write_all(reply)
+        }),
+        Behaviour::SlowProxy { upstream, delay, slow } => proxy(client, &upstream, stop, None, move |client, reply| {
             if slow.load(Ordering::Relaxed) {
                 thread::sleep(delay);
             }
@@ -111,7 +192,7 @@ fn serve(mut client: TcpStream, behaviour: Behaviour, stop: Arc<AtomicBool>) {
         Behaviour::Trickle { upstream, largest } => {
             // A fixed-seed generator: each run trickles the same way.
             let mut state = 0x9e37_79b9_7f4a_7c15u64;
-            proxy(client, &upstream, stop, move |client, mut reply| {
+            proxy(client, &upstream, stop, None, move |client, mut reply| {
                 while !reply.is_empty() {
                     state ^= state << 13;
                     state ^= state >> 7;
@@ -126,12 +207,13 @@ fn serve(mut client: TcpStream, behaviour: Behaviour, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Forwards requests from `client` to `upstream` as they come, and passes
-/// each chunk of replies to `forward`.
+/// Forwards requests from `client` to `upstream` as they come (held at
+/// `gate`, if any), and passes each chunk of replies to `forward`.
 fn proxy(
     mut client: TcpStream,
     upstream: &str,
     stop: Arc<AtomicBool>,
+    gate: Option<Arc<Gate>>,
     mut forward: impl FnMut(&mut TcpStream, &[u8]) -> std::io::Result<()> + Send + 'static,
 ) {
     let Ok(mut server) = TcpStream::connect(upstream) else {
@@ -165,6 +247,12 @@ fn proxy(
         match client.read(&mut buffer) {
             Ok(0) => return,
             Ok(n) => {
+                if let Some(gate) = &gate
+                    && !gate.pass(&buffer[..n], &stop)
+                {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
                 if server.write_all(&buffer[..n]).is_err() {
                     return;
                 }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use apps::{AppRun, hostile_app, kv_app, kv_atomics_app, kv_draft2_app, run_app, run_app_async};
-pub use fake::{Behaviour, FakeServer};
+pub use fake::{Behaviour, FakeServer, Gate};
 pub use tenant_cache_memcached_process::MemcachedProcess;
 
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions, TenantCache};

@@ -36,6 +36,9 @@ pub(crate) struct Membership {
     pub(crate) floor: u32,
     /// A change is between its two phases: no server may be used.
     pub(crate) changing: bool,
+    /// For a change under way, the server where it commits (the anchor of
+    /// the record it changes, see [`anchor`](Self::anchor)).
+    pub(crate) commit_at: Option<String>,
     /// The servers, sorted, each with the generation it (last) joined.
     pub(crate) members: Vec<(String, u32)>,
     /// Servers that left, sorted, each with the last generation it was in.
@@ -89,9 +92,43 @@ impl Membership {
             generation,
             floor: generation,
             changing: false,
+            commit_at: None,
             members: sorted(servers).into_iter().map(|server| (server, generation)).collect(),
             departed: Vec::new(),
         }
+    }
+
+    /// The record of one pool made of `servers`, over records of several
+    /// pools, the newest at `newest`: a new id, every route tagged anew (so
+    /// nothing any of those pools kept is read), and the members of the
+    /// old pools that are not in `servers` departed, so they are fenced.
+    pub(crate) fn merged(
+        servers: &[String],
+        id: u32,
+        newest: u32,
+        old_members: &[String],
+    ) -> Result<Membership, String> {
+        let generation = newest + 1;
+        if generation > MAX_GENERATION {
+            return Err(format!(
+                "the pool has changed {MAX_GENERATION} times, the most a record holds"
+            ));
+        }
+        let servers = sorted(servers);
+        let departed = sorted(old_members)
+            .into_iter()
+            .filter(|server| !servers.contains(server))
+            .map(|server| (server, newest))
+            .collect();
+        Ok(Membership {
+            id,
+            generation,
+            floor: generation,
+            changing: false,
+            commit_at: None,
+            members: servers.into_iter().map(|server| (server, generation)).collect(),
+            departed,
+        })
     }
 
     /// The record after the server list becomes `servers`: members that
@@ -133,9 +170,51 @@ impl Membership {
             generation,
             floor,
             changing: false,
+            commit_at: None,
             members,
             departed,
         })
+    }
+
+    /// The server where a change of this record is claimed and committed:
+    /// the first member (sorted). Every change of one record claims the
+    /// same server with compare-and-swap, so of concurrent changes at most
+    /// one gets past it. A change under way keeps the anchor of the record
+    /// it changes.
+    pub(crate) fn anchor(&self) -> &str {
+        match &self.commit_at {
+            Some(server) => server,
+            None => self.members.first().map_or("", |(server, _)| server),
+        }
+    }
+
+    /// The servers a change that made this record writes: its members and
+    /// the servers it made leave.
+    pub(crate) fn written_by_change(&self) -> Vec<String> {
+        let leaving = self
+            .departed
+            .iter()
+            .filter(|(_, last)| last + 1 == self.generation)
+            .map(|(server, _)| server.clone());
+        sorted(&self.servers().into_iter().chain(leaving).collect::<Vec<_>>())
+    }
+
+    /// This record as a change under way, committing at `commit_at`.
+    pub(crate) fn changing_at(&self, commit_at: &str) -> Membership {
+        Membership {
+            changing: true,
+            commit_at: Some(commit_at.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// This record as the pool's, once its change committed.
+    pub(crate) fn committed(&self) -> Membership {
+        Membership {
+            changing: false,
+            commit_at: None,
+            ..self.clone()
+        }
     }
 
     /// The generation `server` joined at, if it is a member.
@@ -216,12 +295,16 @@ impl Membership {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let state = match (&self.commit_at, self.changing) {
+            (Some(server), true) => format!("changing commit={server}"),
+            (_, true) => String::from("changing"),
+            (_, false) => String::from("active"),
+        };
         format!(
-            "tc-pool/1 id={:08x} generation={} floor={} state={} members={} departed={}",
+            "tc-pool/1 id={:08x} generation={} floor={} state={state} members={} departed={}",
             self.id,
             self.generation,
             self.floor,
-            if self.changing { "changing" } else { "active" },
             list(&self.members),
             list(&self.departed),
         )
@@ -240,6 +323,7 @@ impl Membership {
             generation: 0,
             floor: 0,
             changing: false,
+            commit_at: None,
             members: Vec::new(),
             departed: Vec::new(),
         };
@@ -264,6 +348,7 @@ impl Membership {
                 "generation" => record.generation = number()?,
                 "floor" => record.floor = number()?,
                 "state" => record.changing = value == "changing",
+                "commit" => record.commit_at = Some(value.to_owned()),
                 "members" => record.members = list(value)?,
                 "departed" => record.departed = list(value)?,
                 _ => {}
@@ -297,7 +382,8 @@ mod tests {
     fn records_round_trip() {
         let first = Membership::first(&servers(&["b", "a"]), 0xdead_beef, true);
         let next = first.next(&servers(&["a", "c"])).unwrap();
-        for record in [first, next] {
+        let changing = next.changing_at("a:11211");
+        for record in [first, next, changing] {
             assert_eq!(Membership::parse(&record.encode()), Ok(record));
         }
         for bad in [
@@ -377,6 +463,29 @@ mod tests {
             }
             history.push(now);
         }
+    }
+
+    #[test]
+    fn a_change_writes_the_old_and_the_new_servers_and_commits_at_the_old_anchor() {
+        let first = Membership::first(&servers(&["b", "c"]), 1, true);
+        assert_eq!(first.anchor(), "b:11211");
+        let next = first.next(&servers(&["a", "c"])).unwrap();
+        assert_eq!(next.written_by_change(), servers(&["a", "b", "c"]));
+        let changing = next.changing_at(first.anchor());
+        assert_eq!(changing.anchor(), "b:11211");
+        assert_eq!(changing.committed(), next);
+        assert_eq!(next.anchor(), "a:11211");
+        // A change over a change under way: its own leavers and the
+        // earlier change's joiners that do not stay.
+        let after = next.next(&servers(&["c"])).unwrap();
+        assert_eq!(after.written_by_change(), servers(&["a", "c"]));
+        let merged = Membership::merged(&servers(&["c", "d"]), 9, 4, &servers(&["a", "b", "c"])).unwrap();
+        assert_eq!(merged.written_by_change(), servers(&["a", "b", "c", "d"]));
+        assert_eq!(merged.generation, 5);
+        assert_ne!(
+            merged.tag(Route::new(b"t"), "c:11211"),
+            first.tag(Route::new(b"t"), "c:11211")
+        );
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Every batch under the pool record: its keys carry their route's tag,
 //! and it ends by reading `tc:pool`, so a process whose server list or
 //! record is not the pool's finds out in the same round trip, before it
-//! trusts what it read. Written once, as async code over a [`Driver`]:
-//! the blocking driver's futures complete when first polled.
+//! trusts what it read. A process uses a record only if every server of
+//! its list that answers holds exactly that record, and it lists exactly
+//! those servers. Written once, as async code over a [`Driver`]: the
+//! blocking driver's futures complete when first polled. How the record
+//! changes: `pool_change`.
 
 use std::sync::Arc;
 
 use super::protocol::{Answer, Group, Own, OwnReply, Request, describe};
 use super::{Driver, Known, MemcachedPool};
-use crate::backend::membership::{Membership, Tag, sorted};
+use crate::backend::membership::{Membership, Tag};
 use crate::backend::routing::{self, Route};
 use crate::bindings::capability::{Command, Error, Outcome, Replies};
 
@@ -22,12 +25,31 @@ pub struct PoolReport {
     pub record: Result<Option<String>, String>,
 }
 
-/// What a server holds: its pool record, and how many items it holds now
-/// and has stored since it started.
-struct Surveyed {
-    record: Option<Vec<u8>>,
-    current: u64,
-    total: u64,
+/// What a server holds: its pool record with its CAS value, and how many
+/// items it holds now and has stored since it started.
+pub(super) struct Surveyed {
+    pub(super) record: Option<(Vec<u8>, u64)>,
+    pub(super) current: u64,
+    pub(super) total: u64,
+}
+
+/// The pool record a process found, and the listed servers that held none
+/// and were given it back.
+pub(super) struct Learned {
+    known: Arc<Known>,
+    restored: Vec<usize>,
+}
+
+impl Learned {
+    /// Whether a batch that ended by reading `closing` on `server` ran
+    /// under this record: the server held it, or held none and was given
+    /// it back while no change of the pool could have begun.
+    fn vouches_for(&self, server: usize, closing: Option<&[u8]>) -> bool {
+        match closing {
+            Some(closing) => closing == self.known.stored,
+            None => self.restored.contains(&server),
+        }
+    }
 }
 
 /// `prefix` with `tag` appended: the key prefix of a route's commands.
@@ -42,17 +64,9 @@ fn tagged(prefix: &str, tag: Tag) -> Vec<u8> {
 fn closing_record(answer: &Answer) -> Option<&[u8]> {
     answer.own.iter().rev().find_map(|reply| match reply {
         OwnReply::Pool(record) => Some(record.as_deref()),
+        OwnReply::Surveyed(record) => Some(record.as_ref().map(|(stored, _)| &stored[..])),
         _ => None,
     })?
-}
-
-/// How many stores of a batch took effect: items it may have added.
-fn stores_done(replies: &Replies) -> u64 {
-    replies
-        .outcomes
-        .iter()
-        .filter(|outcome| **outcome == Outcome::Done)
-        .count() as u64
 }
 
 impl MemcachedPool {
@@ -71,6 +85,12 @@ impl MemcachedPool {
         let owner = &self.ids[server];
         crate::observe::server(owner);
         let mut known = self.known();
+        let writes = commands.iter().any(|command| !matches!(command, Command::Get(_)));
+        if known.is_none() && writes {
+            // A process that knows no record yet learns it before it
+            // writes: a list that is not the pool's writes nothing.
+            known = Some(self.learn(driver).await?.known);
+        }
         // The second attempt runs only if the record moved the route's keys
         // while the first ran.
         for _ in 0..2 {
@@ -85,31 +105,35 @@ impl MemcachedPool {
                 own: vec![Own::ReadPool],
                 ..Request::default()
             };
-            let writes = batch.writes();
-            let Some(current) = &known else {
-                // No record known yet: the batch carries the survey of every
-                // server with it, in the same round trip.
-                let (replies, survey) = self.run_with_survey(driver, server, batch, reply_bytes).await?;
-                let stores = stores_done(&replies);
-                let learned = self.conclude(driver, survey, Some((server, stores))).await?;
-                if learned.record.tag(route, owner) == tag {
-                    return Ok(replies);
+            let (replies, closing, learned) = match &known {
+                None => {
+                    // No record known yet, and the batch only reads: it
+                    // carries the survey of every server with it, in the
+                    // same round trip.
+                    let (answer, survey) = self.run_with_survey(driver, server, batch, reply_bytes).await?;
+                    let closing = closing_record(&answer).map(<[u8]>::to_vec);
+                    (answer.replies, closing, self.conclude(driver, survey).await?)
                 }
-                known = Some(learned);
-                continue;
+                Some(current) => {
+                    let answer = self.run_one(driver, server, batch, reply_bytes, writes).await?;
+                    let closing = closing_record(&answer);
+                    if closing == Some(&current.stored[..]) {
+                        return Ok(answer.replies);
+                    }
+                    // Not the record the keys were tagged under: find the
+                    // pool's, and keep the answer if it tags the route the same.
+                    tracing::info!(server = %owner, "the pool record changed: reading every server's");
+                    let closing = closing.map(<[u8]>::to_vec);
+                    (answer.replies, closing, self.learn(driver).await?)
+                }
             };
-            let answer = self.run_one(driver, server, batch, reply_bytes, writes).await?;
-            if closing_record(&answer) == Some(&current.stored[..]) {
-                return Ok(answer.replies);
+            if learned.vouches_for(server, closing.as_deref()) && learned.known.record.tag(route, owner) == tag {
+                return Ok(replies);
             }
-            // Not the record the keys were tagged under: find the pool's,
-            // and keep the answer if it tags the route the same.
-            tracing::info!(server = %owner, "the pool record changed: reading every server's");
-            let learned = self.learn(driver).await?;
-            if learned.record.tag(route, owner) == tag {
-                return Ok(answer.replies);
+            if closing.is_none() && !learned.vouches_for(server, None) {
+                return Err(self.unrecorded(server, &learned.known.record));
             }
-            known = Some(learned);
+            known = Some(learned.known);
         }
         Err(Error::Unavailable(format!(
             "the pool record of memcached at {} kept changing during one call; retry",
@@ -127,7 +151,7 @@ impl MemcachedPool {
     ) -> Result<(), Error> {
         let mut known = match self.known() {
             Some(known) => known,
-            None => self.learn(driver).await?,
+            None => self.learn(driver).await?.known,
         };
         for _ in 0..2 {
             let requests: Vec<(usize, Request<'_>)> = (0..self.servers.len())
@@ -168,7 +192,7 @@ impl MemcachedPool {
                 }
                 return Ok(());
             }
-            known = self.learn(driver).await?;
+            known = self.learn(driver).await?.known;
         }
         Err(Error::Unavailable(format!(
             "the pool record of memcached at {} kept changing during one call; retry",
@@ -177,7 +201,7 @@ impl MemcachedPool {
     }
 
     /// Runs one request and maps a failed exchange to the capability's error.
-    async fn run_one<D: Driver>(
+    pub(super) async fn run_one<D: Driver>(
         &self,
         driver: &D,
         server: usize,
@@ -194,7 +218,7 @@ impl MemcachedPool {
 
     /// Runs requests on several servers at once; each failed exchange
     /// becomes its server's error.
-    async fn run_all<D: Driver>(
+    pub(super) async fn run_all<D: Driver>(
         &self,
         driver: &D,
         requests: Vec<(usize, Request<'_>)>,
@@ -212,8 +236,9 @@ impl MemcachedPool {
             .collect()
     }
 
-    /// Reads the pool record (and item counts) of every listed server.
-    async fn survey<D: Driver>(&self, driver: &D) -> Vec<Result<Surveyed, Error>> {
+    /// Reads the pool record, its CAS value and the item counts of every
+    /// listed server.
+    pub(super) async fn survey<D: Driver>(&self, driver: &D) -> Vec<Result<Surveyed, Error>> {
         let requests = (0..self.servers.len())
             .map(|server| (server, Request::default()))
             .collect();
@@ -225,47 +250,50 @@ impl MemcachedPool {
     }
 
     /// Runs `batch` on `server` with a survey of every server in the same
-    /// round trip: the batch's replies and the survey.
+    /// round trip: the batch's answer and the survey.
     async fn run_with_survey<D: Driver>(
         &self,
         driver: &D,
         server: usize,
         batch: Request<'_>,
         reply_bytes: u64,
-    ) -> Result<(Replies, Vec<Result<Surveyed, Error>>), Error> {
+    ) -> Result<(Answer, Vec<Result<Surveyed, Error>>), Error> {
         let mut batch = Some(batch);
-        let requests = (0..self.servers.len())
+        let mut requests: Vec<(usize, Request<'_>)> = (0..self.servers.len())
             .map(|index| match index == server {
                 true => (index, batch.take().unwrap_or_default()),
                 false => (index, Request::default()),
             })
             .collect();
-        let mut replies = None;
+        for (_, request) in &mut requests {
+            request.own.extend([Own::SurveyPool, Own::Stats]);
+        }
+        let mut answer = None;
         let mut survey = Vec::with_capacity(self.servers.len());
         for (index, result) in self
-            .run_surveyed(driver, requests, reply_bytes)
+            .run_all(driver, requests, reply_bytes)
             .await
             .into_iter()
             .enumerate()
         {
-            survey.push(match result {
-                Ok((answer, surveyed)) => {
+            match result {
+                Ok(reply) => {
+                    survey.push(surveyed(&reply));
                     if index == server {
-                        replies = Some(answer);
+                        answer = Some(reply);
                     }
-                    Ok(surveyed)
                 }
                 // The batch itself failed: that is the call's error.
                 Err(error) if index == server => return Err(error),
-                Err(error) => Err(error),
-            });
+                Err(error) => survey.push(Err(error)),
+            }
         }
-        let replies = replies.ok_or_else(|| Error::Protocol(String::from("the driver ran no batch")))?;
-        Ok((replies, survey))
+        let answer = answer.ok_or_else(|| Error::Protocol(String::from("the driver ran no batch")))?;
+        Ok((answer, survey))
     }
 
-    /// Runs requests with the pool record and item counts read after each:
-    /// each server's replies and what it holds.
+    /// Runs requests with the pool record (and its CAS value) and item
+    /// counts read after each: each server's replies and what it holds.
     async fn run_surveyed<D: Driver>(
         &self,
         driver: &D,
@@ -273,85 +301,59 @@ impl MemcachedPool {
         reply_bytes: u64,
     ) -> Vec<Result<(Replies, Surveyed), Error>> {
         for (_, request) in &mut requests {
-            request.own.extend([Own::ReadPool, Own::Stats]);
+            request.own.extend([Own::SurveyPool, Own::Stats]);
         }
         self.run_all(driver, requests, reply_bytes)
             .await
             .into_iter()
             .map(|answer| {
                 let answer = answer?;
-                match answer.own.as_slice() {
-                    [.., OwnReply::Pool(record), OwnReply::Stats { current, total }] => {
-                        let surveyed = Surveyed {
-                            record: record.clone(),
-                            current: *current,
-                            total: *total,
-                        };
-                        Ok((answer.replies, surveyed))
-                    }
-                    _ => Err(Error::Protocol(String::from(
-                        "memcached answered a survey out of shape",
-                    ))),
-                }
+                let surveyed = surveyed(&answer)?;
+                Ok((answer.replies, surveyed))
             })
             .collect()
     }
 
-    /// Finds the pool record on the servers and remembers it: records it on
-    /// servers that lost theirs, or records a new pool when no server holds
-    /// one.
-    async fn learn<D: Driver>(&self, driver: &D) -> Result<Arc<Known>, Error> {
+    /// Finds the pool record on the servers and remembers it (see
+    /// [`conclude`](Self::conclude)).
+    pub(super) async fn learn<D: Driver>(&self, driver: &D) -> Result<Learned, Error> {
         let survey = self.survey(driver).await;
-        self.conclude(driver, survey, None).await
+        self.conclude(driver, survey).await
     }
 
-    /// [`learn`](Self::learn) from a survey taken. `speculative`: a server
-    /// ran a batch before any record was known, and how many of its stores
-    /// took effect (they do not make the server non-empty).
-    async fn conclude<D: Driver>(
-        &self,
-        driver: &D,
-        survey: Vec<Result<Surveyed, Error>>,
-        speculative: Option<(usize, u64)>,
-    ) -> Result<Arc<Known>, Error> {
-        let mut records = Vec::new();
+    /// The pool record the survey shows, remembered: every listed server
+    /// that answers holds exactly one record, active, that lists exactly
+    /// this process's servers. Servers that hold none (restarted, or it was
+    /// evicted) get it back; when no server holds one, the pool is recorded.
+    async fn conclude<D: Driver>(&self, driver: &D, survey: Vec<Result<Surveyed, Error>>) -> Result<Learned, Error> {
+        let mut records: Vec<(usize, Membership, &[u8])> = Vec::new();
+        let mut missing = Vec::new();
         let mut empty = true;
         let mut unreachable = None;
         for (server, result) in survey.iter().enumerate() {
-            let address = &self.ids[server];
             match result {
                 Ok(Surveyed {
-                    record: Some(stored), ..
-                }) => match Membership::parse(stored) {
-                    Ok(record) => records.push((server, record)),
-                    Err(why) => {
-                        return Err(Error::Protocol(format!(
-                            "memcached at {address} holds a `tc:pool` record this host cannot read ({why}): it \
-                             belongs to another tool or a newer tenant-cache; use other servers, or delete the key"
-                        )));
-                    }
-                },
+                    record: Some((stored, _)),
+                    ..
+                }) => records.push((server, self.parse_record(server, stored)?, stored)),
                 Ok(Surveyed {
                     record: None,
                     current,
                     total,
                 }) => {
-                    let ours = speculative
-                        .filter(|(at, _)| *at == server)
-                        .map_or(0, |(_, stores)| stores);
-                    empty &= *current <= ours && *total <= ours;
+                    missing.push(server);
+                    empty &= *current == 0 && *total == 0;
                 }
-                Err(error) => unreachable = unreachable.or(Some(error.clone())),
+                Err(error) => unreachable = unreachable.or(Some((server, error.clone()))),
             }
         }
-        let Some((_, newest)) = records.iter().max_by_key(|(_, record)| record.generation) else {
-            if let Some(error) = unreachable {
+        let Some((newest_at, newest, stored)) = records.iter().max_by_key(|(_, record, _)| record.generation) else {
+            if let Some((_, error)) = unreachable {
                 return Err(error);
             }
             return self.record_new_pool(driver, empty).await;
         };
-        let newest = newest.clone();
-        if let Some((server, _)) = records.iter().find(|(_, record)| record.id != newest.id) {
+        if let Some((server, _, _)) = records.iter().find(|(_, record, _)| record.id != newest.id) {
             return Err(Error::Unavailable(format!(
                 "memcached at {} holds the record of another pool than the rest of {}: make one pool of them with \
                  `tenant-cache --memcached {} pool set`",
@@ -360,57 +362,138 @@ impl MemcachedPool {
                 self.ids.join(",")
             )));
         }
-        if records.iter().any(|(_, record)| record.changing) {
+        if let Some((_, changing, _)) = records.iter().find(|(_, record, _)| record.changing) {
+            let target = changing.servers().join(",");
             return Err(Error::Unavailable(format!(
-                "the pool of memcached at {} is being changed by `tenant-cache pool set`; retry once it completes \
-                 (run it again if it was interrupted)",
+                "the pool of memcached at {} is being changed to {target} by `tenant-cache pool set`; retry once \
+                 it completes, or if it was interrupted, complete it with `tenant-cache --memcached {target} pool \
+                 set`",
                 self.ids.join(",")
             )));
         }
         if !newest.lists(&self.ids) {
-            return Err(self.wrong_list(&newest));
+            return Err(self.wrong_list(newest));
         }
-        // Servers that lost their record (a restart, an eviction) or hold
-        // an older one get the pool's.
-        let stored = newest.encode();
-        let repairs: Vec<(usize, Request<'_>)> = survey
+        if let Some((server, record, _)) = records.iter().find(|(_, _, other)| other != stored) {
+            return Err(Error::Unavailable(format!(
+                "memcached at {} holds generation {} of the pool while memcached at {} holds generation {}: bring \
+                 them together with `tenant-cache --memcached {} pool set`",
+                self.ids[*server],
+                record.generation,
+                self.ids[*newest_at],
+                newest.generation,
+                self.ids.join(",")
+            )));
+        }
+        let (newest, stored) = (newest.clone(), stored.to_vec());
+        let anchor = self.ids.iter().position(|server| server == newest.anchor());
+        let anchor_answers = anchor.is_some_and(|anchor| survey[anchor].is_ok());
+        let restored = match missing.is_empty() || !anchor_answers {
+            // Without the anchor no server is given the record back: only
+            // the anchor tells that no change has begun meanwhile.
+            true => Vec::new(),
+            false => self.restore(driver, &newest, &stored, missing).await?,
+        };
+        Ok(Learned {
+            known: self.remember(newest),
+            restored,
+        })
+    }
+
+    /// Gives `record` (stored as `stored`) back to the `missing` servers,
+    /// only where they still hold none, and keeps it there only if the
+    /// pool's anchor still holds it afterwards: a change of the pool claims
+    /// the anchor before it writes anywhere else, so then none began
+    /// before the record was given back, and any that begins later will
+    /// replace it like every other server's.
+    async fn restore<D: Driver>(
+        &self,
+        driver: &D,
+        record: &Membership,
+        stored: &[u8],
+        missing: Vec<usize>,
+    ) -> Result<Vec<usize>, Error> {
+        let requests = missing
             .iter()
-            .enumerate()
-            .filter_map(|(server, result)| match result {
-                Ok(Surveyed { record: None, .. }) => Some((server, Own::AddPool(stored.clone()))),
-                Ok(Surveyed {
-                    record: Some(record), ..
-                }) if *record != stored => Some((server, Own::SetPool(stored.clone()))),
-                _ => None,
-            })
-            .map(|(server, own)| {
+            .map(|&server| {
                 let request = Request {
-                    own: vec![own],
+                    own: vec![Own::AddPool(stored.to_vec()), Own::ReadPool],
                     ..Request::default()
                 };
                 (server, request)
             })
             .collect();
-        if !repairs.is_empty() {
-            // A repair that fails is done by the next process to look.
-            let _ = self.run_all(driver, repairs, u64::MAX).await;
+        let mut added = Vec::new();
+        let mut raced = false;
+        for (&server, result) in missing.iter().zip(self.run_all(driver, requests, u64::MAX).await) {
+            let answer = result?;
+            match answer.own.first() {
+                Some(OwnReply::Stored(Some(cas))) => added.push((server, *cas)),
+                // Another process gave it the same record first.
+                _ if closing_record(&answer) == Some(stored) => {}
+                _ => raced = true,
+            }
         }
-        Ok(self.remember(newest))
+        let anchor = self
+            .ids
+            .iter()
+            .position(|server| server == record.anchor())
+            .unwrap_or(0);
+        let check = Request {
+            own: vec![Own::ReadPool],
+            ..Request::default()
+        };
+        let anchor_holds = match self.run_one(driver, anchor, check, u64::MAX, false).await {
+            Ok(answer) => closing_record(&answer) == Some(stored),
+            Err(_) => false,
+        };
+        if raced || !anchor_holds {
+            let undo = added
+                .iter()
+                .map(|&(server, cas)| {
+                    let request = Request {
+                        own: vec![Own::RemovePool { cas }],
+                        ..Request::default()
+                    };
+                    (server, request)
+                })
+                .collect();
+            // An undo that fails leaves a record a change replaces anyway.
+            let _ = self.run_all(driver, undo, u64::MAX).await;
+            return Err(Error::Unavailable(format!(
+                "the pool record of memcached at {} changed while this process gave it back to a server that had \
+                 lost it; retry",
+                self.ids.join(",")
+            )));
+        }
+        Ok(missing)
     }
 
     /// Records a new pool of the listed servers, none of which holds a
     /// record: on the first server (sorted) first, so that processes doing
-    /// this at once agree on one record, then on the others.
-    async fn record_new_pool<D: Driver>(&self, driver: &D, empty: bool) -> Result<Arc<Known>, Error> {
+    /// this at once agree on one record, then on the others. A process
+    /// whose list is not the one recorded first writes nothing more and
+    /// fails; one that finds another record on a later server takes back
+    /// what it wrote and fails.
+    async fn record_new_pool<D: Driver>(&self, driver: &D, empty: bool) -> Result<Learned, Error> {
         let proposal = Membership::first(&self.ids, rand::random(), empty).encode();
         let seed = (0..self.ids.len()).min_by_key(|&server| &self.ids[server]).unwrap_or(0);
-        let record = |answer: Answer| closing_record(&answer).map(<[u8]>::to_vec);
         let request = Request {
             own: vec![Own::AddPool(proposal), Own::ReadPool],
             ..Request::default()
         };
-        let chosen = record(self.run_one(driver, seed, request, u64::MAX, true).await?)
+        let answer = self.run_one(driver, seed, request, u64::MAX, true).await?;
+        let mut added: Vec<(usize, u64)> = match answer.own.first() {
+            Some(OwnReply::Stored(Some(cas))) => vec![(seed, *cas)],
+            _ => Vec::new(),
+        };
+        let chosen = closing_record(&answer)
+            .map(<[u8]>::to_vec)
             .ok_or_else(|| Error::Protocol(format!("memcached at {} did not keep the pool record", self.ids[seed])))?;
+        let record = self.parse_record(seed, &chosen)?;
+        if !record.lists(&self.ids) {
+            return Err(self.wrong_list(&record));
+        }
         let others: Vec<(usize, Request<'_>)> = (0..self.ids.len())
             .filter(|&server| server != seed)
             .map(|server| {
@@ -421,18 +504,55 @@ impl MemcachedPool {
                 (server, request)
             })
             .collect();
-        for (index, answer) in self.run_all(driver, others, u64::MAX).await.into_iter().enumerate() {
-            if record(answer?).as_deref() != Some(&chosen[..]) {
-                return Err(Error::Unavailable(format!(
-                    "the servers of memcached at {} were recorded as different pools at once (the {}th disagrees); \
-                     retry",
-                    self.ids.join(","),
-                    index + 2
-                )));
+        let targets: Vec<usize> = others.iter().map(|(server, _)| *server).collect();
+        let mut disagree = None;
+        for (server, answer) in targets.into_iter().zip(self.run_all(driver, others, u64::MAX).await) {
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    disagree = disagree.or(Some(describe(&error)));
+                    continue;
+                }
+            };
+            if let Some(OwnReply::Stored(Some(cas))) = answer.own.first() {
+                added.push((server, *cas));
+            }
+            if closing_record(&answer) != Some(&chosen[..]) {
+                disagree = disagree.or(Some(format!("memcached at {} holds another record", self.ids[server])));
             }
         }
-        let record = Membership::parse(&chosen).map_err(Error::Protocol)?;
-        Ok(self.remember(record))
+        if let Some(why) = disagree {
+            let undo = added
+                .into_iter()
+                .map(|(server, cas)| {
+                    let request = Request {
+                        own: vec![Own::RemovePool { cas }],
+                        ..Request::default()
+                    };
+                    (server, request)
+                })
+                .collect();
+            let _ = self.run_all(driver, undo, u64::MAX).await;
+            return Err(Error::Unavailable(format!(
+                "the servers of memcached at {} could not be recorded as one pool ({why}); retry",
+                self.ids.join(",")
+            )));
+        }
+        Ok(Learned {
+            known: self.remember(record),
+            restored: (0..self.ids.len()).collect(),
+        })
+    }
+
+    /// Reads the record `stored` that `server` holds.
+    pub(super) fn parse_record(&self, server: usize, stored: &[u8]) -> Result<Membership, Error> {
+        Membership::parse(stored).map_err(|why| {
+            Error::Protocol(format!(
+                "memcached at {} holds a `tc:pool` record this host cannot read ({why}): it belongs to another tool \
+                 or a newer tenant-cache; use other servers, or delete the key",
+                self.ids[server]
+            ))
+        })
     }
 
     /// The error for a process whose server list is not the pool's.
@@ -457,6 +577,17 @@ impl MemcachedPool {
         Error::Unavailable(message)
     }
 
+    /// The error for a batch on a server that holds no record and could not
+    /// be given it back.
+    fn unrecorded(&self, server: usize, record: &Membership) -> Error {
+        Error::Unavailable(format!(
+            "memcached at {} holds no pool record (it restarted, or evicted it), and it is given the record back \
+             only while the pool's first server, {}, answers; retry once it does",
+            self.ids[server],
+            record.anchor()
+        ))
+    }
+
     /// What every listed server holds as the pool record.
     pub(crate) async fn report_with<D: Driver>(&self, driver: &D) -> Vec<PoolReport> {
         self.survey(driver)
@@ -469,125 +600,24 @@ impl MemcachedPool {
                     .map(|surveyed| {
                         surveyed
                             .record
-                            .map(|stored| String::from_utf8_lossy(&stored).into_owned())
+                            .map(|(stored, _)| String::from_utf8_lossy(&stored).into_owned())
                     })
                     .map_err(|error| describe(&error)),
             })
             .collect()
     }
+}
 
-    /// Makes the listed servers the pool: in two phases over every server
-    /// of the old and the new list, so that no process can use the old
-    /// record once any uses the new one. Servers leaving the pool must be
-    /// reachable (they are fenced), unless `force`.
-    pub(crate) async fn set_membership_with<D: Driver>(&self, driver: &D, force: bool) -> Result<Membership, Error> {
-        let survey = self.survey(driver).await;
-        let mut newest: Option<Membership> = None;
-        let mut consistent = true;
-        for (server, result) in survey.iter().enumerate() {
-            match result {
-                Err(error) => {
-                    return Err(match error {
-                        Error::Unavailable(message) => Error::Unavailable(format!(
-                            "{message}: every server of the new pool must be reachable to join it"
-                        )),
-                        other => other.clone(),
-                    });
-                }
-                Ok(Surveyed {
-                    record: Some(stored), ..
-                }) => {
-                    let record = Membership::parse(stored).map_err(|why| {
-                        Error::Protocol(format!(
-                            "memcached at {} holds a `tc:pool` record this host cannot read ({why})",
-                            self.ids[server]
-                        ))
-                    })?;
-                    consistent &= newest.as_ref().is_none_or(|newest| newest.id == record.id);
-                    if newest
-                        .as_ref()
-                        .is_none_or(|newest| record.generation > newest.generation)
-                    {
-                        newest = Some(record);
-                    }
-                }
-                Ok(Surveyed { record: None, .. }) => {}
-            }
-        }
-        let Some(current) = newest else {
-            let empty = survey.iter().all(|result| {
-                matches!(
-                    result,
-                    Ok(Surveyed {
-                        record: None,
-                        current: 0,
-                        total: 0
-                    })
-                )
-            });
-            return self
-                .record_new_pool(driver, empty)
-                .await
-                .map(|known| known.record.clone());
-        };
-        let mut target = if consistent {
-            current.next(&self.ids).map_err(Error::Protocol)?
-        } else {
-            // Records of different pools: start over, every route tagged
-            // anew, so nothing any of them kept is read.
-            let mut fresh = Membership::first(&self.ids, rand::random(), false);
-            fresh.generation = current.generation + 1;
-            fresh.floor = fresh.generation;
-            fresh
-                .members
-                .iter_mut()
-                .for_each(|(_, joined)| *joined = fresh.generation);
-            fresh
-        };
-        if current.lists(&self.ids) && !current.changing && consistent {
-            return Ok(current);
-        }
-        // Every server of the old and the new list, the old ones reached
-        // through a pool of their own; all must answer before anything is
-        // written, those leaving only unless `force`.
-        let everyone = sorted(&[current.servers(), self.ids.clone()].concat());
-        let all = MemcachedPool::new(&everyone, self.options.clone())
-            .map_err(|error| Error::Unavailable(format!("{error:#}")))?;
-        let mut reached = Vec::new();
-        for (server, result) in all.survey(driver).await.into_iter().enumerate() {
-            match result {
-                Ok(_) => reached.push(server),
-                Err(_) if force && !self.ids.contains(&everyone[server]) => {}
-                Err(error) if !self.ids.contains(&everyone[server]) => {
-                    return Err(Error::Unavailable(format!(
-                        "{}: a server leaving the pool must be reachable to be fenced off; pass --force only if \
-                         it will never come back with its contents",
-                        describe(&error)
-                    )));
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        target.changing = true;
-        let changing = target.clone();
-        target.changing = false;
-        for record in [&changing, &target] {
-            let requests = reached
-                .iter()
-                .map(|&server| {
-                    let request = Request {
-                        own: vec![Own::SetPool(record.encode())],
-                        ..Request::default()
-                    };
-                    (server, request)
-                })
-                .collect();
-            for result in all.run_all(driver, requests, u64::MAX).await {
-                // A failure here leaves the pool changing: every process
-                // refuses it until this step is run again.
-                result?;
-            }
-        }
-        Ok(self.remember(target).record.clone())
+/// What an answer that ends with a survey says the server holds.
+pub(super) fn surveyed(answer: &Answer) -> Result<Surveyed, Error> {
+    match answer.own.as_slice() {
+        [.., OwnReply::Surveyed(record), OwnReply::Stats { current, total }] => Ok(Surveyed {
+            record: record.clone(),
+            current: *current,
+            total: *total,
+        }),
+        _ => Err(Error::Protocol(String::from(
+            "memcached answered a survey out of shape",
+        ))),
     }
 }

@@ -1,6 +1,7 @@
 //! The capability on real memcached servers: a pool whose every route is
 //! owned by one server (`routing`), whose membership every batch checks
-//! (`fencing`), over one protocol core (`protocol`) and two drivers that
+//! (`fencing`) and `pool set` changes by compare-and-swap (`pool_change`),
+//! over one protocol core (`protocol`) and two drivers that
 //! move its bytes (`blocking`, `tokio_driver`). Our own transport around the `memcache` crate's
 //! reply codes, because its clients cost more system calls and allocations
 //! per exchange than the whole rest of a call (docs/architecture.md, "The
@@ -8,6 +9,7 @@
 
 mod blocking;
 mod fencing;
+mod pool_change;
 pub(crate) mod protocol;
 mod tokio_driver;
 

@@ -54,19 +54,25 @@ impl Request<'_> {
             || self
                 .own
                 .iter()
-                .any(|own| matches!(own, Own::AddPool(_) | Own::SetPool(_)))
+                .any(|own| !matches!(own, Own::ReadPool | Own::SurveyPool | Own::Stats))
     }
 }
 
 /// A command of the host's own, about the pool rather than an application.
+/// Every write of the pool record is conditional: it is stored where none
+/// is, or replaces the one read, by its CAS value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Own {
-    /// Read the pool record.
+    /// Read the pool record: the check every batch ends with.
     ReadPool,
+    /// Read the pool record and its CAS value.
+    SurveyPool,
     /// Store the pool record unless one exists.
     AddPool(Vec<u8>),
-    /// Store the pool record.
-    SetPool(Vec<u8>),
+    /// Replace the pool record if its CAS value is still `cas`.
+    SwapPool { record: Vec<u8>, cas: u64 },
+    /// Remove the pool record if its CAS value is still `cas`.
+    RemovePool { cas: u64 },
     /// memcached's `stats`: how many items the server holds.
     Stats,
 }
@@ -76,8 +82,13 @@ pub(crate) enum Own {
 pub(crate) enum OwnReply {
     /// The pool record, if the server holds one.
     Pool(Option<Vec<u8>>),
-    /// Whether a store took effect.
-    Stored(bool),
+    /// The pool record and its CAS value, if the server holds one.
+    Surveyed(Option<(Vec<u8>, u64)>),
+    /// A store took effect, and the record's CAS value now; `None` if it
+    /// did not (a record exists, or not the one read).
+    Stored(Option<u64>),
+    /// Whether a removal took effect.
+    Removed(bool),
     /// Items the server holds now, and has stored since it started.
     Stats { current: u64, total: u64 },
 }
@@ -93,6 +104,8 @@ pub(crate) struct Answer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Get,
+    /// A get whose reply carries the item's CAS value.
+    Survey,
     Store,
     Delete,
     Stats,
@@ -108,11 +121,16 @@ impl Kind {
         if self == Kind::Raw {
             return true;
         }
+        // `EX` and `NF` answer the host's compare-and-swap stores and
+        // removals.
         matches!(
             (self, code),
-            (Kind::Get, ReturnCode::Va | ReturnCode::En)
-                | (Kind::Store, ReturnCode::Hd | ReturnCode::Ns | ReturnCode::Ex)
-                | (Kind::Delete, ReturnCode::Hd | ReturnCode::Nf)
+            (Kind::Get | Kind::Survey, ReturnCode::Va | ReturnCode::En)
+                | (
+                    Kind::Store,
+                    ReturnCode::Hd | ReturnCode::Ns | ReturnCode::Ex | ReturnCode::Nf
+                )
+                | (Kind::Delete, ReturnCode::Hd | ReturnCode::Nf | ReturnCode::Ex)
         )
     }
 }
@@ -194,16 +212,29 @@ fn encode(request: &Request<'_>, first: u64, now: u64, out: &mut Vec<u8>) -> Vec
                 get_flags(token(), out);
                 Kind::Get
             }
-            Own::AddPool(value) | Own::SetPool(value) => {
-                let item = Item {
-                    key: String::new(),
-                    value: value.clone(),
-                    ttl: None,
-                };
-                out.extend_from_slice(b"ms ");
+            Own::SurveyPool => {
+                out.extend_from_slice(b"mg ");
                 out.extend_from_slice(POOL_KEY);
-                store_flags(&item, matches!(own, Own::AddPool(_)), token(), now, out);
+                out.extend_from_slice(b" v c ");
+                out.extend_from_slice(opaque(token()).as_slice());
+                out.extend_from_slice(b"\r\n");
+                Kind::Survey
+            }
+            Own::AddPool(record) => {
+                pool_store(record, b"ME", token(), out);
                 Kind::Store
+            }
+            Own::SwapPool { record, cas } => {
+                pool_store(record, format!("C{cas}").as_bytes(), token(), out);
+                Kind::Store
+            }
+            Own::RemovePool { cas } => {
+                out.extend_from_slice(b"md ");
+                out.extend_from_slice(POOL_KEY);
+                out.extend_from_slice(format!(" C{cas} ").as_bytes());
+                out.extend_from_slice(opaque(token()).as_slice());
+                out.extend_from_slice(b"\r\n");
+                Kind::Delete
             }
             Own::Stats => {
                 out.extend_from_slice(b"stats\r\n");
@@ -218,6 +249,23 @@ fn encode(request: &Request<'_>, first: u64, now: u64, out: &mut Vec<u8>) -> Vec
 fn get_flags(token: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b" v ");
     out.extend_from_slice(opaque(token).as_slice());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `ms tc:pool <len> <condition> c O<token>\r\n<record>\r\n`: a store of
+/// the pool record under `condition` (`ME`, or `C<cas>`), answering with
+/// the record's new CAS value.
+fn pool_store(record: &[u8], condition: &[u8], token: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"ms ");
+    out.extend_from_slice(POOL_KEY);
+    out.push(b' ');
+    out.extend_from_slice(record.len().to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(condition);
+    out.extend_from_slice(b" c ");
+    out.extend_from_slice(opaque(token).as_slice());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(record);
     out.extend_from_slice(b"\r\n");
 }
 

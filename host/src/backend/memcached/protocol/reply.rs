@@ -84,6 +84,8 @@ pub(crate) struct Exchange<'a> {
     lent: usize,
     /// The value of the host's own command being read.
     own_value: Vec<u8>,
+    /// The CAS value the reply to the host's own command carried.
+    own_cas: u64,
 }
 
 impl<'a> Exchange<'a> {
@@ -120,6 +122,7 @@ impl<'a> Exchange<'a> {
             announced: 0,
             lent: 0,
             own_value: Vec::new(),
+            own_cas: 0,
         }
     }
 
@@ -253,7 +256,10 @@ impl<'a> Exchange<'a> {
                     self.state = State::Line;
                     if self.index >= self.commands {
                         let value = std::mem::take(&mut self.own_value);
-                        self.answer.own.push(OwnReply::Pool(Some(value)));
+                        self.answer.own.push(match self.kinds[self.index] {
+                            Kind::Survey => OwnReply::Surveyed(Some((value, self.own_cas))),
+                            _ => OwnReply::Pool(Some(value)),
+                        });
                     }
                     self.index += 1;
                     true
@@ -294,7 +300,7 @@ impl<'a> Exchange<'a> {
         };
         let token = opaque(self.first_token + self.index as u64);
         let own = self.index >= self.commands;
-        let (code, len) = match header(&self.input[line], token.as_slice()) {
+        let (code, len) = match header(&self.input[line.clone()], token.as_slice()) {
             Ok(header) => header,
             // memcached answers a store it cannot keep with SERVER_ERROR in
             // its place (having read the value): that command failed, the
@@ -304,19 +310,21 @@ impl<'a> Exchange<'a> {
                     true => Error::ValueTooLarge(self.limits.item_size),
                     false => Error::Protocol(format!("memcached answered {line}")),
                 };
-                self.settle(Outcome::Failed(error), None);
+                self.settle(Outcome::Failed(error));
                 return Ok(true);
             }
             Err(failure) => return Err(failure),
         };
+        if own {
+            self.own_cas = cas(&self.input[line]).unwrap_or(0);
+        }
         if !kind.fits(code) {
             if len.is_some() {
                 return Err(Failure::Garbled("a value in reply to a command that reads none"));
             }
-            self.settle(
-                Outcome::Failed(Error::Protocol(format!("unexpected reply {code:?} to the command"))),
-                None,
-            );
+            self.settle(Outcome::Failed(Error::Protocol(format!(
+                "unexpected reply {code:?} to the command"
+            ))));
             return Ok(true);
         }
         let Some(len) = len else {
@@ -325,7 +333,7 @@ impl<'a> Exchange<'a> {
                 ReturnCode::Ns | ReturnCode::Ex => Outcome::Exists,
                 _ => Outcome::Done,
             };
-            self.settle(outcome, None);
+            self.settle(outcome);
             return Ok(true);
         };
         if own && len > MAX_OWN_VALUE {
@@ -364,16 +372,18 @@ impl<'a> Exchange<'a> {
         Ok(true)
     }
 
-    /// Records the answer to the current command and moves to the next;
-    /// `value` is the value of the host's own get, if it found one.
-    fn settle(&mut self, outcome: Outcome, value: Option<Vec<u8>>) {
+    /// Records the answer without a value to the current command, and
+    /// moves to the next.
+    fn settle(&mut self, outcome: Outcome) {
         if self.index < self.commands {
             self.answer.replies.outcomes.push(outcome);
         } else {
-            self.answer.own.push(match (self.kinds[self.index], outcome) {
-                (Kind::Get, _) => OwnReply::Pool(value),
-                (_, Outcome::Done) => OwnReply::Stored(true),
-                _ => OwnReply::Stored(false),
+            let done = outcome == Outcome::Done;
+            self.answer.own.push(match self.kinds[self.index] {
+                Kind::Survey => OwnReply::Surveyed(None),
+                Kind::Store => OwnReply::Stored(done.then_some(self.own_cas)),
+                Kind::Delete => OwnReply::Removed(done),
+                _ => OwnReply::Pool(None),
             });
         }
         self.index += 1;
@@ -454,6 +464,18 @@ fn any_header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>),
         return Err(Failure::Mismatch);
     }
     Ok((code, len))
+}
+
+/// The CAS value a reply line carries (its `c` flag), if any.
+fn cas(line: &[u8]) -> Option<u64> {
+    // Up to 20 digits: memcached's CAS values are 64-bit counters.
+    Tokens(line).skip(1).find_map(|flag| {
+        let digits = flag.strip_prefix(b"c")?;
+        match digits.iter().all(u8::is_ascii_digit) {
+            true => std::str::from_utf8(digits).ok()?.parse().ok(),
+            false => None,
+        }
+    })
 }
 
 /// The space-separated tokens of a reply line.

@@ -114,6 +114,19 @@ fn keys_get_their_prefix_and_stores_their_ttl_and_mode() {
         wire("p:", &gets(&["k"]), vec![Own::ReadPool, Own::Stats]),
         "mg p:k v O1f\r\nmg tc:pool v O20\r\nstats\r\n"
     );
+    let pool = vec![
+        Own::SurveyPool,
+        Own::AddPool(b"r1".to_vec()),
+        Own::SwapPool {
+            record: b"r2".to_vec(),
+            cas: 77,
+        },
+        Own::RemovePool { cas: 78 },
+    ];
+    assert_eq!(
+        wire("", &[], pool),
+        "mg tc:pool v c O1f\r\nms tc:pool 2 ME c O20\r\nr1\r\nms tc:pool 2 C77 c O21\r\nr2\r\nmd tc:pool C78 O22\r\n"
+    );
 }
 
 #[test]
@@ -221,7 +234,7 @@ fn own_commands_and_stats_are_answered_apart() {
     assert_eq!(
         answer.own,
         [
-            OwnReply::Stored(false),
+            OwnReply::Stored(None),
             OwnReply::Pool(None),
             OwnReply::Stats { current: 3, total: 9 }
         ]
@@ -404,9 +417,9 @@ fn random_case(rng: &mut impl rand::RngExt, item_size: u64) -> Case {
         case.commands.push(command);
         case.outcomes.push(outcome);
     }
-    for _ in 0..rng.random_range(0..4) {
+    for _ in 0..rng.random_range(0..6) {
         let token = next_token();
-        match rng.random_range(0..4) {
+        match rng.random_range(0..7) {
             0 => {
                 let len = rng.random_range(0..300);
                 let record = random_value(rng, len);
@@ -423,11 +436,41 @@ fn random_case(rng: &mut impl rand::RngExt, item_size: u64) -> Case {
                 case.own_replies.push(OwnReply::Pool(None));
             }
             2 => {
-                let stored = rng.random_bool(0.5);
-                let code = if stored { "HD" } else { "NS" };
-                case.reply.extend_from_slice(format!("{code} {token}\r\n").as_bytes());
-                case.own.push(Own::AddPool(b"r".to_vec()));
+                let cas = rng.random_range(1..u64::MAX);
+                let (code, stored) = match rng.random_range(0..3) {
+                    0 => ("HD", Some(cas)),
+                    1 => ("EX", None),
+                    _ => ("NF", None),
+                };
+                case.reply
+                    .extend_from_slice(format!("{code} c{cas} {token}\r\n").as_bytes());
+                case.own.push(Own::SwapPool {
+                    record: b"r".to_vec(),
+                    cas: 7,
+                });
                 case.own_replies.push(OwnReply::Stored(stored));
+            }
+            3 => {
+                let record = random_value(rng, 40);
+                let cas = rng.random_range(1..u64::MAX);
+                case.reply
+                    .extend_from_slice(format!("VA {} c{cas} {token}\r\n", record.len()).as_bytes());
+                case.reply.extend_from_slice(&record);
+                case.reply.extend_from_slice(b"\r\n");
+                case.own.push(Own::SurveyPool);
+                case.own_replies.push(OwnReply::Surveyed(Some((record, cas))));
+            }
+            4 => {
+                case.reply.extend_from_slice(format!("EN {token}\r\n").as_bytes());
+                case.own.push(Own::SurveyPool);
+                case.own_replies.push(OwnReply::Surveyed(None));
+            }
+            5 => {
+                let removed = rng.random_bool(0.5);
+                let code = if removed { "HD" } else { "EX" };
+                case.reply.extend_from_slice(format!("{code} {token}\r\n").as_bytes());
+                case.own.push(Own::RemovePool { cas: 9 });
+                case.own_replies.push(OwnReply::Removed(removed));
             }
             _ => {
                 let (current, total) = (rng.random_range(0..1000), rng.random_range(1000..9999));

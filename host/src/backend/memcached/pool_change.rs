@@ -1,0 +1,385 @@
+//! `pool set`: making a server list the pool. Every write of the pool
+//! record is a compare-and-swap against what was read (memcached's CAS),
+//! and a change goes through one server first, its *anchor* (the first
+//! member of the record it changes, see `Membership::anchor`):
+//!
+//! 1. **claim**: the anchor's record is swapped for the new record marked
+//!    as changing. Concurrent changes of one record all claim the same
+//!    anchor, so at most one gets past this step; the others fail having
+//!    written nothing.
+//! 2. **convert**: every other server of the old and the new list gets the
+//!    changing record too (every process refuses it).
+//! 3. **commit**: the anchor's changing record is swapped for the active
+//!    one. Only once every server holds the changing record, so no server
+//!    shows the old record once any shows the new one.
+//! 4. **propagate**: the other servers get the active record.
+//!
+//! An interrupted change stays claimed at the anchor: `pool set` with the
+//! same servers (in any order) completes it; with another list it builds
+//! its change on top of it (the anchor is claimed again, from the changing
+//! record), so the pool ends on that list. A changing record never goes
+//! back to the record it replaced.
+
+use std::collections::BTreeMap;
+
+use super::fencing::surveyed;
+use super::protocol::{Own, Request, describe};
+use super::{Driver, MemcachedPool};
+use crate::backend::membership::{Membership, sorted};
+use crate::bindings::capability::Error;
+
+/// What a server holds, as last read: its record and the record's CAS
+/// value; `None` if it holds none; an error if it did not answer.
+type Held = Result<Option<(Vec<u8>, u64)>, Error>;
+
+/// A change to make: the record it ends on, the anchors to claim (one per
+/// pool the listed servers hold records of; the first is where it
+/// commits), and every server it writes.
+struct Plan {
+    target: Membership,
+    anchors: Vec<String>,
+    servers: Vec<String>,
+}
+
+impl MemcachedPool {
+    /// Makes the listed servers the pool (see the module docs). Servers
+    /// leaving the pool must be reachable (they are fenced off: they keep a
+    /// record saying they left), unless `force`.
+    pub(crate) async fn set_membership_with<D: Driver>(&self, driver: &D, force: bool) -> Result<Membership, Error> {
+        let listed = self.ids.join(",");
+        let mut pools = Vec::new();
+        for (server, result) in self.survey(driver).await.into_iter().enumerate() {
+            let surveyed = result
+                .map_err(|error| unavailable(&error, "every server of the new pool must be reachable to join it"))?;
+            if let Some((stored, _)) = surveyed.record {
+                let record = self.parse_record(server, &stored)?;
+                newest_of_its_pool(&mut pools, record);
+            }
+        }
+        if pools.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "memcached at {listed} holds no pool record: there is no pool to change (the first process to use \
+                 these servers records one). To move a pool onto them, run `pool set` with the pool's servers and \
+                 these together, then with these alone: the servers leaving are fenced on the way"
+            )));
+        }
+        // The anchors have the last word: what one holds may be newer than
+        // what the listed servers hold (a change under way).
+        let (pools, all, mut held) = 'settled: {
+            for _ in 0..4 {
+                let mut reach: Vec<String> = self.ids.clone();
+                for pool in &pools {
+                    reach.extend(pool.written_by_change());
+                    reach.extend(pool.servers());
+                    reach.push(pool.anchor().to_owned());
+                }
+                let all = MemcachedPool::new(&sorted(&reach), self.options.clone())
+                    .map_err(|error| Error::Unavailable(format!("{error:#}")))?;
+                let held: BTreeMap<String, Held> = all
+                    .survey(driver)
+                    .await
+                    .into_iter()
+                    .zip(&all.ids)
+                    .map(|(result, server)| (server.clone(), result.map(|surveyed| surveyed.record)))
+                    .collect();
+                let mut moved = false;
+                for pool in &mut pools {
+                    if let Some(Ok(Some((stored, _)))) = held.get(pool.anchor()) {
+                        let at_anchor = Membership::parse(stored).map_err(Error::Protocol)?;
+                        if at_anchor.id == pool.id && newer(&at_anchor, pool) {
+                            *pool = at_anchor;
+                            moved = true;
+                        }
+                    }
+                }
+                if !moved {
+                    break 'settled (pools, all, held);
+                }
+            }
+            return Err(concurrent(&listed));
+        };
+        if let [pool] = pools.as_slice()
+            && !pool.changing
+            && pool.lists(&self.ids)
+            && self.ids.iter().all(|server| holds(&held, server, &pool.encode()))
+        {
+            // Already the pool, on every listed server.
+            return Ok(self.remember(pool.clone()).record.clone());
+        }
+        let plan = self.plan(&pools)?;
+        // Every server the change writes must answer, those leaving only
+        // unless `force`; an anchor that does not is replaced (forced) by
+        // the first server of its pool that does.
+        let mut anchors = Vec::new();
+        for anchor in &plan.anchors {
+            match held.get(anchor) {
+                Some(Ok(_)) => anchors.push(anchor.clone()),
+                _ if force && !self.ids.contains(anchor) => {
+                    let standin = pools
+                        .iter()
+                        .find(|pool| pool.anchor() == anchor)
+                        .into_iter()
+                        .flat_map(|pool| pool.servers())
+                        .find(|server| matches!(held.get(server), Some(Ok(_))))
+                        .ok_or_else(|| {
+                            Error::Unavailable(format!(
+                                "no server of the pool anchored at {anchor} answers: nothing can be changed safely"
+                            ))
+                        })?;
+                    anchors.push(standin);
+                }
+                Some(Err(error)) => return Err(unavailable(error, LEAVING)),
+                None => return Err(Error::Protocol(format!("{anchor} was not surveyed"))),
+            }
+        }
+        let mut writes = Vec::new();
+        for server in &plan.servers {
+            match held.get(server) {
+                Some(Ok(_)) => writes.push(server.clone()),
+                Some(Err(_)) if force && !self.ids.contains(server) => {}
+                Some(Err(error)) => return Err(unavailable(error, LEAVING)),
+                None => return Err(Error::Protocol(format!("{server} was not surveyed"))),
+            }
+        }
+        let changing = plan.target.changing_at(&anchors[0]).encode();
+        let active = plan.target.encode();
+        // 1. Claim every anchor, in order; the first is where it commits.
+        for (index, anchor) in anchors.iter().enumerate() {
+            if holds(&held, anchor, &changing) {
+                continue;
+            }
+            let claimed = all.swap(driver, anchor, held_now(&held, anchor), &changing).await?;
+            if !holds_bytes(&claimed, &changing) {
+                return Err(match index {
+                    0 => concurrent(&listed),
+                    _ => pending(&listed, &describe_held(anchor, &claimed)),
+                });
+            }
+            held.insert(anchor.clone(), claimed);
+        }
+        let others: Vec<String> = writes
+            .iter()
+            .filter(|server| !anchors.contains(server))
+            .cloned()
+            .collect();
+        // 2. Every other server gets the changing record.
+        all.converge(driver, &others, &mut held, &changing, &plan.target, &listed)
+            .await?;
+        // 3. Commit at the first anchor.
+        let committed = all
+            .swap(driver, &anchors[0], held_now(&held, &anchors[0]), &active)
+            .await?;
+        if !holds_bytes(&committed, &active) {
+            return Err(Error::Unavailable(format!(
+                "another `pool set` took the change to {listed} over before it committed ({}); run `pool show`",
+                describe_held(&anchors[0], &committed)
+            )));
+        }
+        held.insert(anchors[0].clone(), committed);
+        // 4. Every other server gets the active record.
+        let rest: Vec<String> = writes.iter().filter(|server| **server != anchors[0]).cloned().collect();
+        all.converge(driver, &rest, &mut held, &active, &plan.target, &listed)
+            .await?;
+        Ok(self.remember(plan.target).record.clone())
+    }
+
+    /// The change that makes the listed servers the pool, over `pools` (the
+    /// newest record of each pool the listed servers hold records of).
+    fn plan(&self, pools: &[Membership]) -> Result<Plan, Error> {
+        let (target, mut servers) = match pools {
+            [pool] if pool.changing && pool.lists(&self.ids) => {
+                // A change to this very list, interrupted: complete it.
+                let target = pool.committed();
+                (target.clone(), target.written_by_change())
+            }
+            [pool] if pool.changing => {
+                // A change to another list, interrupted: build on it.
+                let pending = pool.committed();
+                let target = pending.next(&self.ids).map_err(Error::Protocol)?;
+                let servers = [pending.written_by_change(), target.written_by_change()].concat();
+                (target, servers)
+            }
+            [pool] => {
+                let target = pool.next(&self.ids).map_err(Error::Protocol)?;
+                (target.clone(), target.written_by_change())
+            }
+            _ => {
+                // Records of several pools: one new pool of these servers,
+                // every route tagged anew, the others' servers fenced.
+                let newest = pools.iter().map(|pool| pool.generation).max().unwrap_or(1);
+                let old: Vec<String> = pools
+                    .iter()
+                    .flat_map(|pool| [pool.servers(), pool.written_by_change()].concat())
+                    .collect();
+                let target = Membership::merged(&self.ids, rand::random(), newest, &old).map_err(Error::Protocol)?;
+                (target.clone(), target.written_by_change())
+            }
+        };
+        let anchors = sorted(&pools.iter().map(|pool| pool.anchor().to_owned()).collect::<Vec<_>>());
+        servers.extend(anchors.iter().cloned());
+        servers.extend(self.ids.iter().cloned());
+        Ok(Plan {
+            target,
+            anchors,
+            servers: sorted(&servers),
+        })
+    }
+
+    /// Stores `record` on `server` if it still holds what was read (`held`:
+    /// swapped by CAS value, or added where none was), and reads back what
+    /// it holds then, in the same round trip.
+    async fn swap<D: Driver>(
+        &self,
+        driver: &D,
+        server: &str,
+        held: Option<&(Vec<u8>, u64)>,
+        record: &[u8],
+    ) -> Result<Held, Error> {
+        let index = self
+            .ids
+            .iter()
+            .position(|id| id == server)
+            .ok_or_else(|| Error::Protocol(format!("{server} is not among the servers of the change")))?;
+        let write = match held {
+            Some((_, cas)) => Own::SwapPool {
+                record: record.to_vec(),
+                cas: *cas,
+            },
+            None => Own::AddPool(record.to_vec()),
+        };
+        let request = Request {
+            own: vec![write, Own::SurveyPool, Own::Stats],
+            ..Request::default()
+        };
+        let answer = self.run_one(driver, index, request, u64::MAX, true).await?;
+        Ok(Ok(surveyed(&answer)?.record))
+    }
+
+    /// Brings every server of `servers` to `record` (a record of the change
+    /// to `target`), swapping what each holds. Fails if one does not answer,
+    /// or holds a later record of the same pool (another change built on
+    /// this one); gives up after a few rounds of others writing between.
+    async fn converge<D: Driver>(
+        &self,
+        driver: &D,
+        servers: &[String],
+        held: &mut BTreeMap<String, Held>,
+        record: &[u8],
+        target: &Membership,
+        listed: &str,
+    ) -> Result<(), Error> {
+        for _ in 0..4 {
+            let waiting: Vec<&String> = servers.iter().filter(|server| !holds(held, server, record)).collect();
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            let mut requests = Vec::new();
+            for server in &waiting {
+                if let Some(Ok(Some((stored, _)))) = held.get(*server)
+                    && let Ok(there) = Membership::parse(stored)
+                    && there.id == target.id
+                    && there.generation > target.generation
+                {
+                    return Err(Error::Unavailable(format!(
+                        "another `pool set` built on the change to {listed} (memcached at {server} holds \
+                         generation {}); run `pool show`",
+                        there.generation
+                    )));
+                }
+                let index = self.ids.iter().position(|id| id == *server).unwrap_or(0);
+                let write = match held_now(held, server) {
+                    Some((_, cas)) => Own::SwapPool {
+                        record: record.to_vec(),
+                        cas: *cas,
+                    },
+                    None => Own::AddPool(record.to_vec()),
+                };
+                let request = Request {
+                    own: vec![write, Own::SurveyPool, Own::Stats],
+                    ..Request::default()
+                };
+                requests.push((index, request));
+            }
+            let answers = self.run_all(driver, requests, u64::MAX).await;
+            for (server, answer) in waiting.into_iter().zip(answers) {
+                let now = answer
+                    .and_then(|answer| surveyed(&answer))
+                    .map(|surveyed| surveyed.record);
+                if let Err(error) = &now {
+                    return Err(pending(listed, &describe(error)));
+                }
+                held.insert(server.clone(), now);
+            }
+        }
+        Err(concurrent(listed))
+    }
+}
+
+/// Keeps `record` in `pools` if it is the newest of its pool.
+fn newest_of_its_pool(pools: &mut Vec<Membership>, record: Membership) {
+    match pools.iter_mut().find(|pool| pool.id == record.id) {
+        Some(pool) if newer(&record, pool) => *pool = record,
+        Some(_) => {}
+        None => pools.push(record),
+    }
+}
+
+/// Whether `record` is a later state of the pool than `than`: a later
+/// generation, or the same one committed where `than` is still changing.
+fn newer(record: &Membership, than: &Membership) -> bool {
+    record.generation > than.generation || (record.generation == than.generation && than.changing && !record.changing)
+}
+
+/// Whether `server` was last read holding `record`.
+fn holds(held: &BTreeMap<String, Held>, server: &str, record: &[u8]) -> bool {
+    held.get(server).is_some_and(|held| holds_bytes(held, record))
+}
+
+fn holds_bytes(held: &Held, record: &[u8]) -> bool {
+    matches!(held, Ok(Some((stored, _))) if stored == record)
+}
+
+/// What `server` was last read holding, with its CAS value.
+fn held_now<'a>(held: &'a BTreeMap<String, Held>, server: &str) -> Option<&'a (Vec<u8>, u64)> {
+    match held.get(server) {
+        Some(Ok(Some(record))) => Some(record),
+        _ => None,
+    }
+}
+
+/// What `server` holds, for a message.
+fn describe_held(server: &str, held: &Held) -> String {
+    match held {
+        Ok(Some((stored, _))) => format!("memcached at {server} holds {}", String::from_utf8_lossy(stored)),
+        Ok(None) => format!("memcached at {server} holds no record"),
+        Err(error) => describe(error),
+    }
+}
+
+/// Why servers leaving must answer.
+const LEAVING: &str = "a server leaving the pool must be reachable to be fenced off; pass --force only if it will \
+                       never come back with its contents";
+
+/// `error` (a server that did not answer), with what it means here.
+fn unavailable(error: &Error, why: &str) -> Error {
+    match error {
+        Error::Unavailable(message) => Error::Unavailable(format!("{message}: {why}")),
+        other => other.clone(),
+    }
+}
+
+/// Another change got there first; this one wrote nothing.
+fn concurrent(listed: &str) -> Error {
+    Error::Unavailable(format!(
+        "another `pool set` changed the pool at the same time, so the change to {listed} was not made; run `pool \
+         show`, then retry"
+    ))
+}
+
+/// The change began and did not finish.
+fn pending(listed: &str, why: &str) -> Error {
+    Error::Unavailable(format!(
+        "the change to {listed} is under way but did not finish ({why}): every process refuses the pool until \
+         `tenant-cache --memcached {listed} pool set` is run again to complete it"
+    ))
+}
