@@ -379,3 +379,37 @@ fn concurrent_pool_sets_never_leave_two_lists_serving() -> anyhow::Result<()> {
     assert!(changes > 0, "no pool set ever succeeded");
     Ok(())
 }
+
+#[test]
+fn two_pools_merged_by_pool_set_serve_as_one_and_their_old_lists_are_refused() -> anyhow::Result<()> {
+    let servers: Vec<MemcachedProcess> = (0..4).map(|_| MemcachedProcess::start()).collect::<Result<_, _>>()?;
+    let (first, second) = (backend(&[&servers[0], &servers[1]])?, backend(&[&servers[2], &servers[3]])?);
+    fill(&mut cache(&first, "app")?, TENANTS, "first")?;
+    fill(&mut cache(&second, "app")?, TENANTS, "second")?;
+    let all = backend(&servers.iter().collect::<Vec<_>>())?;
+    refused_naming(cache(&all, "app")?.get("m0", "/info"), &["another pool", "pool set"]);
+    all.set_pool(false)?;
+    // One new pool: every route tagged anew, nothing either pool kept is read.
+    all_hidden(&all, &mut cache(&all, "app")?, TENANTS)?;
+    assert!(works(&all) && !works(&first) && !works(&second));
+    Ok(())
+}
+
+#[test]
+fn removing_the_server_a_change_commits_at_moves_the_next_changes_elsewhere() -> anyhow::Result<()> {
+    let servers: Vec<MemcachedProcess> = (0..3).map(|_| MemcachedProcess::start()).collect::<Result<_, _>>()?;
+    let mut sorted: Vec<&MemcachedProcess> = servers.iter().collect();
+    sorted.sort_by_key(|server| server.address());
+    let three = backend(&sorted)?;
+    fill(&mut cache(&three, "app")?, TENANTS, "v")?;
+    // The first server (sorted) is where changes of this pool commit; it
+    // leaves, fenced, and later changes commit at the next.
+    let two = backend(&sorted[1..])?;
+    two.set_pool(false)?;
+    assert!(works(&two) && !works(&three));
+    let record = sorted[0].raw_get("tc:pool")?.expect("the departed server keeps a record");
+    assert!(record.contains(&format!("departed={}", sorted[0].address())), "{record}");
+    three.set_pool(false)?;
+    assert!(works(&three) && !works(&two));
+    Ok(())
+}
