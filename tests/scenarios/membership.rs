@@ -383,7 +383,10 @@ fn concurrent_pool_sets_never_leave_two_lists_serving() -> anyhow::Result<()> {
 #[test]
 fn two_pools_merged_by_pool_set_serve_as_one_and_their_old_lists_are_refused() -> anyhow::Result<()> {
     let servers: Vec<MemcachedProcess> = (0..4).map(|_| MemcachedProcess::start()).collect::<Result<_, _>>()?;
-    let (first, second) = (backend(&[&servers[0], &servers[1]])?, backend(&[&servers[2], &servers[3]])?);
+    let (first, second) = (
+        backend(&[&servers[0], &servers[1]])?,
+        backend(&[&servers[2], &servers[3]])?,
+    );
     fill(&mut cache(&first, "app")?, TENANTS, "first")?;
     fill(&mut cache(&second, "app")?, TENANTS, "second")?;
     let all = backend(&servers.iter().collect::<Vec<_>>())?;
@@ -407,8 +410,13 @@ fn removing_the_server_a_change_commits_at_moves_the_next_changes_elsewhere() ->
     let two = backend(&sorted[1..])?;
     two.set_pool(false)?;
     assert!(works(&two) && !works(&three));
-    let record = sorted[0].raw_get("tc:pool")?.expect("the departed server keeps a record");
-    assert!(record.contains(&format!("departed={}", sorted[0].address())), "{record}");
+    let record = sorted[0]
+        .raw_get("tc:pool")?
+        .expect("the departed server keeps a record");
+    assert!(
+        record.contains(&format!("departed={}", sorted[0].address())),
+        "{record}"
+    );
     three.set_pool(false)?;
     assert!(works(&three) && !works(&two));
     Ok(())
