@@ -12,6 +12,9 @@ use crate::bindings::tenant_cache::cache::memcached::{Error as CapabilityError, 
 pub enum Reply {
     /// `get` found the item; its value is this range of the batch's values.
     Value(Range<usize>),
+    /// `get-early` found the item near its expiry, and this reader is the
+    /// one to refresh it; its value is this range of the batch's values.
+    Refresh(Range<usize>),
     /// `get` or `delete` found no item.
     Miss,
     /// `set`, `add` or `delete` took effect.
@@ -41,23 +44,27 @@ impl Batch {
     /// The reply to the next command; `None` past the last one.
     pub fn next_reply(&mut self) -> Option<Result<Reply, CapabilityError>> {
         Some(match self.outcomes.next()? {
-            Outcome::Value(len) => {
-                let start = self.next_value;
-                match start.checked_add(len as usize).filter(|&end| end <= self.values.len()) {
-                    Some(end) => {
-                        self.next_value = end;
-                        Ok(Reply::Value(start..end))
-                    }
-                    None => Err(CapabilityError::Protocol(String::from(
-                        "value lengths exceed the values",
-                    ))),
-                }
-            }
+            Outcome::Value(len) => self.value(len).map(Reply::Value),
+            Outcome::Refresh(len) => self.value(len).map(Reply::Refresh),
             Outcome::Miss => Ok(Reply::Miss),
             Outcome::Done => Ok(Reply::Done),
             Outcome::Exists => Ok(Reply::Exists),
             Outcome::Failed(error) => Err(error),
         })
+    }
+
+    /// The range of the next value, `len` bytes long.
+    fn value(&mut self, len: u32) -> Result<Range<usize>, CapabilityError> {
+        let start = self.next_value;
+        match start.checked_add(len as usize).filter(|&end| end <= self.values.len()) {
+            Some(end) => {
+                self.next_value = end;
+                Ok(start..end)
+            }
+            None => Err(CapabilityError::Protocol(String::from(
+                "value lengths exceed the values",
+            ))),
+        }
     }
 
     /// The bytes the `Value` replies point into.

@@ -34,6 +34,8 @@ use tenant_cache_layout::parts::encode_part;
 use tenant_cache_layout::records::{APP_RECORD, ReadKeys, data_record, tenant_record};
 use tenant_cache_layout::version::{parse_record, record_value};
 
+mod lease;
+
 /// The reply to the next command of `batch`, which must exist; a failed
 /// command is the operation's error (`size`: the size of the value the
 /// operation stores, if any).
@@ -199,24 +201,32 @@ impl<C: Capability> Cache<C> {
             .zip(entries)
             .map(|(key, (_, value))| (key.as_str(), value.as_slice()))
             .collect();
-        self.write(&tenant, &tenant_record(&tenant), &records, ttl)
+        self.write(&tenant, &tenant_record(&tenant), &records, ttl, &[])
     }
 
     /// Stores one entry: one round trip in steady state.
     pub fn set(&mut self, tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> Result<(), Error> {
         check_ttl(ttl)?;
         let keys = ReadKeys::new(tenant, key);
-        self.write(keys.tenant(), keys.tenant_record(), &[(keys.data_record(), value)], ttl)
+        self.write(
+            keys.tenant(),
+            keys.tenant_record(),
+            &[(keys.data_record(), value)],
+            ttl,
+            &[],
+        )
     }
 
     /// Writes `entries` (data record, value) of the tenant whose part is
-    /// `tenant` and whose version record is `tenant_key`.
+    /// `tenant` and whose version record is `tenant_key`; `also` goes in
+    /// the same batch, after them.
     fn write(
         &mut self,
         tenant: &str,
         tenant_key: &str,
         entries: &[(&str, &[u8])],
         ttl: Option<u32>,
+        also: &[Command<'_>],
     ) -> Result<(), Error> {
         // What the last attempt read of each record, if anything.
         let mut last: Option<[Record; 2]> = None;
@@ -264,6 +274,7 @@ impl<C: Capability> Cache<C> {
             for ((key, _), framed) in entries.iter().zip(&frames) {
                 commands.push(store(key, framed, ttl, guessed));
             }
+            commands.extend(also.iter().cloned());
             commands.push(Command::Get(APP_RECORD));
             commands.push(Command::Get(tenant_key));
             let replies = self
@@ -281,6 +292,9 @@ impl<C: Capability> Cache<C> {
             for (_, value) in entries {
                 let stored = expect_reply(&mut batch, value.len() as u64)?;
                 all_stored &= matches!(stored, Reply::Done);
+            }
+            for _ in also {
+                expect_reply(&mut batch, 0)?;
             }
             let records = read_records(&mut batch)?;
             let current = self.learn(tenant, records);

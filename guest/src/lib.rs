@@ -39,7 +39,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use binding::{Binding, Bucket};
-use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest};
+use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest, LeaseOptions, Lookup};
 use bindings::exports::wasi::keyvalue0_2_0_draft::{batch as keyvalue_batch, store};
 use bindings::exports::wasi::keyvalue0_2_0_draft2::{batch as keyvalue_batch2, store as store2};
 use bindings::tenant_cache::cache::memcached::{self, Command, Replies};
@@ -128,6 +128,12 @@ impl Guest for Component {
     }
     fn set_many(tenant: String, entries: Vec<(String, Vec<u8>)>, ttl: Option<u32>) -> Result<(), Error> {
         with_cache(&tenant, |cache| cache.set_many(&tenant, &entries, ttl))
+    }
+    fn get_or_lease(tenant: String, key: String, options: LeaseOptions) -> Result<Lookup, Error> {
+        with_cache(&tenant, |cache| cache.get_or_lease(&tenant, &key, &options))
+    }
+    fn fill(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>, token: String) -> Result<(), Error> {
+        with_cache(&tenant, |cache| cache.fill(&tenant, &key, &value, ttl, &token))
     }
 }
 

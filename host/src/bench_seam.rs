@@ -61,7 +61,7 @@ fn read(replies: crate::backend::BatchResult) -> anyhow::Result<Vec<RawReply>> {
         .outcomes
         .into_iter()
         .map(|outcome| match outcome {
-            Outcome::Value(len) => match values.split_at_checked(len as usize) {
+            Outcome::Value(len) | Outcome::Refresh(len) => match values.split_at_checked(len as usize) {
                 Some((value, rest)) => {
                     values = rest;
                     RawReply::Value(value.to_vec())

@@ -77,7 +77,7 @@ pub struct Grant {
 }
 
 /// The interface the grant implements, as components import it.
-const INTERFACE: &str = "tenant-cache:cache/memcached@0.4.0";
+const INTERFACE: &str = "tenant-cache:cache/memcached@0.5.0";
 
 impl Grant {
     /// Grants access to `backend` for the application `app`, with the
@@ -250,6 +250,7 @@ impl Grant {
         for (index, command) in commands.iter_mut().enumerate() {
             match command {
                 Command::Get(key) | Command::Delete(key) => Self::check_key(key)?,
+                Command::GetEarly(early) => Self::check_key(&early.key)?,
                 Command::Set(item) | Command::Add(item) => {
                     Self::check_key(&item.key)?;
                     if let Some(limit) = self.refuses_item(item) {

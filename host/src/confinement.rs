@@ -7,7 +7,8 @@
 //! With the tenant's part `P`:
 //! - `execute` takes route `P` only: every record of the tenant lives on
 //!   its server, under its tag;
-//! - `d:P:<key>` (the tenant's entries) may be read, written and removed;
+//! - `d:P:<key>` (the tenant's entries) and `l:P:<digest>` (their leases)
+//!   may be read, written and removed;
 //! - `n:P` (the tenant version) may be read and removed, and written only
 //!   with a version the host drew for this grant (`random-u64`), each used
 //!   once: the component can move its tenant's version, never set it back
@@ -84,12 +85,14 @@ impl Confinement {
         for command in commands {
             let (key, store) = match command {
                 Command::Get(key) | Command::Delete(key) => (key, None),
+                Command::GetEarly(early) => (&early.key, None),
                 Command::Set(item) => (&item.key, Some((item, false))),
                 Command::Add(item) => (&item.key, Some((item, true))),
             };
             let record = record_of(&self.part, key).ok_or_else(|| self.denied(format!("key {key:?} is not its")))?;
             match (record, command, store) {
-                (Record::Entry, ..) | (Record::Tenant | Record::App, Command::Get(_), _) => {}
+                (Record::Entry | Record::Lease, ..) => {}
+                (Record::Tenant | Record::App, Command::Get(_) | Command::GetEarly(_), _) => {}
                 (Record::Tenant, Command::Delete(_), _) => {}
                 (Record::Tenant, _, Some((item, _))) => used.push(self.version_in(item, &used)?),
                 (Record::App, _, Some((item, true))) if item.ttl.is_none() => used.push(self.version_in(item, &used)?),
@@ -156,7 +159,8 @@ mod tests {
     fn a_bound_grant_reaches_its_tenants_records_only() {
         let mut acme = Confinement::new("acme");
         let (own, entry) = (tenant_record("acme"), data_record("acme", "k"));
-        let reads = [APP_RECORD, &own, &entry].map(|key| Command::Get(key.into()));
+        let lease = tenant_cache_layout::records::lease_record("acme", Some((1, 2)), "k");
+        let reads = [APP_RECORD, &own, &entry, &lease].map(|key| Command::Get(key.into()));
         assert!(acme.admit("acme", &reads).is_ok());
         assert!(
             acme.admit("acme", &[Command::Delete(entry.clone()), Command::Delete(own.clone())])
@@ -172,6 +176,11 @@ mod tests {
             for command in [
                 Command::Get(tenant_record(&part)),
                 Command::Get(data_record(&part, "secret")),
+                Command::Add(store(
+                    &tenant_cache_layout::records::lease_record(&part, None, "secret"),
+                    b"leased".to_vec(),
+                    Some(10),
+                )),
                 Command::Delete(data_record(&part, "secret")),
                 Command::Set(store(&data_record(&part, "secret"), b"forged".to_vec(), None)),
                 Command::Set(store(&tenant_record(&part), record_value(acme.issue()), None)),

@@ -47,4 +47,4 @@ pub use error::{CacheError, Limit};
 pub use memo::{MEMO_ENTRIES, MEMO_VALUE};
 pub use plugin::Plugin;
 pub use runtime::{COMPONENT, Runtime, RuntimeOptions};
-pub use tenant_cache::{AsyncTenantCache, TenantCache};
+pub use tenant_cache::{AsyncTenantCache, ComputeError, LeaseOptions, LeaseToken, Lookup, TenantCache};

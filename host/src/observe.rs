@@ -7,7 +7,8 @@
 //! it, since a platform with a million tenants must not get a million label
 //! sets by default):
 //! - `tenant_cache_calls_total{operation, outcome}`: `outcome` is `hit`,
-//!   `miss`, `stored`, `removed`, `cleared` or `error`;
+//!   `miss`, `stored`, `removed`, `cleared`, `leased`, `stale`, `busy` or
+//!   `error`;
 //! - `tenant_cache_errors_total{operation, kind}`;
 //! - `tenant_cache_bytes_read_total`, `tenant_cache_bytes_written_total`:
 //!   value bytes handed to and taken from callers;
@@ -103,6 +104,14 @@ pub(crate) enum Outcome {
     },
     Removed,
     Cleared,
+    /// `get-or-lease` handed out the lease.
+    Leased,
+    /// `get-or-lease` returned the entry from before the last clear.
+    Stale {
+        bytes: u64,
+    },
+    /// `get-or-lease` found the lease held by another caller.
+    Busy,
 }
 
 impl Outcome {
@@ -114,6 +123,9 @@ impl Outcome {
             Outcome::Stored { .. } => "stored",
             Outcome::Removed => "removed",
             Outcome::Cleared => "cleared",
+            Outcome::Leased => "leased",
+            Outcome::Stale { .. } => "stale",
+            Outcome::Busy => "busy",
         }
     }
 }
@@ -181,7 +193,7 @@ impl Call {
                     1,
                 );
                 match outcome {
-                    Outcome::Hit { bytes } | Outcome::Read { bytes, .. } => {
+                    Outcome::Hit { bytes } | Outcome::Read { bytes, .. } | Outcome::Stale { bytes } => {
                         self.span.record("bytes", bytes);
                         meter.add(tenant, "tenant_cache_bytes_read_total", [NONE, NONE], bytes);
                     }

@@ -12,13 +12,14 @@ use wasmtime::component::{
 };
 
 use crate::CacheError;
-use crate::bindings::exported::Error as WitError;
+use crate::bindings::exported::{Error as WitError, LeaseOptions as WitLeaseOptions, Lookup as WitLookup};
+use crate::tenant_cache::{LeaseOptions, LeaseToken, Lookup};
 
 /// The interface the component exports.
-const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.4.0";
+const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.5.0";
 
 /// The number of functions in [`INTERFACE`].
-const FUNCTIONS: usize = 7;
+const FUNCTIONS: usize = 9;
 
 /// Where each function of the interface is in a component: found once per
 /// component, by name.
@@ -138,7 +139,7 @@ impl Plugin {
 /// The exports, each with its index, method, WIT name and signature,
 /// written once: the typed methods and the type check come from this table.
 macro_rules! exports {
-    ($( $(#[doc = $doc:literal])* $index:literal $method:ident $method_async:ident $name:literal ($($arg:ident: $ty:ty),*) -> $ret:ty; )+) => {
+    ($( $(#[doc = $doc:literal])* $index:literal $vis:vis $method:ident $method_async:ident $name:literal ($($arg:ident: $ty:ty),*) -> $ret:ty; )+) => {
         /// The names of the functions of [`INTERFACE`], by index.
         const NAMES: [&str; FUNCTIONS] = [$($name),+];
 
@@ -158,7 +159,7 @@ macro_rules! exports {
 
             $(
                 $(#[doc = $doc])*
-                pub fn $method(&self, mut store: impl AsContextMut, $($arg: $ty),*) -> Result<$ret, CacheError> {
+                $vis fn $method(&self, mut store: impl AsContextMut, $($arg: $ty),*) -> Result<$ret, CacheError> {
                     settle(
                         self.typed::<($($ty,)*), $ret>(&mut store, $index)
                             .and_then(|func| func.call(&mut store, ($($arg,)*))),
@@ -169,7 +170,7 @@ macro_rules! exports {
                 ///
                 /// For stores whose linker holds async host functions (see
                 /// [`add_to_linker_async`](crate::add_to_linker_async)).
-                pub async fn $method_async(
+                $vis async fn $method_async(
                     &self,
                     mut store: impl AsContextMut<Data: Send>,
                     $($arg: $ty),*
@@ -187,18 +188,81 @@ macro_rules! exports {
 
 exports! {
     /// Reads `key` of `tenant`; `None` on a miss or after a clear.
-    0 get get_async "get" (tenant: &str, key: &str) -> Option<Vec<u8>>;
+    0 pub get get_async "get" (tenant: &str, key: &str) -> Option<Vec<u8>>;
     /// Stores `value` under `key` of `tenant`; `ttl` in seconds (≥ 1),
     /// `None` to keep it until memcached evicts it.
-    1 set set_async "set" (tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> ();
+    1 pub set set_async "set" (tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> ();
     /// Removes `key` of `tenant`; removing a missing entry is not an error.
-    2 delete delete_async "delete" (tenant: &str, key: &str) -> ();
+    2 pub delete delete_async "delete" (tenant: &str, key: &str) -> ();
     /// Makes every entry of `tenant` written so far unreachable.
-    3 clear clear_async "clear" (tenant: &str) -> ();
+    3 pub clear clear_async "clear" (tenant: &str) -> ();
     /// Makes every entry of every tenant of the application unreachable.
-    4 clear_all clear_all_async "clear-all" () -> ();
+    4 pub clear_all clear_all_async "clear-all" () -> ();
     /// Reads several keys of one tenant in one round trip.
-    5 get_many get_many_async "get-many" (tenant: &str, keys: &[String]) -> Vec<Option<Vec<u8>>>;
+    5 pub get_many get_many_async "get-many" (tenant: &str, keys: &[String]) -> Vec<Option<Vec<u8>>>;
     /// Stores several entries of one tenant in one round trip.
-    6 set_many set_many_async "set-many" (tenant: &str, entries: &[(String, Vec<u8>)], ttl: Option<u32>) -> ();
+    6 pub set_many set_many_async "set-many" (tenant: &str, entries: &[(String, Vec<u8>)], ttl: Option<u32>) -> ();
+    /// `get-or-lease`, in the WIT's types ([`Plugin::get_or_lease`]).
+    7 get_or_lease_wit get_or_lease_wit_async "get-or-lease" (tenant: &str, key: &str, options: WitLeaseOptions) -> WitLookup;
+    /// `fill`, in the WIT's types ([`Plugin::fill`]).
+    8 fill_wit fill_wit_async "fill" (tenant: &str, key: &str, value: &[u8], ttl: Option<u32>, token: &str) -> ();
+}
+
+impl Plugin {
+    /// Reads `key` of `tenant`; on a miss, hands this caller the lease to
+    /// compute the value ([`Lookup::Lease`]), or says another caller holds
+    /// it. One round trip for a hit, two for a miss.
+    pub fn get_or_lease(
+        &self,
+        store: impl AsContextMut,
+        tenant: &str,
+        key: &str,
+        options: &LeaseOptions,
+    ) -> Result<Lookup, CacheError> {
+        self.get_or_lease_wit(store, tenant, key, options.wit())
+            .map(Lookup::from)
+    }
+
+    /// [`get_or_lease`](Self::get_or_lease) for stores whose linker holds
+    /// async host functions.
+    pub async fn get_or_lease_async(
+        &self,
+        store: impl AsContextMut<Data: Send>,
+        tenant: &str,
+        key: &str,
+        options: &LeaseOptions,
+    ) -> Result<Lookup, CacheError> {
+        let found = self.get_or_lease_wit_async(store, tenant, key, options.wit()).await;
+        found.map(Lookup::from)
+    }
+
+    /// Stores the value the holder of `token` computed for `key` of
+    /// `tenant`, in one round trip; after a clear since the lease was
+    /// taken, it stores nothing visible.
+    pub fn fill(
+        &self,
+        store: impl AsContextMut,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<u32>,
+        token: &LeaseToken,
+    ) -> Result<(), CacheError> {
+        self.fill_wit(store, tenant, key, value, ttl, token.as_str())
+    }
+
+    /// [`fill`](Self::fill) for stores whose linker holds async host
+    /// functions.
+    pub async fn fill_async(
+        &self,
+        store: impl AsContextMut<Data: Send>,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<u32>,
+        token: &LeaseToken,
+    ) -> Result<(), CacheError> {
+        self.fill_wit_async(store, tenant, key, value, ttl, token.as_str())
+            .await
+    }
 }

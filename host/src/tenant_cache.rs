@@ -13,6 +13,8 @@ use crate::observe::{Call, Meter, Outcome};
 use crate::plugin::Plugin;
 use crate::runtime::{Runtime, State};
 
+pub use lease::{ComputeError, LeaseOptions, LeaseToken, Lookup};
+
 /// An instance, its store, and whether it trapped.
 struct Slot {
     runtime: Runtime,
@@ -411,3 +413,6 @@ impl AsyncTenantCache {
         self.slot.grant()
     }
 }
+
+// After `run_async!`, which it uses.
+mod lease;

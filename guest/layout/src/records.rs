@@ -4,15 +4,21 @@
 //! - `a`: the application version (one copy per server, shared by every
 //!   tenant on it);
 //! - `n:<tenant>`: the tenant version;
-//! - `d:<tenant>:<key>`: the tenant's entries.
+//! - `d:<tenant>:<key>`: the tenant's entries;
+//! - `l:<tenant>:<digest>`: the lease of one key, under one pair of
+//!   versions (see [`lease_record`]).
 //!
-//! Parts never hold `:`, so `n:<tenant>` and the `d:<tenant>:` in front of
-//! an entry name exactly one tenant: [`record_of`] tells, for a key and a
-//! tenant, which of the tenant's records the key is, if any.
+//! Parts never hold `:`, so `n:<tenant>` and the `d:<tenant>:` or
+//! `l:<tenant>:` in front of an entry or a lease name exactly one tenant:
+//! [`record_of`] tells, for a key and a tenant, which of the tenant's
+//! records the key is, if any.
 
 use alloc::string::String;
+use core::fmt::Write;
 
-use crate::parts::{MAX_PART, push_part};
+use sha2::{Digest, Sha256};
+
+use crate::parts::{MAX_PART, encode_part, push_part};
 
 /// The application-version record. One copy lives on every server; a
 /// tenant reads the copy on its own server.
@@ -39,6 +45,33 @@ pub fn data_record(tenant: &str, key: &str) -> String {
     record
 }
 
+/// The lease record of `key` (raw) of a tenant (given as its part), taken
+/// under `versions` (application, tenant; `None` while the tenant has
+/// none): `l:<tenant>:` and 32 hex digits of the SHA-256 of the versions
+/// and the key's part. A clear moves the versions, so a lease taken before
+/// it never holds back a reader after it.
+pub fn lease_record(tenant: &str, versions: Option<(u64, u64)>, key: &str) -> String {
+    let mut hasher = Sha256::new();
+    match versions {
+        Some((app, tenant_version)) => {
+            hasher.update([1]);
+            hasher.update(app.to_le_bytes());
+            hasher.update(tenant_version.to_le_bytes());
+        }
+        None => hasher.update([0]),
+    }
+    hasher.update(encode_part(key).as_bytes());
+    let mut record = String::with_capacity(3 + tenant.len() + 32);
+    record.push_str("l:");
+    record.push_str(tenant);
+    record.push(':');
+    for byte in &hasher.finalize()[..16] {
+        // Writing into a String cannot fail.
+        let _ = write!(record, "{byte:02x}");
+    }
+    record
+}
+
 /// Which record of a tenant a key is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -48,6 +81,8 @@ pub enum Record {
     Tenant,
     /// `d:<tenant>:<key>`, one of the tenant's entries.
     Entry,
+    /// `l:<tenant>:<digest>`, the lease of one of the tenant's keys.
+    Lease,
 }
 
 /// Which record of the tenant whose part is `tenant` the relative `key`
@@ -60,8 +95,13 @@ pub fn record_of(tenant: &str, key: &str) -> Option<Record> {
     if key.strip_prefix("n:") == Some(tenant) {
         return Some(Record::Tenant);
     }
-    let rest = key.strip_prefix("d:")?.strip_prefix(tenant)?;
-    rest.starts_with(':').then_some(Record::Entry)
+    let (kind, rest) = key.split_at_checked(2)?;
+    let record = match kind {
+        "d:" => Record::Entry,
+        "l:" => Record::Lease,
+        _ => return None,
+    };
+    rest.strip_prefix(tenant)?.starts_with(':').then_some(record)
 }
 
 /// The two records a read of one key names besides the application
@@ -211,6 +251,9 @@ mod tests {
                 }
                 let expected = (other == tenant).then_some(Record::Tenant);
                 assert_eq!(record_of(&part, &tenant_record(&other_part)), expected);
+                let lease = lease_record(&other_part, Some((1, 2)), "k");
+                let expected = (other == tenant).then_some(Record::Lease);
+                assert_eq!(record_of(&part, &lease), expected);
             }
         }
         // Keys of no layout at all are no tenant's.
@@ -219,6 +262,19 @@ mod tests {
         }
         assert_eq!(record_of("", "d::k"), Some(Record::Entry));
         assert_eq!(record_of("", "d:x:k"), None);
+    }
+
+    #[test]
+    fn leases_differ_by_key_and_versions_and_fit_the_key_budget() {
+        let samples = samples();
+        let mut seen = BTreeSet::new();
+        for key in &samples {
+            for versions in [None, Some((1, 2)), Some((2, 1)), Some((1, 3))] {
+                let lease = lease_record(&"t".repeat(MAX_PART), versions, key);
+                assert!(wire_valid(&lease) && lease.len() <= MAX_KEY, "{lease:?}");
+                assert!(seen.insert(lease), "{key:?} {versions:?}");
+            }
+        }
     }
 
     #[test]

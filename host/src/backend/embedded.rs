@@ -35,6 +35,8 @@ impl Default for EmbeddedOptions {
 struct Entry {
     value: Vec<u8>,
     expires: Option<Instant>,
+    /// A reader was told to refresh it early (memcached's win token).
+    refreshing: bool,
 }
 
 /// What an entry costs besides its key's and its value's bytes: their
@@ -62,7 +64,7 @@ pub(crate) struct Embedded {
 impl Items {
     /// The entry under `key`, unless it expired (then it is removed);
     /// marks it as used.
-    fn live(&mut self, key: &str, now: Instant) -> Option<&Entry> {
+    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
         if self
             .entries
             .peek(key)
@@ -70,7 +72,7 @@ impl Items {
         {
             self.remove(key);
         }
-        self.entries.get(key)
+        self.entries.get_mut(key)
     }
 
     fn remove(&mut self, key: &str) -> bool {
@@ -92,6 +94,7 @@ impl Items {
             Entry {
                 value: item.value,
                 expires,
+                refreshing: false,
             },
         );
         // The least recently used go first, as in memcached's LRU; nothing
@@ -143,6 +146,30 @@ impl Storage for Embedded {
                         }
                         replies.values.extend_from_slice(&entry.value);
                         Outcome::Value(entry.value.len() as u32)
+                    }
+                    None => Outcome::Miss,
+                },
+                Command::GetEarly(early) => match items.live(&key(&early.key), now) {
+                    Some(entry) => {
+                        if (replies.values.len() + entry.value.len()) as u64 > reply_bytes {
+                            return Err(Error::OverLimit(Limit::ReplyBytes(reply_bytes)));
+                        }
+                        replies.values.extend_from_slice(&entry.value);
+                        // As memcached: the first reader within the window
+                        // of the entry's expiry refreshes it, until it is
+                        // stored again.
+                        let window = Duration::from_secs(u64::from(early.window));
+                        let due = entry
+                            .expires
+                            .is_some_and(|at| at.saturating_duration_since(now) < window);
+                        let len = entry.value.len() as u32;
+                        match due && !entry.refreshing {
+                            true => {
+                                entry.refreshing = true;
+                                Outcome::Refresh(len)
+                            }
+                            false => Outcome::Value(len),
+                        }
                     }
                     None => Outcome::Miss,
                 },
@@ -345,5 +372,24 @@ mod tests {
             .broadcast("p:", vec![Command::Set(item("a", b"1", None))])
             .unwrap();
         assert_eq!(one(&store, Command::Get("a".into())), found(b"1"));
+    }
+
+    #[test]
+    fn one_reader_refreshes_an_entry_near_its_expiry_until_it_is_stored_again() {
+        let store = store();
+        let early = |window| {
+            Command::GetEarly(crate::bindings::capability::EarlyGet {
+                key: "k".into(),
+                window,
+            })
+        };
+        one(&store, Command::Set(item("k", b"v", Some(30))));
+        assert_eq!(one(&store, early(10)), found(b"v"), "30 s left, a 10 s window");
+        assert_eq!(one(&store, early(60)), (Outcome::Refresh(1), b"v".to_vec()));
+        assert_eq!(one(&store, early(60)), found(b"v"), "one reader refreshes");
+        one(&store, Command::Set(item("k", b"w", Some(30))));
+        assert_eq!(one(&store, early(60)), (Outcome::Refresh(1), b"w".to_vec()));
+        one(&store, Command::Set(item("k", b"x", None)));
+        assert_eq!(one(&store, early(60)), found(b"x"), "no TTL, no refresh");
     }
 }

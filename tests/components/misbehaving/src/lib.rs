@@ -27,7 +27,7 @@ mod bindings {
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest};
+use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest, LeaseOptions, Lookup};
 use bindings::tenant_cache::cache::memcached::{self, Command, Item, Outcome};
 
 struct Component;
@@ -115,6 +115,12 @@ impl Guest for Component {
         Ok(keys.iter().map(|_| None).collect())
     }
     fn set_many(_: String, _: Vec<(String, Vec<u8>)>, _: Option<u32>) -> Result<(), Error> {
+        Ok(())
+    }
+    fn get_or_lease(_: String, _: String, _: LeaseOptions) -> Result<Lookup, Error> {
+        Ok(Lookup::Busy)
+    }
+    fn fill(_: String, _: String, _: Vec<u8>, _: Option<u32>, _: String) -> Result<(), Error> {
         Ok(())
     }
 }

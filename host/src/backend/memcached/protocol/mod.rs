@@ -50,7 +50,9 @@ impl Request<'_> {
     /// Whether any command writes.
     pub(crate) fn writes(&self) -> bool {
         let capability = self.groups.iter().flat_map(|group| group.commands);
-        capability.clone().any(|command| !matches!(command, Command::Get(_)))
+        capability
+            .clone()
+            .any(|command| !matches!(command, Command::Get(_) | Command::GetEarly(_)))
             || self
                 .own
                 .iter()
@@ -104,6 +106,8 @@ pub(crate) struct Answer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Get,
+    /// A get that may win an early refresh (`W` on its reply line).
+    GetEarly,
     /// A get whose reply carries the item's CAS value.
     Survey,
     Store,
@@ -125,12 +129,13 @@ impl Kind {
         // removals.
         matches!(
             (self, code),
-            (Kind::Get | Kind::Survey, ReturnCode::Va | ReturnCode::En)
-                | (
-                    Kind::Store,
-                    ReturnCode::Hd | ReturnCode::Ns | ReturnCode::Ex | ReturnCode::Nf
-                )
-                | (Kind::Delete, ReturnCode::Hd | ReturnCode::Nf | ReturnCode::Ex)
+            (
+                Kind::Get | Kind::GetEarly | Kind::Survey,
+                ReturnCode::Va | ReturnCode::En
+            ) | (
+                Kind::Store,
+                ReturnCode::Hd | ReturnCode::Ns | ReturnCode::Ex | ReturnCode::Nf
+            ) | (Kind::Delete, ReturnCode::Hd | ReturnCode::Nf | ReturnCode::Ex)
         )
     }
 }
@@ -179,6 +184,13 @@ fn encode(request: &Request<'_>, first: u64, now: u64, out: &mut Vec<u8>) -> Vec
                 key(out, rel);
                 get_flags(token(), out);
                 Kind::Get
+            }
+            Command::GetEarly(early) => {
+                out.extend_from_slice(b"mg ");
+                key(out, &early.key);
+                out.extend_from_slice(format!(" R{}", early.window).as_bytes());
+                get_flags(token(), out);
+                Kind::GetEarly
             }
             Command::Set(item) | Command::Add(item) => {
                 out.extend_from_slice(b"ms ");

@@ -316,7 +316,7 @@ impl<'a> Exchange<'a> {
             Err(failure) => return Err(failure),
         };
         if own {
-            self.own_cas = cas(&self.input[line]).unwrap_or(0);
+            self.own_cas = cas(&self.input[line.clone()]).unwrap_or(0);
         }
         if !kind.fits(code) {
             if len.is_some() {
@@ -364,7 +364,11 @@ impl<'a> Exchange<'a> {
         let values = &mut self.answer.replies.values;
         values.extend_from_slice(&self.input[self.start..self.start + buffered]);
         self.start += buffered;
-        self.answer.replies.outcomes.push(Outcome::Value(len as u32));
+        let won = kind == Kind::GetEarly && Tokens(&self.input[line]).skip(1).any(|flag| flag == b"W");
+        self.answer.replies.outcomes.push(match won {
+            true => Outcome::Refresh(len as u32),
+            false => Outcome::Value(len as u32),
+        });
         self.state = match len - buffered {
             0 => State::ValueEnd,
             remaining => State::Value { remaining },

@@ -1,0 +1,322 @@
+//! Leases, for callers of [`TenantCache`] and [`AsyncTenantCache`]: on a
+//! miss, one caller per key and lease period computes the value (across
+//! every instance, process and host), the others wait for it. The logic is
+//! the component's (`get-or-lease`, `fill`); this module gives it the
+//! host's types and the loop most callers want, `get_or_compute`.
+
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use super::{AsyncTenantCache, Slot, TenantCache};
+use crate::bindings::exported::{LeaseOptions as WitLeaseOptions, Lookup as WitLookup};
+use crate::error::CacheError;
+use crate::observe::Outcome;
+
+/// How a read that may hand out a lease behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseOptions {
+    /// On a miss, accept the entry from before the tenant's (or the
+    /// application's) last clear while another caller computes the value
+    /// ([`Lookup::Stale`]). Off by default: a clear hides its entries from
+    /// every caller that does not opt in.
+    pub accept_stale: bool,
+    /// Seconds before an entry with a TTL expires from which one reader is
+    /// handed the lease to refresh it early, while the others keep reading
+    /// it; 0 (the default) for none.
+    pub refresh_window: u32,
+    /// Seconds a lease lasts, 1 to 3600 (default 10): a holder that never
+    /// fills holds the key back for no longer. Keep it shorter than the
+    /// entries' TTL.
+    pub lease_ttl: u32,
+    /// How long [`TenantCache::get_or_compute`] waits for another caller's
+    /// value before computing it itself (default 10 s).
+    pub wait: Duration,
+}
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        LeaseOptions {
+            accept_stale: false,
+            refresh_window: 0,
+            lease_ttl: 10,
+            wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl LeaseOptions {
+    pub(crate) fn wit(&self) -> WitLeaseOptions {
+        WitLeaseOptions {
+            accept_stale: self.accept_stale,
+            refresh_window: self.refresh_window,
+            lease_ttl: self.lease_ttl,
+        }
+    }
+}
+
+/// The right to compute one key's value and [`fill`](TenantCache::fill)
+/// it, from [`Lookup::Lease`]. It names the namespace versions it was
+/// taken under, so it can be kept as text and used from another instance
+/// or process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseToken(String);
+
+impl LeaseToken {
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for LeaseToken {
+    fn from(text: String) -> LeaseToken {
+        LeaseToken(text)
+    }
+}
+
+/// What [`TenantCache::get_or_lease`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The entry.
+    Hit(Vec<u8>),
+    /// A miss (or an entry due for an early refresh), and this caller
+    /// holds the lease: compute the value and fill it.
+    Lease(LeaseToken),
+    /// A miss while another caller holds the lease, and the entry from
+    /// before the last clear, which the caller accepted.
+    Stale(Vec<u8>),
+    /// A miss while another caller holds the lease: read again shortly.
+    Busy,
+}
+
+impl From<WitLookup> for Lookup {
+    fn from(found: WitLookup) -> Lookup {
+        match found {
+            WitLookup::Hit(value) => Lookup::Hit(value),
+            WitLookup::Lease(token) => Lookup::Lease(LeaseToken(token)),
+            WitLookup::Stale(value) => Lookup::Stale(value),
+            WitLookup::Busy => Lookup::Busy,
+        }
+    }
+}
+
+/// Why [`TenantCache::get_or_compute`] failed: the cache, or the
+/// computation.
+#[derive(Debug)]
+pub enum ComputeError<E> {
+    /// The cache failed (memcached unreachable, say); nothing was computed.
+    Cache(CacheError),
+    /// The computation failed; nothing was stored.
+    Compute(E),
+}
+
+impl<E: fmt::Display> fmt::Display for ComputeError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ComputeError::Cache(error) => write!(f, "{error}"),
+            ComputeError::Compute(error) => write!(f, "computing the value failed: {error}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ComputeError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ComputeError::Cache(error) => Some(error),
+            ComputeError::Compute(error) => Some(error),
+        }
+    }
+}
+
+/// Pauses between reads of a key another caller computes: from 2 ms,
+/// doubling up to 50 ms, a little shorter or longer at random so waiters
+/// spread out, until `wait` has passed.
+struct Backoff {
+    deadline: Instant,
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(2);
+    const LONGEST: Duration = Duration::from_millis(50);
+
+    fn new(wait: Duration) -> Backoff {
+        Backoff {
+            deadline: Instant::now() + wait,
+            next: Backoff::FIRST,
+        }
+    }
+
+    /// The next pause; `None` once the deadline has passed.
+    fn next(&mut self) -> Option<Duration> {
+        let left = self.deadline.checked_duration_since(Instant::now())?;
+        let spread = 0.75 + rand::random::<f64>() / 2.0;
+        let pause = self.next.mul_f64(spread).min(left);
+        self.next = (self.next * 2).min(Backoff::LONGEST);
+        Some(pause)
+    }
+}
+
+/// How a `get-or-lease` call ended, for its span and counters.
+fn looked_up(found: &Lookup) -> Outcome {
+    match found {
+        Lookup::Hit(value) => Outcome::Hit {
+            bytes: value.len() as u64,
+        },
+        Lookup::Lease(_) => Outcome::Leased,
+        Lookup::Stale(value) => Outcome::Stale {
+            bytes: value.len() as u64,
+        },
+        Lookup::Busy => Outcome::Busy,
+    }
+}
+
+impl TenantCache {
+    /// Reads `key` of `tenant` as [`get`](Self::get) does; on a miss,
+    /// hands this caller the lease to compute the value
+    /// ([`Lookup::Lease`]), or says another caller holds it. One round trip
+    /// for a hit, two for a miss.
+    pub fn get_or_lease(&mut self, tenant: &str, key: &str, options: &LeaseOptions) -> Result<Lookup, CacheError> {
+        self.observed("get-or-lease", Some(tenant), looked_up, |slot| {
+            Self::run(slot, |plugin, store| plugin.get_or_lease(store, tenant, key, options))
+        })
+    }
+
+    /// Stores the value the holder of `token` computed for `key` of
+    /// `tenant`, as [`set`](Self::set) does, in one round trip. After a
+    /// clear since the lease was taken it stores nothing visible (the value
+    /// was computed from before the clear).
+    pub fn fill(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<u32>,
+        token: &LeaseToken,
+    ) -> Result<(), CacheError> {
+        let bytes = value.len() as u64;
+        self.observed(
+            "fill",
+            Some(tenant),
+            |_| Outcome::Stored { bytes },
+            |slot| {
+                if let Some(error) = slot.too_large(value.len()) {
+                    Self::run(slot, |plugin, store| plugin.delete(store, tenant, key))?;
+                    return Err(error);
+                }
+                Self::run(slot, |plugin, store| plugin.fill(store, tenant, key, value, ttl, token))
+            },
+        )
+    }
+
+    /// The value of `key` of `tenant`: the entry, or else `compute`'s value,
+    /// stored with `ttl`. Of all callers missing the key at once, across
+    /// every instance, process and host, one computes; the others wait for
+    /// its value (reading again after 2 ms, then longer, up to 50 ms
+    /// apart), take the entry from before the last clear if
+    /// `options.accept_stale`, or compute it themselves once
+    /// `options.wait` has passed. A value computed but not stored (the
+    /// cache failed meanwhile) is still returned.
+    pub fn get_or_compute<E>(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        ttl: Option<u32>,
+        options: &LeaseOptions,
+        compute: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Vec<u8>, ComputeError<E>> {
+        let mut backoff = Backoff::new(options.wait);
+        let token = loop {
+            match self.get_or_lease(tenant, key, options).map_err(ComputeError::Cache)? {
+                Lookup::Hit(value) | Lookup::Stale(value) => return Ok(value),
+                Lookup::Lease(token) => break Some(token),
+                Lookup::Busy => match backoff.next() {
+                    Some(pause) => std::thread::sleep(pause),
+                    None => break None,
+                },
+            }
+        };
+        let value = compute().map_err(ComputeError::Compute)?;
+        // The call's own span and counters record a failure to store it.
+        let _ = match &token {
+            Some(token) => self.fill(tenant, key, &value, ttl, token),
+            None => self.set(tenant, key, &value, ttl),
+        };
+        Ok(value)
+    }
+}
+
+impl AsyncTenantCache {
+    /// [`TenantCache::get_or_lease`], awaited.
+    pub async fn get_or_lease(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        options: &LeaseOptions,
+    ) -> Result<Lookup, CacheError> {
+        run_async!(self, "get-or-lease", Some(tenant), looked_up, |plugin, store| plugin
+            .get_or_lease_async(store, tenant, key, options))
+    }
+
+    /// [`TenantCache::fill`], awaited.
+    pub async fn fill(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<u32>,
+        token: &LeaseToken,
+    ) -> Result<(), CacheError> {
+        if let Some(error) = self.slot.too_large(value.len()) {
+            self.delete(tenant, key).await?;
+            return Err(error);
+        }
+        let bytes = value.len() as u64;
+        run_async!(
+            self,
+            "fill",
+            Some(tenant),
+            |_: &()| Outcome::Stored { bytes },
+            |plugin, store| { plugin.fill_async(store, tenant, key, value, ttl, token) }
+        )
+    }
+
+    /// [`TenantCache::get_or_compute`], awaited: waiting for another
+    /// caller's value sleeps on tokio's timer, never blocking the thread.
+    pub async fn get_or_compute<E, F>(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        ttl: Option<u32>,
+        options: &LeaseOptions,
+        compute: impl FnOnce() -> F,
+    ) -> Result<Vec<u8>, ComputeError<E>>
+    where
+        F: Future<Output = Result<Vec<u8>, E>>,
+    {
+        let mut backoff = Backoff::new(options.wait);
+        let token = loop {
+            match self
+                .get_or_lease(tenant, key, options)
+                .await
+                .map_err(ComputeError::Cache)?
+            {
+                Lookup::Hit(value) | Lookup::Stale(value) => return Ok(value),
+                Lookup::Lease(token) => break Some(token),
+                Lookup::Busy => match backoff.next() {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => break None,
+                },
+            }
+        };
+        let value = compute().await.map_err(ComputeError::Compute)?;
+        let _ = match &token {
+            Some(token) => self.fill(tenant, key, &value, ttl, token).await,
+            None => self.set(tenant, key, &value, ttl).await,
+        };
+        Ok(value)
+    }
+}
