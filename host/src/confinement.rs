@@ -159,7 +159,7 @@ mod tests {
     fn a_bound_grant_reaches_its_tenants_records_only() {
         let mut acme = Confinement::new("acme");
         let (own, entry) = (tenant_record("acme"), data_record("acme", "k"));
-        let lease = tenant_cache_layout::records::lease_record("acme", Some((1, 2)), "k");
+        let lease = tenant_cache_layout::records::lease_record("acme", (1, 2), "k");
         let reads = [APP_RECORD, &own, &entry, &lease].map(|key| Command::Get(key.into()));
         assert!(acme.admit("acme", &reads).is_ok());
         assert!(
@@ -177,7 +177,7 @@ mod tests {
                 Command::Get(tenant_record(&part)),
                 Command::Get(data_record(&part, "secret")),
                 Command::Add(store(
-                    &tenant_cache_layout::records::lease_record(&part, None, "secret"),
+                    &tenant_cache_layout::records::lease_record(&part, (3, 4), "secret"),
                     b"leased".to_vec(),
                     Some(10),
                 )),

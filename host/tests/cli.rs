@@ -168,7 +168,7 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
     let output = run(&server, &["bench", "--ops", "100", "--json"])?;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("bench: 25/25"), "no progress shown: {stderr:?}");
+    assert!(stderr.contains("bench: 29/29"), "no progress shown: {stderr:?}");
     let json: serde_json::Value = serde_json::from_str(&stdout(&output))?;
     for key in [
         "raw_get_p50_us",
@@ -195,10 +195,19 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
         "raw_async_get_64c_ops_per_s",
         "async_get_1c_ops_per_s",
         "async_get_16c_ops_per_s",
+        "stampede_p99_ms",
+        "stampede_without_leases_computes_per_key",
+        "stampede_hot_key_without_leases_computes",
     ] {
         let value = json[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {json}"));
         assert!(value.is_finite() && value > 0.0, "{key} = {value}");
     }
+    // Leases: one compute per key after a clear, one per expiry of a key
+    // living 2 s, read for 4.5 s (the first, and one or two expiries).
+    assert_eq!(json["stampede_computes_per_key"].as_f64(), Some(1.0), "{json}");
+    assert_eq!(json["stampede_max_computes_per_key"].as_u64(), Some(1), "{json}");
+    let hot = json["stampede_hot_key_computes"].as_u64().unwrap_or(0);
+    assert!((2..=4).contains(&hot), "{json}");
     let table = run(&server, &["bench", "--ops", "100"])?;
     assert!(table.status.success());
     let table = stdout(&table);
@@ -213,6 +222,8 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
         "2 thread(s)",
         "tenant-cache async get",
         "async, 64 task(s)",
+        "stampede: 4 processes × 16 tasks",
+        "per key, 50 keys after a clear",
     ] {
         assert!(table.contains(row), "{row:?} missing in\n{table}");
     }

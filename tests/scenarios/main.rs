@@ -23,6 +23,7 @@ mod memo;
 mod observability;
 mod scoping;
 mod soak;
+mod stampede;
 
 // Scale-out and embedding: server pools, partitions, membership changes,
 // async hosts, portability.

@@ -46,20 +46,13 @@ pub fn data_record(tenant: &str, key: &str) -> String {
 }
 
 /// The lease record of `key` (raw) of a tenant (given as its part), taken
-/// under `versions` (application, tenant; `None` while the tenant has
-/// none): `l:<tenant>:` and 32 hex digits of the SHA-256 of the versions
-/// and the key's part. A clear moves the versions, so a lease taken before
-/// it never holds back a reader after it.
-pub fn lease_record(tenant: &str, versions: Option<(u64, u64)>, key: &str) -> String {
+/// under `versions` (application, tenant): `l:<tenant>:` and 32 hex digits
+/// of the SHA-256 of the versions and the key's part. A clear moves the
+/// versions, so a lease taken before it never holds back a reader after it.
+pub fn lease_record(tenant: &str, (app, tenant_version): (u64, u64), key: &str) -> String {
     let mut hasher = Sha256::new();
-    match versions {
-        Some((app, tenant_version)) => {
-            hasher.update([1]);
-            hasher.update(app.to_le_bytes());
-            hasher.update(tenant_version.to_le_bytes());
-        }
-        None => hasher.update([0]),
-    }
+    hasher.update(app.to_le_bytes());
+    hasher.update(tenant_version.to_le_bytes());
     hasher.update(encode_part(key).as_bytes());
     let mut record = String::with_capacity(3 + tenant.len() + 32);
     record.push_str("l:");
@@ -251,7 +244,7 @@ mod tests {
                 }
                 let expected = (other == tenant).then_some(Record::Tenant);
                 assert_eq!(record_of(&part, &tenant_record(&other_part)), expected);
-                let lease = lease_record(&other_part, Some((1, 2)), "k");
+                let lease = lease_record(&other_part, (1, 2), "k");
                 let expected = (other == tenant).then_some(Record::Lease);
                 assert_eq!(record_of(&part, &lease), expected);
             }
@@ -269,7 +262,7 @@ mod tests {
         let samples = samples();
         let mut seen = BTreeSet::new();
         for key in &samples {
-            for versions in [None, Some((1, 2)), Some((2, 1)), Some((1, 3))] {
+            for versions in [(1, 2), (2, 1), (1, 3)] {
                 let lease = lease_record(&"t".repeat(MAX_PART), versions, key);
                 assert!(wire_valid(&lease) && lease.len() <= MAX_KEY, "{lease:?}");
                 assert!(seen.insert(lease), "{key:?} {versions:?}");

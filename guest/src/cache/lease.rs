@@ -25,19 +25,26 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt::Write;
 
-use tenant_cache_layout::records::{ReadKeys, lease_record};
+use tenant_cache_layout::records::{APP_RECORD, ReadKeys, lease_record};
+use tenant_cache_layout::version::record_value;
 
-use super::{Cache, Capability, expect_reply, from_capability, read_records, store, value_if_current};
+use super::{Cache, Capability, Record, expect_reply, from_capability, read_records, store, value_if_current};
 use crate::batch::{Batch, Reply};
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::{Error, LeaseOptions, Lookup};
 use crate::bindings::tenant_cache::cache::memcached::{Command, EarlyGet};
 use crate::frame::{frame, unframe};
 use crate::versions::Versions;
 
-/// Seconds a lease record lasts once its value is filled.
+/// Seconds a lease record lasts once its value is filled. memcached's
+/// clock ticks in whole seconds, so a TTL of N ends between N-1 and N
+/// seconds later: 1 could end at once.
 pub const FILLED_TTL: u32 = 2;
+
+/// The shortest lease, for the same reason.
+const MIN_LEASE_TTL: u32 = 2;
 
 /// The longest lease: an hour.
 const MAX_LEASE_TTL: u32 = 3600;
@@ -45,27 +52,21 @@ const MAX_LEASE_TTL: u32 = 3600;
 /// What a lease token starts with: its format.
 const TOKEN_FORMAT: &str = "lease1:";
 
-/// The token of a lease taken under `versions` (`None`: the tenant had no
-/// versions yet).
-fn token(versions: Option<Versions>) -> String {
+/// What a lease record holds while its lease is taken.
+const LEASED: &[u8] = b"leased";
+
+/// The token of a lease taken under `versions`.
+fn token(versions: Versions) -> String {
     let mut token = String::from(TOKEN_FORMAT);
-    match versions {
-        Some(versions) => {
-            // Writing into a String cannot fail.
-            let _ = write!(token, "{:016x}{:016x}", versions.app, versions.tenant);
-        }
-        None => token.push('-'),
-    }
+    // Writing into a String cannot fail.
+    let _ = write!(token, "{:016x}{:016x}", versions.app, versions.tenant);
     token
 }
 
 /// The versions a token names; an error for text that is no token.
-fn parse_token(token: &str) -> Result<Option<Versions>, Error> {
+fn parse_token(token: &str) -> Result<Versions, Error> {
     let invalid = || Error::InvalidInput(format!("{token:?} is not a lease token get-or-lease handed out"));
     let rest = token.strip_prefix(TOKEN_FORMAT).ok_or_else(invalid)?;
-    if rest == "-" {
-        return Ok(None);
-    }
     let hex = |digits: &str| -> Result<u64, Error> {
         let lowercase = digits.len() == 16 && digits.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'));
         match lowercase {
@@ -74,26 +75,28 @@ fn parse_token(token: &str) -> Result<Option<Versions>, Error> {
         }
     };
     match (rest.get(..16), rest.get(16..)) {
-        (Some(app), Some(tenant)) => Ok(Some(Versions {
+        (Some(app), Some(tenant)) => Ok(Versions {
             app: hex(app)?,
             tenant: hex(tenant)?,
-        })),
+        }),
         _ => Err(invalid()),
     }
 }
 
 fn check_options(options: &LeaseOptions) -> Result<(), Error> {
     match options.lease_ttl {
-        1..=MAX_LEASE_TTL => Ok(()),
+        MIN_LEASE_TTL..=MAX_LEASE_TTL => Ok(()),
         other => Err(Error::InvalidInput(format!(
-            "a lease lasts 1 to {MAX_LEASE_TTL} seconds, not {other}"
+            "a lease lasts {MIN_LEASE_TTL} to {MAX_LEASE_TTL} seconds, not {other} (memcached counts whole seconds: \
+             a lease of 1 could end at once)"
         ))),
     }
 }
 
 impl<C: Capability> Cache<C> {
     /// Reads one key; on a miss, takes its lease or says who has it. A hit
-    /// is one round trip, a miss two.
+    /// is one round trip, a miss two (three when callers race to create
+    /// the versions of a tenant that has none).
     pub fn get_or_lease(&mut self, tenant: &str, key: &str, options: &LeaseOptions) -> Result<Lookup, Error> {
         check_options(options)?;
         let keys = ReadKeys::new(tenant, key);
@@ -104,12 +107,14 @@ impl<C: Capability> Cache<C> {
                 window,
             }),
         };
-        let commands = [
-            Command::Get(super::APP_RECORD),
-            Command::Get(keys.tenant_record()),
-            entry,
-        ];
-        let (current, mut batch) = self.read(keys.tenant(), &commands)?;
+        let commands = [Command::Get(APP_RECORD), Command::Get(keys.tenant_record()), entry];
+        let replies = self
+            .capability
+            .execute(keys.tenant(), &commands)
+            .map_err(|error| from_capability(error, 0))?;
+        let mut batch = Batch::new(replies);
+        let records = read_records(&mut batch)?;
+        let current = self.learn(keys.tenant(), records);
         let (range, refresh) = match expect_reply(&mut batch, 0)? {
             Reply::Value(range) => (Some(range), false),
             Reply::Refresh(range) => (Some(range), true),
@@ -125,7 +130,7 @@ impl<C: Capability> Cache<C> {
             // A current entry: a hit, unless this reader is the one to
             // refresh it before it expires.
             return Ok(match refresh {
-                true => Lookup::Lease(token(Some(current))),
+                true => Lookup::Lease(token(current)),
                 false => value_if_current(values, range, current).map_or(Lookup::Busy, Lookup::Hit),
             });
         }
@@ -134,18 +139,86 @@ impl<C: Capability> Cache<C> {
             (true, Some(range)) => values.get(range).and_then(unframe).map(|(_, value)| value.to_vec()),
             _ => None,
         };
-        let lease = lease_record(keys.tenant(), current.map(|v| (v.app, v.tenant)), key);
+        let (current, taken) = match current {
+            Some(current) => (current, self.take_lease(&keys, key, current, options)?),
+            // No versions yet (a tenant never written, or its records were
+            // lost): they are proposed with the lease, in one batch; if
+            // another caller's proposal won, the lease is taken under
+            // theirs, in one more.
+            None => match self.lease_with_versions(&keys, key, records, options)? {
+                (Some(current), Some(taken)) => (current, taken),
+                (Some(current), None) => (current, self.take_lease(&keys, key, current, options)?),
+                (None, _) => return Ok(stale.map_or(Lookup::Busy, Lookup::Stale)),
+            },
+        };
+        Ok(match taken {
+            true => Lookup::Lease(token(current)),
+            false => stale.map_or(Lookup::Busy, Lookup::Stale),
+        })
+    }
+
+    /// Adds the lease record of `key` under `versions`: whether this
+    /// caller took the lease.
+    fn take_lease(
+        &mut self,
+        keys: &ReadKeys,
+        key: &str,
+        versions: Versions,
+        options: &LeaseOptions,
+    ) -> Result<bool, Error> {
+        let lease = lease_record(keys.tenant(), (versions.app, versions.tenant), key);
         let replies = self
             .capability
-            .execute(
-                keys.tenant(),
-                &[store(&lease, b"leased", Some(options.lease_ttl), true)],
-            )
+            .execute(keys.tenant(), &[store(&lease, LEASED, Some(options.lease_ttl), true)])
             .map_err(|error| from_capability(error, 0))?;
-        Ok(match expect_reply(&mut Batch::new(replies), 0)? {
-            Reply::Done => Lookup::Lease(token(current)),
-            _ => stale.map_or(Lookup::Busy, Lookup::Stale),
-        })
+        Ok(expect_reply(&mut Batch::new(replies), 0)? == Reply::Done)
+    }
+
+    /// For a tenant whose version `records` are not both versions: proposes
+    /// them (as a write does: `add` where missing, `set` over something
+    /// that is not a version) and adds the lease under the proposal, in one
+    /// batch. The versions read back, and whether the lease was taken if
+    /// they are the ones proposed.
+    fn lease_with_versions(
+        &mut self,
+        keys: &ReadKeys,
+        key: &str,
+        records: [Record; 2],
+        options: &LeaseOptions,
+    ) -> Result<(Option<Versions>, Option<bool>), Error> {
+        let mut proposals: Vec<(&str, Vec<u8>, bool)> = Vec::new();
+        let mut propose = |record: Record, key| match record {
+            Record::Version(version) => version,
+            Record::Missing | Record::Corrupt => {
+                let fresh = self.capability.random_u64();
+                proposals.push((key, record_value(fresh), record == Record::Missing));
+                fresh
+            }
+        };
+        let proposed = Versions {
+            app: propose(records[0], APP_RECORD),
+            tenant: propose(records[1], keys.tenant_record()),
+        };
+        let lease = lease_record(keys.tenant(), (proposed.app, proposed.tenant), key);
+        let mut commands: Vec<Command<'_>> = proposals
+            .iter()
+            .map(|(key, record, add)| store(key, record, None, *add))
+            .collect();
+        commands.push(store(&lease, LEASED, Some(options.lease_ttl), true));
+        commands.push(Command::Get(APP_RECORD));
+        commands.push(Command::Get(keys.tenant_record()));
+        let replies = self
+            .capability
+            .execute(keys.tenant(), &commands)
+            .map_err(|error| from_capability(error, 0))?;
+        let mut batch = Batch::new(replies);
+        for _ in &proposals {
+            expect_reply(&mut batch, 0)?;
+        }
+        let leased = expect_reply(&mut batch, 0)? == Reply::Done;
+        let records = read_records(&mut batch)?;
+        let current = self.learn(keys.tenant(), records);
+        Ok((current, (current == Some(proposed)).then_some(leased)))
     }
 
     /// Stores the value of a lease's key: one round trip (none when this
@@ -154,20 +227,8 @@ impl<C: Capability> Cache<C> {
         super::check_ttl(ttl)?;
         let versions = parse_token(token)?;
         let keys = ReadKeys::new(tenant, key);
-        let lease = lease_record(keys.tenant(), versions.map(|v| (v.app, v.tenant)), key);
+        let lease = lease_record(keys.tenant(), (versions.app, versions.tenant), key);
         let filled = store(&lease, b"filled", Some(FILLED_TTL), false);
-        let Some(versions) = versions else {
-            // The tenant had no versions when the lease was taken: nothing
-            // a clear could hide yet, so the value is written as `set`
-            // writes it.
-            return self.write(
-                keys.tenant(),
-                keys.tenant_record(),
-                &[(keys.data_record(), value)],
-                ttl,
-                &[filled],
-            );
-        };
         if self.versions.get(keys.tenant()).is_some_and(|known| known != versions) {
             // Cleared since the lease was taken: the value would only hide
             // itself, and could hide an entry written since.
@@ -177,7 +238,7 @@ impl<C: Capability> Cache<C> {
         let commands = [
             store(keys.data_record(), &framed, ttl, false),
             filled,
-            Command::Get(super::APP_RECORD),
+            Command::Get(APP_RECORD),
             Command::Get(keys.tenant_record()),
         ];
         let size = value.len() as u64;
@@ -206,12 +267,12 @@ mod tests {
             app: 0x0123_4567_89ab_cdef,
             tenant: 7,
         };
-        assert_eq!(parse_token(&token(Some(versions))).ok(), Some(Some(versions)));
-        assert_eq!(parse_token(&token(None)).ok(), Some(None));
+        assert_eq!(parse_token(&token(versions)).ok(), Some(versions));
         for forged in [
             "",
             "lease1:",
-            "lease2:-",
+            "lease1:-",
+            "lease2:0123456789abcdef0000000000000007",
             "lease1:0123",
             "lease1:0123456789ABCDEF0000000000000007",
             "lease1:0123456789abcdef00000000000000070",

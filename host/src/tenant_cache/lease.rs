@@ -27,9 +27,10 @@ pub struct LeaseOptions {
     /// handed the lease to refresh it early, while the others keep reading
     /// it; 0 (the default) for none.
     pub refresh_window: u32,
-    /// Seconds a lease lasts, 1 to 3600 (default 10): a holder that never
-    /// fills holds the key back for no longer. Keep it shorter than the
-    /// entries' TTL.
+    /// Seconds a lease lasts, 2 to 3600 (default 10): a holder that never
+    /// fills holds the key back for no longer (memcached counts whole
+    /// seconds: a lease of N ends between N-1 and N seconds after it is
+    /// taken).
     pub lease_ttl: u32,
     /// How long [`TenantCache::get_or_compute`] waits for another caller's
     /// value before computing it itself (default 10 s).

@@ -12,6 +12,7 @@ use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOption
 
 use crate::naive::Naive;
 use crate::raw::{raw, raw_get, raw_get_async, raw_set, raw_set_async};
+use crate::stampede::{self, KEYS, PROCESSES, Stampede, TASKS};
 
 /// One measured operation: latencies of single calls, and throughput.
 struct Measure {
@@ -292,8 +293,9 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         Case::new("drop an instance (pooling)", "drop", None, || done(dropped.take()))
             .untimed_step(|| done(dropped.replace(Some(runtime.instantiate(grant.clone())?)))),
     ];
-    // Each case's warm-up, the interleaved measures, five throughputs.
-    let steps = cases.len() + 6;
+    // Each case's warm-up, the interleaved measures, five throughputs, four
+    // stampedes.
+    let steps = cases.len() + 10;
     let mut step = 0;
     let mut progress = |what: &str| {
         step += 1;
@@ -342,6 +344,7 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         let calls = (tasks * per_task * THROUGHPUT_ROUNDS) as f64;
         async_rates.push((tasks, calls / raw.as_secs_f64(), calls / component.as_secs_f64()));
     }
+    let stampede = stampede::run(&server, &app, &mut progress)?;
     eprintln!("\rbench: done{:<50}", "");
     // What the bench wrote outside tenant-cache goes; the naive records
     // expire within the hour, and the bench application is cleared.
@@ -351,9 +354,9 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     let _ = cache.clear_all();
 
     if json {
-        println!("{}", to_json(&measures, &rates, &async_rates, ops));
+        println!("{}", to_json(&measures, &rates, &async_rates, &stampede, ops));
     } else {
-        print!("{}", to_table(&measures, &rates, &async_rates, ops, &server));
+        print!("{}", to_table(&measures, &rates, &async_rates, &stampede, ops, &server));
     }
     Ok(())
 }
@@ -426,7 +429,13 @@ fn rounded(value: f64, digits: i32) -> serde_json::Value {
     serde_json::json!((value * scale).round() / scale)
 }
 
-fn to_json(measures: &[Measure], rates: &[(usize, f64, f64)], async_rates: &[(usize, f64, f64)], ops: usize) -> String {
+fn to_json(
+    measures: &[Measure],
+    rates: &[(usize, f64, f64)],
+    async_rates: &[(usize, f64, f64)],
+    stampede: &Stampede,
+    ops: usize,
+) -> String {
     let mut fields = serde_json::Map::new();
     fields.insert("ops".into(), ops.into());
     for measure in measures {
@@ -451,6 +460,21 @@ fn to_json(measures: &[Measure], rates: &[(usize, f64, f64)], async_rates: &[(us
     fields.insert("naive_get_vs_get_p50".into(), rounded(naive, 3));
     let fresh = p50_of(measures, "fresh_get") - p50_of(measures, "get");
     fields.insert("fresh_instance_extra_p50_us".into(), rounded(fresh, 1));
+    fields.insert(
+        "stampede_computes_per_key".into(),
+        rounded(stampede.computes_per_key, 2),
+    );
+    fields.insert("stampede_max_computes_per_key".into(), stampede.most_computes.into());
+    fields.insert(
+        "stampede_without_leases_computes_per_key".into(),
+        rounded(stampede.computes_per_key_without, 2),
+    );
+    fields.insert("stampede_p99_ms".into(), rounded(stampede.p99_ms, 1));
+    fields.insert("stampede_hot_key_computes".into(), stampede.hot_computes.into());
+    fields.insert(
+        "stampede_hot_key_without_leases_computes".into(),
+        stampede.hot_computes_without.into(),
+    );
     serde_json::Value::Object(fields).to_string()
 }
 
@@ -458,6 +482,7 @@ fn to_table(
     measures: &[Measure],
     rates: &[(usize, f64, f64)],
     async_rates: &[(usize, f64, f64)],
+    stampede: &Stampede,
     ops: usize,
     server: &str,
 ) -> String {
@@ -508,6 +533,25 @@ fn to_table(
         "\nnaive get / tenant-cache get (p50): {:.2}×; a fresh instance per call adds {:.1} µs (p50)",
         p50_of(measures, "naive_get") / p50_of(measures, "get"),
         p50_of(measures, "fresh_get") - p50_of(measures, "get")
+    );
+    let _ = writeln!(
+        out,
+        "\nstampede: {PROCESSES} processes × {TASKS} tasks, each miss computing for 20 ms\n\
+         {:<34} {:>12} {:>14}\n\
+         {:<34} {:>12.2} {:>14.2}\n\
+         {:<34} {:>12} {:>14}\n\
+         with leases: at most {} computes of a key; p99 read {:.1} ms",
+        "computes",
+        "no leases",
+        "leases",
+        format!("per key, {KEYS} keys after a clear"),
+        stampede.computes_per_key_without,
+        stampede.computes_per_key,
+        "of a key living 2 s, over 4.5 s",
+        stampede.hot_computes_without,
+        stampede.hot_computes,
+        stampede.most_computes,
+        stampede.p99_ms,
     );
     out
 }

@@ -14,6 +14,7 @@ mod bench;
 mod naive;
 mod raw;
 mod run;
+mod stampede;
 
 /// mimalloc: a process runs one short command, and most of its time not in
 /// memcached goes to allocating (wasmtime's instantiation, the batches).
@@ -117,6 +118,18 @@ enum Command {
         /// Where to write it.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
+    },
+    /// One process of `bench`'s stampede rows (started by `bench`).
+    #[command(hide = true)]
+    StampedeWorker {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        scenario: String,
+        #[arg(long)]
+        leases: bool,
+        #[arg(long)]
+        start_at_ms: u64,
     },
 }
 
@@ -227,6 +240,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::StampedeWorker {
+        tenant,
+        scenario,
+        leases,
+        start_at_ms,
+    } = &cli.command
+    {
+        let scenario = stampede::Scenario::parse(scenario)?;
+        stampede::worker(backend(&cli)?, &cli.app, tenant, scenario, *leases, *start_at_ms)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Component { output } = &cli.command {
         std::fs::write(output, component_bytes(&cli)?)
             .with_context(|| format!("writing the component to {}", output.display()))?;
@@ -267,7 +291,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Clear { tenant } => cache.clear(&tenant)?,
         Command::ClearAll => cache.clear_all()?,
-        Command::Bench { .. } | Command::Pool { .. } | Command::Run { .. } | Command::Component { .. } => {
+        Command::Bench { .. }
+        | Command::Pool { .. }
+        | Command::Run { .. }
+        | Command::Component { .. }
+        | Command::StampedeWorker { .. } => {
             unreachable!("handled above")
         }
     }
