@@ -137,24 +137,23 @@ impl Storage for Embedded {
         };
         let key = |rel: &str| format!("{prefix}{rel}");
         let mut items = self.items();
+        // Appends a value to the replies, within the reply-byte limit.
+        let reply = |values: &mut Vec<u8>, value: &[u8]| -> Result<u32, Error> {
+            if (values.len() + value.len()) as u64 > reply_bytes {
+                return Err(Error::OverLimit(Limit::ReplyBytes(reply_bytes)));
+            }
+            values.extend_from_slice(value);
+            Ok(value.len() as u32)
+        };
         for command in commands {
             let outcome = match command {
                 Command::Get(rel) => match items.live(&key(&rel), now) {
-                    Some(entry) => {
-                        if (replies.values.len() + entry.value.len()) as u64 > reply_bytes {
-                            return Err(Error::OverLimit(Limit::ReplyBytes(reply_bytes)));
-                        }
-                        replies.values.extend_from_slice(&entry.value);
-                        Outcome::Value(entry.value.len() as u32)
-                    }
+                    Some(entry) => Outcome::Value(reply(&mut replies.values, &entry.value)?),
                     None => Outcome::Miss,
                 },
                 Command::GetEarly(early) => match items.live(&key(&early.key), now) {
                     Some(entry) => {
-                        if (replies.values.len() + entry.value.len()) as u64 > reply_bytes {
-                            return Err(Error::OverLimit(Limit::ReplyBytes(reply_bytes)));
-                        }
-                        replies.values.extend_from_slice(&entry.value);
+                        let len = reply(&mut replies.values, &entry.value)?;
                         // As memcached: the first reader within the window
                         // of the entry's expiry refreshes it, until it is
                         // stored again.
@@ -162,7 +161,6 @@ impl Storage for Embedded {
                         let due = entry
                             .expires
                             .is_some_and(|at| at.saturating_duration_since(now) < window);
-                        let len = entry.value.len() as u32;
                         match due && !entry.refreshing {
                             true => {
                                 entry.refreshing = true;
