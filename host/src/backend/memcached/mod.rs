@@ -1,14 +1,15 @@
 //! The capability on real memcached servers: a pool whose every route is
-//! owned by one server (`routing`), whose membership every batch checks
-//! (`fencing`) and `pool set` changes by compare-and-swap (`pool_change`),
-//! over one protocol core (`protocol`) and two drivers that
-//! move its bytes (`blocking`, `tokio_driver`). Our own transport around the `memcache` crate's
+//! owned by one server (`routing`), whose membership record every batch
+//! checks (`fencing`), a process learns (`learning`) and `pool set` changes
+//! by compare-and-swap (`pool_change`), over one protocol core (`protocol`)
+//! and two drivers that move its bytes (`blocking`, `tokio_driver`). Our own transport around the `memcache` crate's
 //! reply codes, because its clients cost more system calls and allocations
 //! per exchange than the whole rest of a call (docs/architecture.md, "The
 //! memcached transport").
 
 mod blocking;
 mod fencing;
+mod learning;
 mod pool_change;
 pub(crate) mod protocol;
 mod tokio_driver;
@@ -26,7 +27,7 @@ use super::membership::Membership;
 use super::{BatchResult, BoxFuture, Storage};
 use crate::bindings::capability::{Command, Error};
 
-pub use self::fencing::PoolReport;
+pub use self::learning::PoolReport;
 
 /// How a memcached pool is reached.
 #[derive(Clone, Debug)]

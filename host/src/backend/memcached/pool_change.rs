@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use super::fencing::surveyed;
+use super::learning::surveyed;
 use super::protocol::{Own, Request, describe};
 use super::{Driver, MemcachedPool};
 use crate::backend::membership::{Membership, sorted};
@@ -235,6 +235,19 @@ impl MemcachedPool {
         held: Option<&(Vec<u8>, u64)>,
         record: &[u8],
     ) -> Result<Held, Error> {
+        let (index, request) = self.swap_request(server, held, record)?;
+        let answer = self.run_one(driver, index, request, u64::MAX, true).await?;
+        Ok(Ok(surveyed(&answer)?.record))
+    }
+
+    /// The request that stores `record` on `server` over what it was read
+    /// holding (`held`), then reads what it holds: with the server's index.
+    fn swap_request(
+        &self,
+        server: &str,
+        held: Option<&(Vec<u8>, u64)>,
+        record: &[u8],
+    ) -> Result<(usize, Request<'static>), Error> {
         let index = self
             .ids
             .iter()
@@ -251,8 +264,7 @@ impl MemcachedPool {
             own: vec![write, Own::SurveyPool, Own::Stats],
             ..Request::default()
         };
-        let answer = self.run_one(driver, index, request, u64::MAX, true).await?;
-        Ok(Ok(surveyed(&answer)?.record))
+        Ok((index, request))
     }
 
     /// Brings every server of `servers` to `record` (a record of the change
@@ -286,19 +298,7 @@ impl MemcachedPool {
                         there.generation
                     )));
                 }
-                let index = self.ids.iter().position(|id| id == *server).unwrap_or(0);
-                let write = match held_now(held, server) {
-                    Some((_, cas)) => Own::SwapPool {
-                        record: record.to_vec(),
-                        cas: *cas,
-                    },
-                    None => Own::AddPool(record.to_vec()),
-                };
-                let request = Request {
-                    own: vec![write, Own::SurveyPool, Own::Stats],
-                    ..Request::default()
-                };
-                requests.push((index, request));
+                requests.push(self.swap_request(server, held_now(held, server), record)?);
             }
             let answers = self.run_all(driver, requests, u64::MAX).await;
             for (server, answer) in waiting.into_iter().zip(answers) {

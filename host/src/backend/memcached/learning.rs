@@ -1,0 +1,395 @@
+//! How a process learns the pool record: it reads every listed server's
+//! (a survey), and uses a record only if every server of its list that
+//! answers holds exactly that record, active, and it lists exactly those
+//! servers. A server that lost its record gets it back while the pool's
+//! anchor confirms no change began; when no server holds one, the pool is
+//! recorded. `pool show` prints the survey.
+
+use std::sync::Arc;
+
+use super::fencing::closing_record;
+use super::protocol::{Answer, Own, OwnReply, Request, describe};
+use super::{Driver, Known, MemcachedPool};
+use crate::backend::membership::Membership;
+use crate::bindings::capability::{Error, Replies};
+
+/// What one server holds as the pool record, for `tenant-cache pool show`.
+#[derive(Debug)]
+pub struct PoolReport {
+    /// The server, as listed.
+    pub server: String,
+    /// Its record, as text (`None` if it holds none), or why it could not
+    /// be read.
+    pub record: Result<Option<String>, String>,
+}
+
+/// What a server holds: its pool record with its CAS value, and how many
+/// items it holds now and has stored since it started.
+pub(super) struct Surveyed {
+    pub(super) record: Option<(Vec<u8>, u64)>,
+    pub(super) current: u64,
+    pub(super) total: u64,
+}
+
+/// The pool record a process found, and the listed servers that held none
+/// and were given it back.
+pub(super) struct Learned {
+    pub(super) known: Arc<Known>,
+    restored: Vec<usize>,
+}
+
+impl Learned {
+    /// Whether a batch that ended by reading `closing` on `server` ran
+    /// under this record: the server held it, or held none and was given
+    /// it back while no change of the pool could have begun.
+    pub(super) fn vouches_for(&self, server: usize, closing: Option<&[u8]>) -> bool {
+        match closing {
+            Some(closing) => closing == self.known.stored,
+            None => self.restored.contains(&server),
+        }
+    }
+}
+
+impl MemcachedPool {
+    /// Reads the pool record, its CAS value and the item counts of every
+    /// listed server.
+    pub(super) async fn survey<D: Driver>(&self, driver: &D) -> Vec<Result<Surveyed, Error>> {
+        let requests = (0..self.servers.len())
+            .map(|server| (server, Request::default()))
+            .collect();
+        self.run_surveyed(driver, requests, u64::MAX)
+            .await
+            .into_iter()
+            .map(|result| result.map(|(_, surveyed)| surveyed))
+            .collect()
+    }
+
+    /// Runs requests with the pool record (and its CAS value) and item
+    /// counts read after each: each server's replies and what it holds.
+    async fn run_surveyed<D: Driver>(
+        &self,
+        driver: &D,
+        mut requests: Vec<(usize, Request<'_>)>,
+        reply_bytes: u64,
+    ) -> Vec<Result<(Replies, Surveyed), Error>> {
+        for (_, request) in &mut requests {
+            request.own.extend([Own::SurveyPool, Own::Stats]);
+        }
+        self.run_all(driver, requests, reply_bytes)
+            .await
+            .into_iter()
+            .map(|answer| {
+                let answer = answer?;
+                let surveyed = surveyed(&answer)?;
+                Ok((answer.replies, surveyed))
+            })
+            .collect()
+    }
+
+    /// Finds the pool record on the servers and remembers it (see
+    /// [`conclude`](Self::conclude)).
+    pub(super) async fn learn<D: Driver>(&self, driver: &D) -> Result<Learned, Error> {
+        let survey = self.survey(driver).await;
+        self.conclude(driver, survey).await
+    }
+
+    /// The pool record the survey shows, remembered: every listed server
+    /// that answers holds exactly one record, active, that lists exactly
+    /// this process's servers. Servers that hold none (restarted, or it was
+    /// evicted) get it back; when no server holds one, the pool is recorded.
+    pub(super) async fn conclude<D: Driver>(
+        &self,
+        driver: &D,
+        survey: Vec<Result<Surveyed, Error>>,
+    ) -> Result<Learned, Error> {
+        let mut records: Vec<(usize, Membership, &[u8])> = Vec::new();
+        let mut missing = Vec::new();
+        let mut empty = true;
+        let mut unreachable = None;
+        for (server, result) in survey.iter().enumerate() {
+            match result {
+                Ok(Surveyed {
+                    record: Some((stored, _)),
+                    ..
+                }) => records.push((server, self.parse_record(server, stored)?, stored)),
+                Ok(Surveyed {
+                    record: None,
+                    current,
+                    total,
+                }) => {
+                    missing.push(server);
+                    empty &= *current == 0 && *total == 0;
+                }
+                Err(error) => unreachable = unreachable.or(Some((server, error.clone()))),
+            }
+        }
+        let Some((newest_at, newest, stored)) = records.iter().max_by_key(|(_, record, _)| record.generation) else {
+            if let Some((_, error)) = unreachable {
+                return Err(error);
+            }
+            return self.record_new_pool(driver, empty).await;
+        };
+        if let Some((server, _, _)) = records.iter().find(|(_, record, _)| record.id != newest.id) {
+            return Err(Error::Unavailable(format!(
+                "memcached at {} holds the record of another pool than the rest of {}: make one pool of them with \
+                 `tenant-cache --memcached {} pool set`",
+                self.ids[*server],
+                self.ids.join(","),
+                self.ids.join(",")
+            )));
+        }
+        if let Some((_, changing, _)) = records.iter().find(|(_, record, _)| record.changing) {
+            let target = changing.servers().join(",");
+            return Err(Error::Unavailable(format!(
+                "the pool of memcached at {} is being changed to {target} by `tenant-cache pool set`; retry once \
+                 it completes, or if it was interrupted, complete it with `tenant-cache --memcached {target} pool \
+                 set`",
+                self.ids.join(",")
+            )));
+        }
+        if !newest.lists(&self.ids) {
+            return Err(self.wrong_list(newest));
+        }
+        if let Some((server, record, _)) = records.iter().find(|(_, _, other)| other != stored) {
+            return Err(Error::Unavailable(format!(
+                "memcached at {} holds generation {} of the pool while memcached at {} holds generation {}: bring \
+                 them together with `tenant-cache --memcached {} pool set`",
+                self.ids[*server],
+                record.generation,
+                self.ids[*newest_at],
+                newest.generation,
+                self.ids.join(",")
+            )));
+        }
+        let (newest, stored) = (newest.clone(), stored.to_vec());
+        let anchor = self.ids.iter().position(|server| server == newest.anchor());
+        let anchor_answers = anchor.is_some_and(|anchor| survey[anchor].is_ok());
+        let restored = match missing.is_empty() || !anchor_answers {
+            // Without the anchor no server is given the record back: only
+            // the anchor tells that no change has begun meanwhile.
+            true => Vec::new(),
+            false => self.restore(driver, &newest, &stored, missing).await?,
+        };
+        Ok(Learned {
+            known: self.remember(newest),
+            restored,
+        })
+    }
+
+    /// Gives `record` (stored as `stored`) back to the `missing` servers,
+    /// only where they still hold none, and keeps it there only if the
+    /// pool's anchor still holds it afterwards: a change of the pool claims
+    /// the anchor before it writes anywhere else, so then none began
+    /// before the record was given back, and any that begins later will
+    /// replace it like every other server's.
+    async fn restore<D: Driver>(
+        &self,
+        driver: &D,
+        record: &Membership,
+        stored: &[u8],
+        missing: Vec<usize>,
+    ) -> Result<Vec<usize>, Error> {
+        let requests = missing
+            .iter()
+            .map(|&server| {
+                let request = Request {
+                    own: vec![Own::AddPool(stored.to_vec()), Own::ReadPool],
+                    ..Request::default()
+                };
+                (server, request)
+            })
+            .collect();
+        let mut added = Vec::new();
+        let mut raced = false;
+        for (&server, result) in missing.iter().zip(self.run_all(driver, requests, u64::MAX).await) {
+            let answer = result?;
+            match answer.own.first() {
+                Some(OwnReply::Stored(Some(cas))) => added.push((server, *cas)),
+                // Another process gave it the same record first.
+                _ if closing_record(&answer) == Some(stored) => {}
+                _ => raced = true,
+            }
+        }
+        let anchor = self
+            .ids
+            .iter()
+            .position(|server| server == record.anchor())
+            .unwrap_or(0);
+        let check = Request {
+            own: vec![Own::ReadPool],
+            ..Request::default()
+        };
+        let anchor_holds = match self.run_one(driver, anchor, check, u64::MAX, false).await {
+            Ok(answer) => closing_record(&answer) == Some(stored),
+            Err(_) => false,
+        };
+        if raced || !anchor_holds {
+            self.take_back(driver, added).await;
+            return Err(Error::Unavailable(format!(
+                "the pool record of memcached at {} changed while this process gave it back to a server that had \
+                 lost it; retry",
+                self.ids.join(",")
+            )));
+        }
+        Ok(missing)
+    }
+
+    /// Records a new pool of the listed servers, none of which holds a
+    /// record: on the first server (sorted) first, so that processes doing
+    /// this at once agree on one record, then on the others. A process
+    /// whose list is not the one recorded first writes nothing more and
+    /// fails; one that finds another record on a later server takes back
+    /// what it wrote and fails.
+    async fn record_new_pool<D: Driver>(&self, driver: &D, empty: bool) -> Result<Learned, Error> {
+        let proposal = Membership::first(&self.ids, rand::random(), empty).encode();
+        let seed = (0..self.ids.len()).min_by_key(|&server| &self.ids[server]).unwrap_or(0);
+        let request = Request {
+            own: vec![Own::AddPool(proposal), Own::ReadPool],
+            ..Request::default()
+        };
+        let answer = self.run_one(driver, seed, request, u64::MAX, true).await?;
+        let mut added: Vec<(usize, u64)> = match answer.own.first() {
+            Some(OwnReply::Stored(Some(cas))) => vec![(seed, *cas)],
+            _ => Vec::new(),
+        };
+        let chosen = closing_record(&answer)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| Error::Protocol(format!("memcached at {} did not keep the pool record", self.ids[seed])))?;
+        let record = self.parse_record(seed, &chosen)?;
+        if !record.lists(&self.ids) {
+            return Err(self.wrong_list(&record));
+        }
+        let others: Vec<(usize, Request<'_>)> = (0..self.ids.len())
+            .filter(|&server| server != seed)
+            .map(|server| {
+                let request = Request {
+                    own: vec![Own::AddPool(chosen.clone()), Own::ReadPool],
+                    ..Request::default()
+                };
+                (server, request)
+            })
+            .collect();
+        let targets: Vec<usize> = others.iter().map(|(server, _)| *server).collect();
+        let mut disagree = None;
+        for (server, answer) in targets.into_iter().zip(self.run_all(driver, others, u64::MAX).await) {
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    disagree = disagree.or(Some(describe(&error)));
+                    continue;
+                }
+            };
+            if let Some(OwnReply::Stored(Some(cas))) = answer.own.first() {
+                added.push((server, *cas));
+            }
+            if closing_record(&answer) != Some(&chosen[..]) {
+                disagree = disagree.or(Some(format!("memcached at {} holds another record", self.ids[server])));
+            }
+        }
+        if let Some(why) = disagree {
+            self.take_back(driver, added).await;
+            return Err(Error::Unavailable(format!(
+                "the servers of memcached at {} could not be recorded as one pool ({why}); retry",
+                self.ids.join(",")
+            )));
+        }
+        Ok(Learned {
+            known: self.remember(record),
+            restored: (0..self.ids.len()).collect(),
+        })
+    }
+
+    /// Removes the pool records this process `added` (server, CAS value),
+    /// where no one has changed them since. One that cannot be removed is a
+    /// record a change replaces anyway.
+    async fn take_back<D: Driver>(&self, driver: &D, added: Vec<(usize, u64)>) {
+        let undo = added
+            .into_iter()
+            .map(|(server, cas)| {
+                let request = Request {
+                    own: vec![Own::RemovePool { cas }],
+                    ..Request::default()
+                };
+                (server, request)
+            })
+            .collect();
+        let _ = self.run_all(driver, undo, u64::MAX).await;
+    }
+
+    /// Reads the record `stored` that `server` holds.
+    pub(super) fn parse_record(&self, server: usize, stored: &[u8]) -> Result<Membership, Error> {
+        Membership::parse(stored).map_err(|why| {
+            Error::Protocol(format!(
+                "memcached at {} holds a `tc:pool` record this host cannot read ({why}): it belongs to another tool \
+                 or a newer tenant-cache; use other servers, or delete the key",
+                self.ids[server]
+            ))
+        })
+    }
+
+    /// The error for a process whose server list is not the pool's.
+    fn wrong_list(&self, record: &Membership) -> Error {
+        let listed = self.ids.join(",");
+        let mut message = format!(
+            "memcached at {listed} is a pool of {} (generation {}), but this process lists {listed}",
+            record.servers().join(","),
+            record.generation
+        );
+        for server in &self.ids {
+            if record.has_departed(server) {
+                message.push_str(&format!(
+                    "; {server} left the pool and may hold entries its clears never reached"
+                ));
+            }
+        }
+        message.push_str(&format!(
+            ": list the pool's servers, or make this list the pool with `tenant-cache --memcached {listed} pool \
+             set` (tenants whose server changes start empty)"
+        ));
+        Error::Unavailable(message)
+    }
+
+    /// The error for a batch on a server that holds no record and could not
+    /// be given it back.
+    pub(super) fn unrecorded(&self, server: usize, record: &Membership) -> Error {
+        Error::Unavailable(format!(
+            "memcached at {} holds no pool record (it restarted, or evicted it), and it is given the record back \
+             only while the pool's first server, {}, answers; retry once it does",
+            self.ids[server],
+            record.anchor()
+        ))
+    }
+
+    /// What every listed server holds as the pool record.
+    pub(crate) async fn report_with<D: Driver>(&self, driver: &D) -> Vec<PoolReport> {
+        self.survey(driver)
+            .await
+            .into_iter()
+            .zip(&self.ids)
+            .map(|(result, server)| PoolReport {
+                server: server.clone(),
+                record: result
+                    .map(|surveyed| {
+                        surveyed
+                            .record
+                            .map(|(stored, _)| String::from_utf8_lossy(&stored).into_owned())
+                    })
+                    .map_err(|error| describe(&error)),
+            })
+            .collect()
+    }
+}
+
+/// What an answer that ends with a survey says the server holds.
+pub(super) fn surveyed(answer: &Answer) -> Result<Surveyed, Error> {
+    match answer.own.as_slice() {
+        [.., OwnReply::Surveyed(record), OwnReply::Stats { current, total }] => Ok(Surveyed {
+            record: record.clone(),
+            current: *current,
+            total: *total,
+        }),
+        _ => Err(Error::Protocol(String::from(
+            "memcached answered a survey out of shape",
+        ))),
+    }
+}
