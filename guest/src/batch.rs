@@ -19,8 +19,13 @@ pub enum Reply {
     Miss,
     /// `set`, `add` or `delete` took effect.
     Done,
-    /// `add` found an existing item and stored nothing.
+    /// `add` found an existing item and stored nothing; `set-if-cas` found
+    /// it written since.
     Exists,
+    /// `get-with-cas` found the item: its value's range, and its CAS value.
+    ValueWithCas(Range<usize>, u64),
+    /// `increment` found a value that is not a decimal number.
+    NotANumber,
 }
 
 /// The replies to a batch, read in command order.
@@ -49,6 +54,8 @@ impl Batch {
             Outcome::Miss => Ok(Reply::Miss),
             Outcome::Done => Ok(Reply::Done),
             Outcome::Exists => Ok(Reply::Exists),
+            Outcome::ValueWithCas(read) => self.value(read.len).map(|range| Reply::ValueWithCas(range, read.cas)),
+            Outcome::NotANumber => Ok(Reply::NotANumber),
             Outcome::Failed(error) => Err(error),
         })
     }

@@ -28,13 +28,18 @@ use core::ops::Range;
 use crate::batch::{Batch, Reply};
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::{Error, TooLarge};
 use crate::bindings::tenant_cache::cache::memcached::{Command, Error as CapabilityError, Item, Replies};
-use crate::frame::{HEADER_LEN, frame, unframe};
+use crate::frame::{HEADER_LEN, Stored, frame, unframe};
 use crate::versions::{VersionCache, Versions};
 use tenant_cache_layout::parts::encode_part;
 use tenant_cache_layout::records::{APP_RECORD, ReadKeys, data_record, tenant_record};
 use tenant_cache_layout::version::{parse_record, record_value};
 
+mod counter;
 mod lease;
+mod swap;
+
+pub use counter::KnownCounters;
+pub use swap::SwapBasis;
 
 /// The reply to the next command of `batch`, which must exist; a failed
 /// command is the operation's error (`size`: the size of the value the
@@ -67,11 +72,18 @@ const MEMO_APP: &str = ":a";
 /// Writes retried at most this often when clears keep moving the versions.
 const MAX_WRITE_ATTEMPTS: usize = 8;
 
-/// The tenant cache: a capability plus the versions last seen.
+/// The tenant cache: a capability plus the versions and counters last
+/// seen.
 pub struct Cache<C> {
     capability: C,
     versions: VersionCache,
+    counters: KnownCounters,
 }
+
+/// A version record to write before an entry: its key, the record, and
+/// whether to `add` it (where missing) rather than `set` it (over
+/// something that is not a version).
+type Proposal<'a> = (&'a str, Vec<u8>, bool);
 
 impl<C: Capability> Cache<C> {
     /// A cache over `capability` with nothing remembered yet.
@@ -79,7 +91,31 @@ impl<C: Capability> Cache<C> {
         Cache {
             capability,
             versions: VersionCache::default(),
+            counters: KnownCounters::default(),
         }
+    }
+
+    /// Versions for a tenant whose version `records` (application, tenant,
+    /// whose key is `tenant_key`) are not both versions: the ones read,
+    /// and fresh ones for the others, with the writes that propose them
+    /// (`add` where missing: the read-back after them names the real ones
+    /// if they exist; `set` over something that is not a version, which
+    /// hides what was written under it).
+    fn propose<'k>(&self, records: [Record; 2], tenant_key: &'k str) -> (Versions, Vec<Proposal<'k>>) {
+        let mut proposals = Vec::new();
+        let mut propose = |record: Record, key: &'k str| match record {
+            Record::Version(version) => version,
+            Record::Missing | Record::Corrupt => {
+                let fresh = self.capability.random_u64();
+                proposals.push((key, record_value(fresh), record == Record::Missing));
+                fresh
+            }
+        };
+        let versions = Versions {
+            app: propose(records[0], APP_RECORD),
+            tenant: propose(records[1], tenant_key),
+        };
+        (versions, proposals)
     }
 
     /// Reads one key: the versions and the entry in one round trip.
@@ -92,10 +128,18 @@ impl<C: Capability> Cache<C> {
         ];
         let (current, mut batch) = self.read(keys.tenant(), &commands)?;
         let entry = expect_reply(&mut batch, 0)?;
-        Ok(match (entry, current) {
-            (Reply::Value(range), Some(current)) => value_if_current(batch.into_values(), range, current),
-            _ => None,
-        })
+        let (Reply::Value(range), Some(current)) = (entry, current) else {
+            return Ok(None);
+        };
+        let values = batch.into_values();
+        match values.get(range.clone()).and_then(crate::frame::read) {
+            // A counter: its count is read in a second round trip.
+            Some(Stored::Counter(made, counter)) if made == current => {
+                let counters = [(keys.data_record(), key, counter)];
+                Ok(self.read_counts(keys.tenant(), current, &counters)?.pop().flatten())
+            }
+            _ => Ok(value_if_current(values, range, current)),
+        }
     }
 
     /// Reads several keys of one tenant in one round trip.
@@ -112,17 +156,46 @@ impl<C: Capability> Cache<C> {
             return Err(Error::Internal(String::from("memcached host returned too few replies")));
         }
         let mut values = Vec::with_capacity(keys.len());
-        for _ in keys {
+        // Entries that are counters: where their counts go, and what they are.
+        let mut counted = Vec::new();
+        let mut counters = Vec::new();
+        for (index, key) in keys.iter().enumerate() {
             let value = match (expect_reply(&mut batch, 0)?, current) {
-                (Reply::Value(range), Some(current)) => batch
-                    .values()
-                    .get(range)
-                    .and_then(|entry| unframe_if_current(entry, current)),
+                (Reply::Value(range), Some(current)) => match batch.values().get(range).and_then(crate::frame::read) {
+                    Some(Stored::Value(written, value)) if written == current => Some(value.to_vec()),
+                    Some(Stored::Counter(made, counter)) if made == current => {
+                        counted.push(index);
+                        counters.push((data_keys[index].as_str(), key.as_str(), counter));
+                        None
+                    }
+                    _ => None,
+                },
                 _ => None,
             };
             values.push(value);
         }
+        if let (Some(current), false) = (current, counters.is_empty()) {
+            // Their counts, in a second round trip.
+            let counts = self.read_counts(&tenant, current, &counters)?;
+            for (index, count) in counted.into_iter().zip(counts) {
+                values[index] = count;
+            }
+        }
         Ok(values)
+    }
+
+    /// Runs `commands` on the server of `tenant` (its part), one reply per
+    /// command; `size`: the size of the largest value they store.
+    fn exchange(&self, tenant: &str, commands: &[Command<'_>], size: u64) -> Result<Batch, Error> {
+        let replies = self
+            .capability
+            .execute(tenant, commands)
+            .map_err(|error| from_capability(error, size))?;
+        let batch = Batch::new(replies);
+        if batch.remaining() != commands.len() {
+            return Err(Error::Internal(String::from("memcached host returned too few replies")));
+        }
+        Ok(batch)
     }
 
     /// Runs a read on the server of `tenant` (its part): `commands` start
@@ -240,31 +313,14 @@ impl<C: Capability> Cache<C> {
                 Some(_) => (self.versions.get(tenant), self.versions.app()),
             };
             let guessed = seen.is_none();
-            // Version records to write first: key, record, whether to `add`.
-            let mut proposals: Vec<(&str, Vec<u8>, bool)> = Vec::new();
-            let tag = match seen {
-                Some(seen) => seen,
-                // Versions unknown: propose versions for the records not
-                // known to hold one, with `add` (the read-back below names
-                // the real ones if they exist) or, for a record holding
-                // something that is not a version, with `set` (which hides
-                // what was written under it).
-                None => {
-                    let [app, tenant_version] =
-                        last.unwrap_or([known_app.map_or(Record::Missing, Record::Version), Record::Missing]);
-                    let mut propose = |record: Record, key| match record {
-                        Record::Version(version) => version,
-                        Record::Missing | Record::Corrupt => {
-                            let fresh = self.capability.random_u64();
-                            proposals.push((key, record_value(fresh), record == Record::Missing));
-                            fresh
-                        }
-                    };
-                    Versions {
-                        app: propose(app, APP_RECORD),
-                        tenant: propose(tenant_version, tenant_key),
-                    }
-                }
+            // Versions unknown: propose versions for the records not known
+            // to hold one.
+            let (tag, proposals) = match seen {
+                Some(seen) => (seen, Vec::new()),
+                None => self.propose(
+                    last.unwrap_or([known_app.map_or(Record::Missing, Record::Version), Record::Missing]),
+                    tenant_key,
+                ),
             };
             let frames: Vec<Vec<u8>> = entries.iter().map(|(_, value)| frame(tag, value)).collect();
             let mut commands = Vec::with_capacity(proposals.len() + entries.len() + 2);
@@ -388,17 +444,8 @@ fn value_if_current(mut values: Vec<u8>, range: Range<usize>, current: Versions)
     }
 }
 
-/// The caller's bytes of a stored frame written under `current`; `None`
-/// for an entry written under other versions.
-fn unframe_if_current(stored: &[u8], current: Versions) -> Option<Vec<u8>> {
-    match unframe(stored) {
-        Some((written, value)) if written == current => Some(value.to_vec()),
-        _ => None,
-    }
-}
-
 /// What a version record holds.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Record {
     Version(u64),
     Missing,

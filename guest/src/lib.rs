@@ -39,11 +39,11 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use binding::{Binding, Bucket};
-use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest, LeaseOptions, Lookup};
-use bindings::exports::wasi::keyvalue0_2_0_draft::{batch as keyvalue_batch, store};
-use bindings::exports::wasi::keyvalue0_2_0_draft2::{batch as keyvalue_batch2, store as store2};
+use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest, LeaseOptions, Lookup, Swappable};
+use bindings::exports::wasi::keyvalue0_2_0_draft::{atomics, batch as keyvalue_batch, store};
+use bindings::exports::wasi::keyvalue0_2_0_draft2::{atomics as atomics2, batch as keyvalue_batch2, store as store2};
 use bindings::tenant_cache::cache::memcached::{self, Command, Replies};
-use cache::{Cache, Capability};
+use cache::{Cache, Capability, SwapBasis};
 
 /// The imported capability.
 struct Imports;
@@ -135,6 +135,20 @@ impl Guest for Component {
     fn fill(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>, token: String) -> Result<(), Error> {
         with_cache(&tenant, |cache| cache.fill(&tenant, &key, &value, ttl, &token))
     }
+    fn increment(tenant: String, key: String, delta: i64) -> Result<i64, Error> {
+        // Counted as two's complement: the same bits as a u64 count.
+        with_cache(&tenant, |cache| cache.increment(&tenant, &key, delta as u64, true)).map(|count| count as i64)
+    }
+    fn get_for_swap(tenant: String, key: String) -> Result<Swappable, Error> {
+        with_cache(&tenant, |cache| cache.get_for_swap(&tenant, &key)).map(|(value, basis)| Swappable {
+            value,
+            token: basis.token(),
+        })
+    }
+    fn compare_and_swap(tenant: String, key: String, value: Vec<u8>, token: String) -> Result<bool, Error> {
+        let basis = SwapBasis::from_token(&token)?;
+        with_cache(&tenant, |cache| cache.compare_and_swap(&tenant, &key, &value, &basis))
+    }
 }
 
 /// A tenant-cache error as `wasi:keyvalue` reports it (in its one open
@@ -150,6 +164,7 @@ fn keyvalue_error(error: Error) -> String {
         Error::Contention(text) => format!("contention: {text}"),
         Error::OverLimit(limit) => format!("over the host's limit on one call: {limit:?}"),
         Error::Internal(text) => format!("internal error: {text}"),
+        Error::NotACounter(text) => text,
     }
 }
 
@@ -242,6 +257,81 @@ macro_rules! keyvalue_exports {
 
 keyvalue_exports!(store, keyvalue_batch, Option<u64>);
 keyvalue_exports!(store2, keyvalue_batch2, Option<String>);
+
+/// `wasi:keyvalue/atomics@0.2.0-draft`: an unsigned counter.
+impl atomics::Guest for Component {
+    fn increment(bucket: store::BucketBorrow<'_>, key: String, delta: u64) -> Result<u64, store::Error> {
+        let bucket: &Bucket = bucket.get();
+        in_bucket(bucket, |cache, tenant| cache.increment(tenant, &bucket.key(&key), delta, false)).map_err(store::Error::Other)
+    }
+}
+
+/// A `wasi:keyvalue/atomics@0.2.0-draft2` compare-and-swap handle: the key
+/// in its tenant, the value read, and where the entry stood.
+pub struct CasHandle {
+    tenant: String,
+    key: String,
+    value: Option<Vec<u8>>,
+    basis: SwapBasis,
+}
+
+/// Reads `key` of `tenant` for a compare-and-swap.
+fn read_for_swap(tenant: String, key: String) -> Result<CasHandle, String> {
+    let (value, basis) = with_state(|state| state.cache.get_for_swap(&tenant, &key)).map_err(keyvalue_error)?;
+    Ok(CasHandle {
+        tenant,
+        key,
+        value,
+        basis,
+    })
+}
+
+/// `wasi:keyvalue/atomics@0.2.0-draft2`: a signed counter, and
+/// compare-and-swap.
+impl atomics2::Guest for Component {
+    type Cas = CasHandle;
+
+    fn increment(bucket: store2::BucketBorrow<'_>, key: String, delta: i64) -> Result<i64, store2::Error> {
+        let bucket: &Bucket = bucket.get();
+        in_bucket(bucket, |cache, tenant| {
+            cache.increment(tenant, &bucket.key(&key), delta as u64, true)
+        })
+        .map(|count| count as i64)
+        .map_err(store2::Error::Other)
+    }
+
+    fn swap(cas: atomics2::Cas, value: Vec<u8>) -> Result<(), atomics2::CasError> {
+        let handle: CasHandle = cas.into_inner();
+        let swapped = with_state(|state| {
+            state
+                .cache
+                .compare_and_swap(&handle.tenant, &handle.key, &value, &handle.basis)
+        });
+        let store_error = |text| atomics2::CasError::StoreError(store2::Error::Other(text));
+        match swapped {
+            Ok(true) => Ok(()),
+            // The handle for the retry: read again, as the interface asks.
+            Ok(false) => match read_for_swap(handle.tenant, handle.key) {
+                Ok(fresh) => Err(atomics2::CasError::CasFailed(atomics2::Cas::new(fresh))),
+                Err(text) => Err(store_error(text)),
+            },
+            Err(error) => Err(store_error(keyvalue_error(error))),
+        }
+    }
+}
+
+impl atomics2::GuestCas for CasHandle {
+    fn new(bucket: store2::BucketBorrow<'_>, key: String) -> Result<atomics2::Cas, store2::Error> {
+        let bucket: &Bucket = bucket.get();
+        read_for_swap(String::from(bucket.tenant()), bucket.key(&key).into_owned())
+            .map(atomics2::Cas::new)
+            .map_err(store2::Error::Other)
+    }
+
+    fn current(&self) -> Result<Option<Vec<u8>>, store2::Error> {
+        Ok(self.value.clone())
+    }
+}
 
 // Native builds (unit tests) skip the exports: their symbol names are not
 // valid in a native shared library.

@@ -61,7 +61,11 @@ fn read(replies: crate::backend::BatchResult) -> anyhow::Result<Vec<RawReply>> {
         .outcomes
         .into_iter()
         .map(|outcome| match outcome {
-            Outcome::Value(len) | Outcome::Refresh(len) => match values.split_at_checked(len as usize) {
+            Outcome::Value(len)
+            | Outcome::Refresh(len)
+            | Outcome::ValueWithCas(crate::bindings::capability::ValueWithCas { len, .. }) => match values
+                .split_at_checked(len as usize)
+            {
                 Some((value, rest)) => {
                     values = rest;
                     RawReply::Value(value.to_vec())
@@ -71,6 +75,7 @@ fn read(replies: crate::backend::BatchResult) -> anyhow::Result<Vec<RawReply>> {
             Outcome::Miss => RawReply::Miss,
             Outcome::Done => RawReply::Done,
             Outcome::Exists => RawReply::Exists,
+            Outcome::NotANumber => RawReply::Failed(String::from("not a number")),
             Outcome::Failed(error) => RawReply::Failed(describe(&error)),
         })
         .collect())

@@ -10,7 +10,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::backend::Backend;
 use crate::backend::membership::MAX_TAG;
-use crate::bindings::capability::{Command, Error, Host, Item, Limit, Outcome, Replies};
+use crate::bindings::capability::{CasItem, Command, Error, Host, Item, Limit, Outcome, Replies};
 use crate::confinement::Confinement;
 
 /// memcached's limit on a key, in bytes.
@@ -77,7 +77,7 @@ pub struct Grant {
 }
 
 /// The interface the grant implements, as components import it.
-const INTERFACE: &str = "tenant-cache:cache/memcached@0.5.0";
+const INTERFACE: &str = "tenant-cache:cache/memcached@0.6.0";
 
 impl Grant {
     /// Grants access to `backend` for the application `app`, with the
@@ -249,9 +249,12 @@ impl Grant {
         let mut refused = Vec::new();
         for (index, command) in commands.iter_mut().enumerate() {
             match command {
-                Command::Get(key) | Command::Delete(key) => Self::check_key(key)?,
+                Command::Get(key) | Command::Delete(key) | Command::GetWithCas(key) => Self::check_key(key)?,
                 Command::GetEarly(early) => Self::check_key(&early.key)?,
-                Command::Set(item) | Command::Add(item) => {
+                Command::Increment(delta) => Self::check_key(&delta.key)?,
+                // A store that cannot fit removes its key, as memcached
+                // does with one it refuses.
+                Command::Set(item) | Command::Add(item) | Command::SetIfCas(CasItem { item, .. }) => {
                     Self::check_key(&item.key)?;
                     if let Some(limit) = self.refuses_item(item) {
                         refused.push((index, limit));

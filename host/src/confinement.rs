@@ -7,12 +7,13 @@
 //! With the tenant's part `P`:
 //! - `execute` takes route `P` only: every record of the tenant lives on
 //!   its server, under its tag;
-//! - `d:P:<key>` (the tenant's entries) and `l:P:<digest>` (their leases)
-//!   may be read, written and removed;
+//! - `d:P:<key>` (the tenant's entries), `l:P:<digest>` (their leases)
+//!   and `c:P:<digest>` (their counts) may be read, written and removed;
 //! - `n:P` (the tenant version) may be read and removed, and written only
 //!   with a version the host drew for this grant (`random-u64`), each used
-//!   once: the component can move its tenant's version, never set it back
-//!   to one it saw, so the operator's `clear` stays done;
+//!   once (so never by `set-if-cas` or `increment`): the component can
+//!   move its tenant's version, never set it back to one it saw, so the
+//!   operator's `clear` stays done;
 //! - `a` (the application version, shared by every tenant on the server)
 //!   may be read, and written only with `add` (where no server copy is
 //!   left), without a TTL, with a version the host drew: what every other
@@ -84,15 +85,21 @@ impl Confinement {
         let mut used = Vec::new();
         for command in commands {
             let (key, store) = match command {
-                Command::Get(key) | Command::Delete(key) => (key, None),
+                Command::Get(key) | Command::Delete(key) | Command::GetWithCas(key) => (key, None),
                 Command::GetEarly(early) => (&early.key, None),
+                Command::Increment(delta) => (&delta.key, None),
                 Command::Set(item) => (&item.key, Some((item, false))),
                 Command::Add(item) => (&item.key, Some((item, true))),
+                Command::SetIfCas(cas_item) => (&cas_item.item.key, None),
             };
             let record = record_of(&self.part, key).ok_or_else(|| self.denied(format!("key {key:?} is not its")))?;
             match (record, command, store) {
-                (Record::Entry | Record::Lease, ..) => {}
-                (Record::Tenant | Record::App, Command::Get(_) | Command::GetEarly(_), _) => {}
+                (Record::Entry | Record::Lease | Record::Counter, ..) => {}
+                (
+                    Record::Tenant | Record::App,
+                    Command::Get(_) | Command::GetEarly(_) | Command::GetWithCas(_),
+                    _,
+                ) => {}
                 (Record::Tenant, Command::Delete(_), _) => {}
                 (Record::Tenant, _, Some((item, _))) => used.push(self.version_in(item, &used)?),
                 (Record::App, _, Some((item, true))) if item.ttl.is_none() => used.push(self.version_in(item, &used)?),

@@ -28,6 +28,9 @@ pub enum CacheError {
     OverLimit(Limit),
     /// Something unexpected inside the component or the host.
     Internal(String),
+    /// An increment found an entry that is not a counter (a value other
+    /// than a decimal number); the text names the key.
+    NotACounter(String),
     /// The component trapped (a bug in it, or a host limit it ran into);
     /// the next call runs on a fresh instance.
     Trap(anyhow::Error),
@@ -42,6 +45,7 @@ impl From<WitError> for CacheError {
             WitError::Contention(text) => CacheError::Contention(text),
             WitError::OverLimit(limit) => CacheError::OverLimit(limit),
             WitError::Internal(text) => CacheError::Internal(text),
+            WitError::NotACounter(text) => CacheError::NotACounter(text),
         }
     }
 }
@@ -84,6 +88,7 @@ impl fmt::Display for CacheError {
                 human(*limit)
             ),
             CacheError::Internal(text) => write!(f, "internal error: {text}"),
+            CacheError::NotACounter(text) => write!(f, "{text}"),
             CacheError::Trap(error) => write!(f, "the component trapped: {error:#}"),
         }
     }

@@ -1,13 +1,14 @@
 //! `wasi:keyvalue` for an embedder's own app components, served by the
-//! tenant-cache component: `store` and `batch` at `@0.2.0-draft` (wasmtime's
-//! `-S keyvalue`, wasmCloud, wrpc) and `@0.2.0-draft2` (Spin's SDK), both
-//! on the same buckets.
+//! tenant-cache component: `store`, `atomics` and `batch` at
+//! `@0.2.0-draft` (wasmtime's `-S keyvalue`, wasmCloud, wrpc) and
+//! `@0.2.0-draft2` (Spin's SDK, with its compare-and-swap), both on the
+//! same buckets.
 //!
 //! The app and a tenant-cache instance live in the same store: the app's
 //! `wasi:keyvalue` imports are host functions that forward each call to
 //! the tenant-cache instance's `wasi:keyvalue` exports, so the namespacing
-//! logic stays in the component (this module only hands calls and bucket
-//! handles across). The tenant-cache instance is made on the app's first
+//! logic stays in the component (this module only hands calls, and bucket
+//! and compare-and-swap handles, across). The tenant-cache instance is made on the app's first
 //! `open`, with the memcached capability of the store's [`KeyValue`]
 //! grant; an app that never opens a bucket never pays for it.
 //!
@@ -55,8 +56,8 @@ use wasmtime::{AsContextMut, StoreContextMut};
 use crate::bindings::{keyvalue_draft as draft, keyvalue_draft2 as draft2};
 use crate::capability::Grant;
 
-/// Buckets one store may hold open at once: each holds an entry in the
-/// host's table and a handle in the component's.
+/// Buckets and compare-and-swap handles one store may hold open at once:
+/// each holds an entry in the host's table and a handle in the component's.
 pub const MAX_OPEN_BUCKETS: usize = 10_000;
 
 /// The `wasi:keyvalue` state of one store: the grant the tenant-cache
@@ -96,8 +97,8 @@ pub trait KeyValueView: Send {
     fn keyvalue(&mut self) -> &mut KeyValue;
 }
 
-/// Adds `wasi:keyvalue/store` and `wasi:keyvalue/batch` at `@0.2.0-draft`
-/// and `@0.2.0-draft2` to `linker`, served by the tenant-cache component
+/// Adds `wasi:keyvalue/store`, `wasi:keyvalue/atomics` and
+/// `wasi:keyvalue/batch` at `@0.2.0-draft` and `@0.2.0-draft2` to `linker`, served by the tenant-cache component
 /// built with this crate (compiled here for the linker's engine) with the
 /// grant of each store's [`KeyValue`]. Calls block the thread while
 /// memcached answers, as with [`add_to_linker`](crate::add_to_linker).
@@ -138,7 +139,10 @@ trait Version: Send + Sync + 'static {
     /// The index of this version's exports in [`Provider::exports`].
     const SLOT: usize;
     const STORE: &'static str;
+    const ATOMICS: &'static str;
     const BATCH: &'static str;
+    /// What `increment` adds and returns.
+    type Count: ComponentType + Lift + Lower + Send + Sync + 'static;
     type Error: ComponentType + Lift + Lower + Send + Sync + 'static;
     type Cursor: ComponentType + Lift + Lower + Send + Sync + 'static;
     type KeyResponse: ComponentType + Lift + Lower + Send + Sync + 'static;
@@ -152,7 +156,9 @@ struct Draft;
 impl Version for Draft {
     const SLOT: usize = 0;
     const STORE: &'static str = "wasi:keyvalue/store@0.2.0-draft";
+    const ATOMICS: &'static str = "wasi:keyvalue/atomics@0.2.0-draft";
     const BATCH: &'static str = "wasi:keyvalue/batch@0.2.0-draft";
+    type Count = u64;
     type Error = draft::Error;
     type Cursor = Option<u64>;
     type KeyResponse = draft::KeyResponse;
@@ -161,13 +167,16 @@ impl Version for Draft {
     }
 }
 
-/// `@0.2.0-draft2`: Spin's SDK. Only `list-keys`'s cursor differs.
+/// `@0.2.0-draft2`: Spin's SDK. `list-keys`'s cursor differs, `increment`
+/// is signed, and `atomics` adds compare-and-swap.
 struct Draft2;
 
 impl Version for Draft2 {
     const SLOT: usize = 1;
     const STORE: &'static str = "wasi:keyvalue/store@0.2.0-draft2";
+    const ATOMICS: &'static str = "wasi:keyvalue/atomics@0.2.0-draft2";
     const BATCH: &'static str = "wasi:keyvalue/batch@0.2.0-draft2";
+    type Count = i64;
     type Error = draft2::Error;
     type Cursor = Option<String>;
     type KeyResponse = draft2::KeyResponse;
@@ -180,6 +189,10 @@ impl Version for Draft2 {
 /// stands for.
 struct AppBucket<V>(ResourceAny, PhantomData<V>);
 
+/// An app's compare-and-swap handle (`@0.2.0-draft2`): the tenant-cache
+/// instance's handle it stands for.
+struct AppCas(ResourceAny);
+
 /// The exports of the tenant-cache component that the host functions
 /// call, as indices into [`FUNCTIONS`].
 const OPEN: usize = 0;
@@ -191,26 +204,65 @@ const LIST_KEYS: usize = 5;
 const GET_MANY: usize = 6;
 const SET_MANY: usize = 7;
 const DELETE_MANY: usize = 8;
+const INCREMENT: usize = 9;
 
-/// Each forwarded function: in the `store` interface or the `batch` one,
-/// and its name, in the app's imports and in the component's exports alike.
-const FUNCTIONS: [(bool, &str); 9] = [
-    (false, "open"),
-    (false, "[method]bucket.get"),
-    (false, "[method]bucket.set"),
-    (false, "[method]bucket.delete"),
-    (false, "[method]bucket.exists"),
-    (false, "[method]bucket.list-keys"),
-    (true, "get-many"),
-    (true, "set-many"),
-    (true, "delete-many"),
+/// The interface of a forwarded function.
+#[derive(Clone, Copy)]
+enum Interface {
+    Store,
+    Atomics,
+    Batch,
+}
+
+/// Each forwarded function: its interface, and its name, in the app's
+/// imports and in the component's exports alike.
+const FUNCTIONS: [(Interface, &str); 10] = [
+    (Interface::Store, "open"),
+    (Interface::Store, "[method]bucket.get"),
+    (Interface::Store, "[method]bucket.set"),
+    (Interface::Store, "[method]bucket.delete"),
+    (Interface::Store, "[method]bucket.exists"),
+    (Interface::Store, "[method]bucket.list-keys"),
+    (Interface::Batch, "get-many"),
+    (Interface::Batch, "set-many"),
+    (Interface::Batch, "delete-many"),
+    (Interface::Atomics, "increment"),
 ];
 
+/// The compare-and-swap functions of `@0.2.0-draft2`'s `atomics`, as
+/// indices into [`Provider::cas`].
+const CAS_NEW: usize = 0;
+const CAS_CURRENT: usize = 1;
+const SWAP: usize = 2;
+const CAS_FUNCTIONS: [&str; 3] = ["[static]cas.new", "[method]cas.current", "swap"];
+
+/// `cas-error` as the component returns it: its own handle on failure.
+#[derive(ComponentType, Lift, Lower)]
+#[component(variant)]
+enum ProviderCasError {
+    #[component(name = "store-error")]
+    StoreError(draft2::Error),
+    #[component(name = "cas-failed")]
+    CasFailed(ResourceAny),
+}
+
+/// `cas-error` as the app receives it: the app's handle on failure.
+#[derive(ComponentType, Lift, Lower)]
+#[component(variant)]
+enum AppCasError {
+    #[component(name = "store-error")]
+    StoreError(draft2::Error),
+    #[component(name = "cas-failed")]
+    CasFailed(Resource<AppCas>),
+}
+
 /// What every host function needs: how to make the tenant-cache instance,
-/// where its exports are (per version), and how to call them.
+/// where its exports are (per version, and compare-and-swap's), and how to
+/// call them.
 struct Provider<T: 'static> {
     pre: InstancePre<T>,
-    exports: [[ComponentExportIndex; 9]; 2],
+    exports: [[ComponentExportIndex; 10]; 2],
+    cas: [ComponentExportIndex; 3],
     calls: Calls,
 }
 
@@ -233,6 +285,7 @@ impl<T: KeyValueView + 'static> Provider<T> {
         Ok(Provider {
             pre,
             exports: [exports::<Draft>(component)?, exports::<Draft2>(component)?],
+            cas: cas_exports(component)?,
             calls,
         })
     }
@@ -242,10 +295,10 @@ impl<T: KeyValueView + 'static> Provider<T> {
     /// on every call: caching them per store would take an unchecked
     /// `TypedFunc` (as `plugin.rs` does, for a measured reason), and no
     /// measure here asked for it next to the call's memcached round trip.
-    async fn func<V: Version, P, R>(
+    async fn func<P, R>(
         &self,
         store: &mut StoreContextMut<'_, T>,
-        index: usize,
+        export: ComponentExportIndex,
     ) -> wasmtime::Result<TypedFunc<P, R>>
     where
         P: ComponentNamedList + Lower,
@@ -262,7 +315,7 @@ impl<T: KeyValueView + 'static> Provider<T> {
                 instance
             }
         };
-        instance.get_typed_func(store.as_context_mut(), self.exports[V::SLOT][index])
+        instance.get_typed_func(store.as_context_mut(), export)
     }
 
     /// Calls export `index` of version `V` with `args`: a trap (outer) or
@@ -277,37 +330,80 @@ impl<T: KeyValueView + 'static> Provider<T> {
         P: ComponentNamedList + Lower + Send + Sync,
         R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
-        let func = self.func::<V, P, R>(store, index).await?;
+        self.call_export(store, self.exports[V::SLOT][index], args).await
+    }
+
+    /// Calls `export` with `args`: a trap (outer) or its answer.
+    async fn call_export<P, R>(
+        &self,
+        store: &mut StoreContextMut<'_, T>,
+        export: ComponentExportIndex,
+        args: P,
+    ) -> wasmtime::Result<R>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        let func = self.func::<P, R>(store, export).await?;
         match self.calls {
             Calls::Blocking => func.call(&mut *store, args),
             Calls::Async => func.call_async(&mut *store, args).await,
         }
     }
 
-    /// Drops a tenant-cache bucket.
-    async fn drop_bucket(&self, store: &mut StoreContextMut<'_, T>, bucket: ResourceAny) -> wasmtime::Result<()> {
+    /// Drops a handle of the tenant-cache instance's (a bucket, or a
+    /// compare-and-swap handle).
+    async fn drop_handle(&self, store: &mut StoreContextMut<'_, T>, handle: ResourceAny) -> wasmtime::Result<()> {
         match self.calls {
-            Calls::Blocking => bucket.resource_drop(&mut *store),
-            Calls::Async => bucket.resource_drop_async(&mut *store).await,
+            Calls::Blocking => handle.resource_drop(&mut *store),
+            Calls::Async => handle.resource_drop_async(&mut *store).await,
         }
     }
 }
 
 /// Where the functions of version `V` are among `component`'s exports; an
 /// error names the first one missing.
-fn exports<V: Version>(component: &Component) -> anyhow::Result<[ComponentExportIndex; 9]> {
-    let find = |(batch, name): (bool, &str)| {
-        let interface = if batch { V::BATCH } else { V::STORE };
-        let parent = component.get_export_index(None, interface);
-        component
-            .get_export_index(parent.as_ref(), name)
-            .with_context(|| format!("the tenant-cache component does not export {interface} `{name}`"))
-    };
-    let exports = FUNCTIONS.map(find);
+fn exports<V: Version>(component: &Component) -> anyhow::Result<[ComponentExportIndex; 10]> {
+    all_found(FUNCTIONS.map(|(interface, name)| find(component, V::interface(interface), name)))
+}
+
+/// Where `@0.2.0-draft2`'s compare-and-swap functions are among
+/// `component`'s exports.
+fn cas_exports(component: &Component) -> anyhow::Result<[ComponentExportIndex; 3]> {
+    all_found(CAS_FUNCTIONS.map(|name| find(component, Draft2::ATOMICS, name)))
+}
+
+/// Where function `name` of `interface` is among `component`'s exports.
+fn find(component: &Component, interface: &str, name: &str) -> anyhow::Result<ComponentExportIndex> {
+    let parent = component.get_export_index(None, interface);
+    component
+        .get_export_index(parent.as_ref(), name)
+        .with_context(|| format!("the tenant-cache component does not export {interface} `{name}`"))
+}
+
+/// Every export found, or the error of the first one missing.
+fn all_found<const N: usize>(
+    exports: [anyhow::Result<ComponentExportIndex>; N],
+) -> anyhow::Result<[ComponentExportIndex; N]> {
     if let Some(Err(error)) = exports.iter().find(|export| export.is_err()) {
         anyhow::bail!("{error:#}");
     }
     Ok(exports.map(|export| export.expect("checked above")))
+}
+
+trait Interfaces {
+    /// The name of `interface` in this version.
+    fn interface(interface: Interface) -> &'static str;
+}
+
+impl<V: Version> Interfaces for V {
+    fn interface(interface: Interface) -> &'static str {
+        match interface {
+            Interface::Store => V::STORE,
+            Interface::Atomics => V::ATOMICS,
+            Interface::Batch => V::BATCH,
+        }
+    }
 }
 
 /// The tenant-cache bucket behind the app's `bucket`.
@@ -335,7 +431,7 @@ async fn open<T: KeyValueView, V: Version>(
     };
     let state = store.data_mut().keyvalue();
     if state.open >= MAX_OPEN_BUCKETS {
-        provider.drop_bucket(&mut store, opened).await?;
+        provider.drop_handle(&mut store, opened).await?;
         return Ok((Err(V::other(format!(
             "this instance holds {MAX_OPEN_BUCKETS} open buckets, the most it may: drop some first"
         ))),));
@@ -352,7 +448,7 @@ async fn drop_bucket<T: KeyValueView, V: Version>(
     let state = store.data_mut().keyvalue();
     let bucket = state.buckets.delete(Resource::<AppBucket<V>>::new_own(rep))?;
     state.open -= 1;
-    provider.drop_bucket(&mut store, bucket.0).await
+    provider.drop_handle(&mut store, bucket.0).await
 }
 
 /// A host function taking a bucket and one more argument, which the
@@ -380,6 +476,93 @@ on_bucket! {
     delete_many DELETE_MANY (keys: Vec<String>, &[String]) -> ();
 }
 
+async fn increment<T: KeyValueView, V: Version>(
+    provider: Arc<Provider<T>>,
+    mut store: StoreContextMut<'_, T>,
+    (bucket, key, delta): (Resource<AppBucket<V>>, String, V::Count),
+) -> wasmtime::Result<(Result<V::Count, V::Error>,)> {
+    let bucket = guest_bucket(&mut store, &bucket)?;
+    provider
+        .call::<V, (ResourceAny, &str, V::Count), _>(&mut store, INCREMENT, (bucket, &key, delta))
+        .await
+}
+
+// Compare-and-swap (`@0.2.0-draft2`): the app's handles stand for the
+// component's, as its buckets do.
+
+async fn cas_new<T: KeyValueView>(
+    provider: Arc<Provider<T>>,
+    mut store: StoreContextMut<'_, T>,
+    (bucket, key): (Resource<AppBucket<Draft2>>, String),
+) -> wasmtime::Result<(Result<Resource<AppCas>, draft2::Error>,)> {
+    let bucket = guest_bucket(&mut store, &bucket)?;
+    let (made,): (Result<ResourceAny, draft2::Error>,) = provider
+        .call_export(&mut store, provider.cas[CAS_NEW], (bucket, key.as_str()))
+        .await?;
+    Ok((match made {
+        Ok(handle) => Ok(app_cas(&provider, &mut store, handle).await?),
+        Err(error) => Err(error),
+    },))
+}
+
+/// The app's handle for the component's compare-and-swap `handle`, within
+/// the same bound on open handles as buckets.
+async fn app_cas<T: KeyValueView>(
+    provider: &Provider<T>,
+    store: &mut StoreContextMut<'_, T>,
+    handle: ResourceAny,
+) -> wasmtime::Result<Resource<AppCas>> {
+    let state = store.data_mut().keyvalue();
+    if state.open >= MAX_OPEN_BUCKETS {
+        provider.drop_handle(store, handle).await?;
+        wasmtime::bail!("the app holds {MAX_OPEN_BUCKETS} open buckets and compare-and-swap handles, the most it may");
+    }
+    state.open += 1;
+    Ok(state.buckets.push(AppCas(handle))?)
+}
+
+async fn cas_current<T: KeyValueView>(
+    provider: Arc<Provider<T>>,
+    mut store: StoreContextMut<'_, T>,
+    (cas,): (Resource<AppCas>,),
+) -> wasmtime::Result<(Result<Option<Vec<u8>>, draft2::Error>,)> {
+    let handle = store.data_mut().keyvalue().buckets.get(&cas)?.0;
+    provider
+        .call_export(&mut store, provider.cas[CAS_CURRENT], (handle,))
+        .await
+}
+
+async fn swap<T: KeyValueView>(
+    provider: Arc<Provider<T>>,
+    mut store: StoreContextMut<'_, T>,
+    (cas, value): (Resource<AppCas>, Vec<u8>),
+) -> wasmtime::Result<(Result<(), AppCasError>,)> {
+    let state = store.data_mut().keyvalue();
+    let handle = state.buckets.delete(cas)?.0;
+    state.open -= 1;
+    let (swapped,): (Result<(), ProviderCasError>,) = provider
+        .call_export(&mut store, provider.cas[SWAP], (handle, value.as_slice()))
+        .await?;
+    Ok((match swapped {
+        Ok(()) => Ok(()),
+        Err(ProviderCasError::StoreError(error)) => Err(AppCasError::StoreError(error)),
+        Err(ProviderCasError::CasFailed(fresh)) => {
+            Err(AppCasError::CasFailed(app_cas(&provider, &mut store, fresh).await?))
+        }
+    },))
+}
+
+async fn drop_cas<T: KeyValueView>(
+    provider: Arc<Provider<T>>,
+    mut store: StoreContextMut<'_, T>,
+    rep: u32,
+) -> wasmtime::Result<()> {
+    let state = store.data_mut().keyvalue();
+    let handle = state.buckets.delete(Resource::<AppCas>::new_own(rep))?;
+    state.open -= 1;
+    provider.drop_handle(&mut store, handle.0).await
+}
+
 async fn set<T: KeyValueView, V: Version>(
     provider: Arc<Provider<T>>,
     mut store: StoreContextMut<'_, T>,
@@ -394,15 +577,15 @@ async fn set<T: KeyValueView, V: Version>(
 /// Registers each host function of version `V`, blocking or async as
 /// `provider` calls.
 macro_rules! register {
-    ($linker:ident, $provider:ident, $( $batch:literal $name:literal $function:ident ),+) => {$(
+    ($linker:ident, $provider:ident, $( $interface:ident $name:literal $function:expr ),+) => {$(
         let provider = $provider.clone();
-        let mut interface = $linker.instance(if $batch { V::BATCH } else { V::STORE })?;
+        let mut interface = $linker.instance(V::interface(Interface::$interface))?;
         match provider.calls {
             Calls::Blocking => interface.func_wrap($name, move |store, params| {
-                pollster::block_on($function::<T, V>(provider.clone(), store, params))
+                pollster::block_on($function(provider.clone(), store, params))
             })?,
             Calls::Async => interface.func_wrap_async($name, move |store, params| {
-                Box::new($function::<T, V>(provider.clone(), store, params))
+                Box::new($function(provider.clone(), store, params))
             })?,
         }
     )+};
@@ -418,7 +601,33 @@ pub fn add_component_to_linker<T: KeyValueView + 'static>(
 ) -> anyhow::Result<()> {
     let provider = Arc::new(Provider::<T>::new(component, linker.engine(), calls)?);
     add_version::<T, Draft>(linker, &provider)?;
-    add_version::<T, Draft2>(linker, &provider)
+    add_version::<T, Draft2>(linker, &provider)?;
+    add_cas::<T>(linker, &provider)
+}
+
+/// `@0.2.0-draft2`'s compare-and-swap, on `provider`.
+fn add_cas<T: KeyValueView + 'static>(linker: &mut Linker<T>, provider: &Arc<Provider<T>>) -> anyhow::Result<()> {
+    type V = Draft2;
+    {
+        let dropping = provider.clone();
+        let mut interface = linker.instance(V::ATOMICS)?;
+        let ty = ResourceType::host::<AppCas>();
+        match provider.calls {
+            Calls::Blocking => interface.resource("cas", ty, move |store, rep| {
+                pollster::block_on(drop_cas::<T>(dropping.clone(), store, rep))
+            })?,
+            Calls::Async => interface.resource_async("cas", ty, move |store, rep| {
+                Box::new(drop_cas::<T>(dropping.clone(), store, rep))
+            })?,
+        }
+    }
+    register!(
+        linker, provider,
+        Atomics "[static]cas.new" cas_new::<T>,
+        Atomics "[method]cas.current" cas_current::<T>,
+        Atomics "swap" swap::<T>
+    );
+    Ok(())
 }
 
 /// The host functions of version `V`, on `provider`.
@@ -442,15 +651,16 @@ fn add_version<T: KeyValueView + 'static, V: Version>(
     }
     register!(
         linker, provider,
-        false "open" open,
-        false "[method]bucket.get" get,
-        false "[method]bucket.set" set,
-        false "[method]bucket.delete" delete,
-        false "[method]bucket.exists" exists,
-        false "[method]bucket.list-keys" list_keys,
-        true "get-many" get_many,
-        true "set-many" set_many,
-        true "delete-many" delete_many
+        Store "open" open::<T, V>,
+        Store "[method]bucket.get" get::<T, V>,
+        Store "[method]bucket.set" set::<T, V>,
+        Store "[method]bucket.delete" delete::<T, V>,
+        Store "[method]bucket.exists" exists::<T, V>,
+        Store "[method]bucket.list-keys" list_keys::<T, V>,
+        Batch "get-many" get_many::<T, V>,
+        Batch "set-many" set_many::<T, V>,
+        Batch "delete-many" delete_many::<T, V>,
+        Atomics "increment" increment::<T, V>
     );
     Ok(())
 }

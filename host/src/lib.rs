@@ -47,4 +47,6 @@ pub use error::{CacheError, Limit};
 pub use memo::{MEMO_ENTRIES, MEMO_VALUE};
 pub use plugin::Plugin;
 pub use runtime::{COMPONENT, Runtime, RuntimeOptions};
-pub use tenant_cache::{AsyncTenantCache, ComputeError, LeaseOptions, LeaseToken, Lookup, TenantCache};
+pub use tenant_cache::{
+    AsyncTenantCache, ComputeError, LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable, TenantCache,
+};

@@ -112,6 +112,10 @@ pub(crate) enum Outcome {
     },
     /// `get-or-lease` found the lease held by another caller.
     Busy,
+    /// `increment` counted.
+    Counted,
+    /// `compare-and-swap` found the entry changed, and stored nothing.
+    Conflict,
 }
 
 impl Outcome {
@@ -126,6 +130,8 @@ impl Outcome {
             Outcome::Leased => "leased",
             Outcome::Stale { .. } => "stale",
             Outcome::Busy => "busy",
+            Outcome::Counted => "counted",
+            Outcome::Conflict => "conflict",
         }
     }
 }
@@ -139,6 +145,7 @@ fn kind(error: &CacheError) -> &'static str {
         CacheError::Contention(_) => "contention",
         CacheError::OverLimit(_) => "over_limit",
         CacheError::Internal(_) => "internal",
+        CacheError::NotACounter(_) => "not_a_counter",
         CacheError::Trap(_) => "trap",
     }
 }

@@ -12,14 +12,16 @@ use wasmtime::component::{
 };
 
 use crate::CacheError;
-use crate::bindings::exported::{Error as WitError, LeaseOptions as WitLeaseOptions, Lookup as WitLookup};
-use crate::tenant_cache::{LeaseOptions, LeaseToken, Lookup};
+use crate::bindings::exported::{
+    Error as WitError, LeaseOptions as WitLeaseOptions, Lookup as WitLookup, Swappable as WitSwappable,
+};
+use crate::tenant_cache::{LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable};
 
 /// The interface the component exports.
-const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.5.0";
+const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.6.0";
 
 /// The number of functions in [`INTERFACE`].
-const FUNCTIONS: usize = 9;
+const FUNCTIONS: usize = 12;
 
 /// Where each function of the interface is in a component: found once per
 /// component, by name.
@@ -206,6 +208,13 @@ exports! {
     7 get_or_lease_wit get_or_lease_wit_async "get-or-lease" (tenant: &str, key: &str, options: WitLeaseOptions) -> WitLookup;
     /// `fill`, in the WIT's types ([`Plugin::fill`]).
     8 fill_wit fill_wit_async "fill" (tenant: &str, key: &str, value: &[u8], ttl: Option<u32>, token: &str) -> ();
+    /// Adds `delta` to the counter under `key` of `tenant` (made at 0 if
+    /// missing or cleared) and returns the new count, atomically.
+    9 pub increment increment_async "increment" (tenant: &str, key: &str, delta: i64) -> i64;
+    /// `get-for-swap`, in the WIT's types ([`Plugin::get_for_swap`]).
+    10 get_for_swap_wit get_for_swap_wit_async "get-for-swap" (tenant: &str, key: &str) -> WitSwappable;
+    /// `compare-and-swap`, in the WIT's types ([`Plugin::compare_and_swap`]).
+    11 compare_and_swap_wit compare_and_swap_wit_async "compare-and-swap" (tenant: &str, key: &str, value: &[u8], token: &str) -> bool;
 }
 
 impl Plugin {
@@ -249,6 +258,52 @@ impl Plugin {
         token: &LeaseToken,
     ) -> Result<(), CacheError> {
         self.fill_wit(store, tenant, key, value, ttl, token.as_str())
+    }
+
+    /// Reads `key` of `tenant` as [`get`](Self::get) does, with the token
+    /// to replace it by [`compare_and_swap`](Self::compare_and_swap).
+    pub fn get_for_swap(&self, store: impl AsContextMut, tenant: &str, key: &str) -> Result<Swappable, CacheError> {
+        self.get_for_swap_wit(store, tenant, key).map(Swappable::from)
+    }
+
+    /// [`get_for_swap`](Self::get_for_swap) for stores whose linker holds
+    /// async host functions.
+    pub async fn get_for_swap_async(
+        &self,
+        store: impl AsContextMut<Data: Send>,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Swappable, CacheError> {
+        self.get_for_swap_wit_async(store, tenant, key)
+            .await
+            .map(Swappable::from)
+    }
+
+    /// Stores `value` under `key` of `tenant` if nothing changed the entry
+    /// since `token` was read: whether it did. One round trip.
+    pub fn compare_and_swap(
+        &self,
+        store: impl AsContextMut,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        token: &SwapToken,
+    ) -> Result<bool, CacheError> {
+        self.compare_and_swap_wit(store, tenant, key, value, token.as_str())
+    }
+
+    /// [`compare_and_swap`](Self::compare_and_swap) for stores whose linker
+    /// holds async host functions.
+    pub async fn compare_and_swap_async(
+        &self,
+        store: impl AsContextMut<Data: Send>,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        token: &SwapToken,
+    ) -> Result<bool, CacheError> {
+        self.compare_and_swap_wit_async(store, tenant, key, value, token.as_str())
+            .await
     }
 
     /// [`fill`](Self::fill) for stores whose linker holds async host

@@ -13,6 +13,7 @@ use crate::observe::{Call, Meter, Outcome};
 use crate::plugin::Plugin;
 use crate::runtime::{Runtime, State};
 
+pub use atomics::{SwapToken, Swappable};
 pub use lease::{ComputeError, LeaseOptions, LeaseToken, Lookup};
 
 /// An instance, its store, and whether it trapped.
@@ -414,5 +415,6 @@ impl AsyncTenantCache {
     }
 }
 
-// After `run_async!`, which it uses.
+// After `run_async!`, which they use.
+mod atomics;
 mod lease;

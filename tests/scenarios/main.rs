@@ -4,6 +4,7 @@
 
 // docs/semantics.md, one file per guarantee.
 mod atomic_clears;
+mod atomics;
 mod concurrent_writes;
 mod errors;
 mod isolation;

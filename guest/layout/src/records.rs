@@ -6,10 +6,13 @@
 //! - `n:<tenant>`: the tenant version;
 //! - `d:<tenant>:<key>`: the tenant's entries;
 //! - `l:<tenant>:<digest>`: the lease of one key, under one pair of
-//!   versions (see [`lease_record`]).
+//!   versions (see [`lease_record`]);
+//! - `c:<tenant>:<digest>`: the count of one counter of one key, under
+//!   one pair of versions (see [`counter_record`]).
 //!
-//! Parts never hold `:`, so `n:<tenant>` and the `d:<tenant>:` or
-//! `l:<tenant>:` in front of an entry or a lease name exactly one tenant:
+//! Parts never hold `:`, so `n:<tenant>` and the `d:<tenant>:`,
+//! `l:<tenant>:` or `c:<tenant>:` in front of an entry, a lease or a count
+//! name exactly one tenant:
 //! [`record_of`] tells, for a key and a tenant, which of the tenant's
 //! records the key is, if any.
 
@@ -50,12 +53,30 @@ pub fn data_record(tenant: &str, key: &str) -> String {
 /// of the SHA-256 of the versions and the key's part. A clear moves the
 /// versions, so a lease taken before it never holds back a reader after it.
 pub fn lease_record(tenant: &str, (app, tenant_version): (u64, u64), key: &str) -> String {
+    digest_record("l:", tenant, &[&app.to_le_bytes(), &tenant_version.to_le_bytes()], key)
+}
+
+/// The count record of `key` (raw) of a tenant (given as its part), for
+/// the counter `era` (a random value drawn when the counter was made)
+/// under `versions` (application, tenant): `c:<tenant>:` and 32 hex digits
+/// of the SHA-256 of the versions, the era and the key's part. Every
+/// counter made (after a clear, a `set` or an eviction) counts in a record
+/// of its own, so no count outlives the counter it belonged to.
+pub fn counter_record(tenant: &str, (app, tenant_version): (u64, u64), era: u64, key: &str) -> String {
+    let parts: [&[u8]; 3] = [&app.to_le_bytes(), &tenant_version.to_le_bytes(), &era.to_le_bytes()];
+    digest_record("c:", tenant, &parts, key)
+}
+
+/// `<kind><tenant>:` and 32 hex digits of the SHA-256 of `fields` and the
+/// key's part.
+fn digest_record(kind: &str, tenant: &str, fields: &[&[u8]], key: &str) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(app.to_le_bytes());
-    hasher.update(tenant_version.to_le_bytes());
+    for field in fields {
+        hasher.update(field);
+    }
     hasher.update(encode_part(key).as_bytes());
     let mut record = String::with_capacity(3 + tenant.len() + 32);
-    record.push_str("l:");
+    record.push_str(kind);
     record.push_str(tenant);
     record.push(':');
     for byte in &hasher.finalize()[..16] {
@@ -76,6 +97,8 @@ pub enum Record {
     Entry,
     /// `l:<tenant>:<digest>`, the lease of one of the tenant's keys.
     Lease,
+    /// `c:<tenant>:<digest>`, the count of one of the tenant's counters.
+    Counter,
 }
 
 /// Which record of the tenant whose part is `tenant` the relative `key`
@@ -92,6 +115,7 @@ pub fn record_of(tenant: &str, key: &str) -> Option<Record> {
     let record = match kind {
         "d:" => Record::Entry,
         "l:" => Record::Lease,
+        "c:" => Record::Counter,
         _ => return None,
     };
     rest.strip_prefix(tenant)?.starts_with(':').then_some(record)
@@ -247,6 +271,9 @@ mod tests {
                 let lease = lease_record(&other_part, (1, 2), "k");
                 let expected = (other == tenant).then_some(Record::Lease);
                 assert_eq!(record_of(&part, &lease), expected);
+                let count = counter_record(&other_part, (1, 2), 3, "k");
+                let expected = (other == tenant).then_some(Record::Counter);
+                assert_eq!(record_of(&part, &count), expected);
             }
         }
         // Keys of no layout at all are no tenant's.
@@ -268,6 +295,21 @@ mod tests {
                 assert!(seen.insert(lease), "{key:?} {versions:?}");
             }
         }
+    }
+
+    #[test]
+    fn counts_differ_by_key_versions_and_era_and_fit_the_key_budget() {
+        let samples = samples();
+        let mut seen = BTreeSet::new();
+        for key in &samples {
+            for (versions, era) in [((1, 2), 3), ((2, 1), 3), ((1, 3), 3), ((1, 2), 4)] {
+                let count = counter_record(&"t".repeat(MAX_PART), versions, era, key);
+                assert!(wire_valid(&count) && count.len() <= MAX_KEY, "{count:?}");
+                assert!(seen.insert(count), "{key:?} {versions:?} {era}");
+            }
+        }
+        // Not a lease of the same digest input either.
+        assert_ne!(counter_record("t", (1, 2), 0, "k")[2..], lease_record("t", (1, 2), "k")[2..]);
     }
 
     #[test]

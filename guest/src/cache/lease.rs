@@ -29,7 +29,6 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use tenant_cache_layout::records::{APP_RECORD, ReadKeys, lease_record};
-use tenant_cache_layout::version::record_value;
 
 use super::{Cache, Capability, Record, expect_reply, from_capability, read_records, store, value_if_current};
 use crate::batch::{Batch, Reply};
@@ -186,19 +185,7 @@ impl<C: Capability> Cache<C> {
         records: [Record; 2],
         options: &LeaseOptions,
     ) -> Result<(Option<Versions>, Option<bool>), Error> {
-        let mut proposals: Vec<(&str, Vec<u8>, bool)> = Vec::new();
-        let mut propose = |record: Record, key| match record {
-            Record::Version(version) => version,
-            Record::Missing | Record::Corrupt => {
-                let fresh = self.capability.random_u64();
-                proposals.push((key, record_value(fresh), record == Record::Missing));
-                fresh
-            }
-        };
-        let proposed = Versions {
-            app: propose(records[0], APP_RECORD),
-            tenant: propose(records[1], keys.tenant_record()),
-        };
+        let (proposed, proposals) = self.propose(records, keys.tenant_record());
         let lease = lease_record(keys.tenant(), (proposed.app, proposed.tenant), key);
         let mut commands: Vec<Command<'_>> = proposals
             .iter()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 
 use super::{BatchResult, BoxFuture, Storage};
-use crate::bindings::capability::{Command, Error, Item, Limit, Outcome, Replies};
+use crate::bindings::capability::{CasItem, Command, Error, Item, Limit, Outcome, Replies, ValueWithCas};
 
 /// How the embedded store is sized.
 #[derive(Clone, Debug)]
@@ -35,6 +35,8 @@ impl Default for EmbeddedOptions {
 struct Entry {
     value: Vec<u8>,
     expires: Option<Instant>,
+    /// Changes with every write, as memcached's CAS value.
+    cas: u64,
     /// A reader was told to refresh it early (memcached's win token).
     refreshing: bool,
 }
@@ -51,6 +53,8 @@ fn cost(key: &str, value: &[u8]) -> usize {
 struct Items {
     entries: LruCache<String, Entry>,
     bytes: usize,
+    /// The last CAS value handed out.
+    last_cas: u64,
 }
 
 /// An in-process store with memcached's semantics for the capability's
@@ -86,14 +90,21 @@ impl Items {
     }
 
     fn store(&mut self, key: String, item: Item, now: Instant, capacity: usize) {
-        self.remove(&key);
-        self.bytes += cost(&key, &item.value);
         let expires = item.ttl.map(|secs| now + Duration::from_secs(u64::from(secs)));
+        self.put(key, item.value, expires, capacity);
+    }
+
+    /// Stores `value` under `key` with a fresh CAS value.
+    fn put(&mut self, key: String, value: Vec<u8>, expires: Option<Instant>, capacity: usize) {
+        self.remove(&key);
+        self.bytes += cost(&key, &value);
+        self.last_cas += 1;
         self.entries.put(
             key,
             Entry {
-                value: item.value,
+                value,
                 expires,
+                cas: self.last_cas,
                 refreshing: false,
             },
         );
@@ -108,6 +119,16 @@ impl Items {
     }
 }
 
+/// A value memcached's arithmetic takes: decimal digits (memcached pads
+/// a number that shrank in place with spaces), at most 2^64 - 1.
+fn number(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii_end();
+    match !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+        true => std::str::from_utf8(digits).ok()?.parse().ok(),
+        false => None,
+    }
+}
+
 impl Embedded {
     pub(crate) fn new(options: EmbeddedOptions) -> Embedded {
         Embedded {
@@ -115,6 +136,7 @@ impl Embedded {
             items: Mutex::new(Items {
                 entries: LruCache::unbounded(),
                 bytes: 0,
+                last_cas: 0,
             }),
             batches: AtomicU64::new(0),
         }
@@ -188,6 +210,38 @@ impl Storage for Embedded {
                     true => Outcome::Done,
                     false => Outcome::Miss,
                 },
+                Command::GetWithCas(rel) => match items.live(&key(&rel), now) {
+                    Some(entry) => Outcome::ValueWithCas(ValueWithCas {
+                        len: reply(&mut replies.values, &entry.value)?,
+                        cas: entry.cas,
+                    }),
+                    None => Outcome::Miss,
+                },
+                Command::SetIfCas(CasItem { item, cas }) => {
+                    let key = key(&item.key);
+                    match items.live(&key, now).map(|entry| entry.cas) {
+                        Some(current) if current == cas => {
+                            items.store(key, item, now, self.options.capacity);
+                            Outcome::Done
+                        }
+                        Some(_) => Outcome::Exists,
+                        None => Outcome::Miss,
+                    }
+                }
+                Command::Increment(delta) => {
+                    let key = key(&delta.key);
+                    match items.live(&key, now).map(|entry| (number(&entry.value), entry.expires)) {
+                        Some((Some(number), expires)) => {
+                            // As memcached: wrapping, the expiry kept.
+                            let next = number.wrapping_add(delta.delta).to_string().into_bytes();
+                            let len = reply(&mut replies.values, &next)?;
+                            items.put(key, next, expires, self.options.capacity);
+                            Outcome::Value(len)
+                        }
+                        Some((None, _)) => Outcome::NotANumber,
+                        None => Outcome::Miss,
+                    }
+                }
             };
             replies.outcomes.push(outcome);
         }
@@ -370,6 +424,44 @@ mod tests {
             .broadcast("p:", vec![Command::Set(item("a", b"1", None))])
             .unwrap();
         assert_eq!(one(&store, Command::Get("a".into())), found(b"1"));
+    }
+
+    #[test]
+    fn a_compare_and_swap_stores_only_over_the_write_it_read() {
+        let store = store();
+        let cas = |value: &[u8], cas| {
+            Command::SetIfCas(CasItem {
+                item: item("k", value, None),
+                cas,
+            })
+        };
+        assert_eq!(one(&store, cas(b"x", 1)), MISS);
+        one(&store, Command::Set(item("k", b"v", None)));
+        let (Outcome::ValueWithCas(read), value) = one(&store, Command::GetWithCas("k".into())) else {
+            panic!("no value with its CAS value");
+        };
+        assert_eq!((read.len, value), (1, b"v".to_vec()));
+        assert_eq!(one(&store, cas(b"w", read.cas)), DONE);
+        assert_eq!(one(&store, cas(b"x", read.cas)), (Outcome::Exists, Vec::new()));
+        assert_eq!(one(&store, Command::Get("k".into())), found(b"w"));
+    }
+
+    #[test]
+    fn increments_wrap_and_refuse_what_is_not_a_number() {
+        let store = store();
+        let increment = |delta| {
+            Command::Increment(crate::bindings::capability::CounterDelta {
+                key: "k".into(),
+                delta,
+            })
+        };
+        assert_eq!(one(&store, increment(1)), MISS);
+        one(&store, Command::Set(item("k", b"18446744073709551614", None)));
+        assert_eq!(one(&store, increment(1)), found(b"18446744073709551615"));
+        assert_eq!(one(&store, increment(3)), found(b"2"));
+        assert_eq!(one(&store, increment(u64::MAX)), found(b"1"), "-1 as two's complement");
+        one(&store, Command::Set(item("k", b"1x", None)));
+        assert_eq!(one(&store, increment(1)), (Outcome::NotANumber, Vec::new()));
     }
 
     #[test]

@@ -45,7 +45,9 @@ impl MemcachedPool {
         let owner = &self.ids[server];
         crate::observe::server(owner);
         let mut known = self.known();
-        let writes = commands.iter().any(|command| !matches!(command, Command::Get(_)));
+        let writes = commands
+            .iter()
+            .any(|command| !matches!(command, Command::Get(_) | Command::GetWithCas(_)));
         if known.is_none() && writes {
             // A process that knows no record yet learns it before it
             // writes: a list that is not the pool's writes nothing.

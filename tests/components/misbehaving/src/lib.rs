@@ -27,7 +27,7 @@ mod bindings {
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest, LeaseOptions, Lookup};
+use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest, LeaseOptions, Lookup, Swappable};
 use bindings::tenant_cache::cache::memcached::{self, Command, Item, Outcome};
 
 struct Component;
@@ -122,6 +122,18 @@ impl Guest for Component {
     }
     fn fill(_: String, _: String, _: Vec<u8>, _: Option<u32>, _: String) -> Result<(), Error> {
         Ok(())
+    }
+    fn increment(_: String, _: String, delta: i64) -> Result<i64, Error> {
+        Ok(delta)
+    }
+    fn get_for_swap(_: String, _: String) -> Result<Swappable, Error> {
+        Ok(Swappable {
+            value: None,
+            token: String::new(),
+        })
+    }
+    fn compare_and_swap(_: String, _: String, _: Vec<u8>, _: String) -> Result<bool, Error> {
+        Ok(false)
     }
 }
 

@@ -52,7 +52,7 @@ impl Request<'_> {
         let capability = self.groups.iter().flat_map(|group| group.commands);
         capability
             .clone()
-            .any(|command| !matches!(command, Command::Get(_) | Command::GetEarly(_)))
+            .any(|command| !matches!(command, Command::Get(_) | Command::GetEarly(_) | Command::GetWithCas(_)))
             || self
                 .own
                 .iter()
@@ -111,6 +111,8 @@ enum Kind {
     /// A get whose reply carries the item's CAS value.
     Survey,
     Store,
+    /// `ma`: the new number, `NF`, or a refusal of a value that is not one.
+    Arithmetic,
     Delete,
     Stats,
     /// A raw meta command: any reply code answers it.
@@ -132,7 +134,8 @@ impl Kind {
             (
                 Kind::Get | Kind::GetEarly | Kind::Survey,
                 ReturnCode::Va | ReturnCode::En
-            ) | (
+            ) | (Kind::Arithmetic, ReturnCode::Va | ReturnCode::Nf)
+                | (
                 Kind::Store,
                 ReturnCode::Hd | ReturnCode::Ns | ReturnCode::Ex | ReturnCode::Nf
             ) | (Kind::Delete, ReturnCode::Hd | ReturnCode::Nf | ReturnCode::Ex)
@@ -195,7 +198,11 @@ fn encode(request: &Request<'_>, first: u64, now: u64, out: &mut Vec<u8>) -> Vec
             Command::Set(item) | Command::Add(item) => {
                 out.extend_from_slice(b"ms ");
                 key(out, &item.key);
-                store_flags(item, matches!(command, Command::Add(_)), token(), now, out);
+                let condition: &[u8] = match command {
+                    Command::Add(_) => b"ME",
+                    _ => b"",
+                };
+                store_flags(item, condition, token(), now, out);
                 Kind::Store
             }
             Command::Delete(rel) => {
@@ -205,6 +212,27 @@ fn encode(request: &Request<'_>, first: u64, now: u64, out: &mut Vec<u8>) -> Vec
                 out.extend_from_slice(opaque(token()).as_slice());
                 out.extend_from_slice(b"\r\n");
                 Kind::Delete
+            }
+            Command::GetWithCas(rel) => {
+                out.extend_from_slice(b"mg ");
+                key(out, rel);
+                out.extend_from_slice(b" c");
+                get_flags(token(), out);
+                Kind::Survey
+            }
+            Command::SetIfCas(cas_item) => {
+                out.extend_from_slice(b"ms ");
+                key(out, &cas_item.item.key);
+                let condition = format!("C{}", cas_item.cas);
+                store_flags(&cas_item.item, condition.as_bytes(), token(), now, out);
+                Kind::Store
+            }
+            Command::Increment(delta) => {
+                out.extend_from_slice(b"ma ");
+                key(out, &delta.key);
+                out.extend_from_slice(format!(" D{}", delta.delta).as_bytes());
+                get_flags(token(), out);
+                Kind::Arithmetic
             }
         });
     }
@@ -281,16 +309,19 @@ fn pool_store(record: &[u8], condition: &[u8], token: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// ` <len>[ T<ttl>][ ME] O<token>\r\n<value>\r\n`: the rest of a store.
-fn store_flags(item: &Item, add: bool, token: u64, now: u64, out: &mut Vec<u8>) {
+/// ` <len>[ T<ttl>][ <condition>] O<token>\r\n<value>\r\n`: the rest of
+/// a store (`condition`: `ME` for an add, `C<cas>` for a compare-and-swap,
+/// nothing for a set).
+fn store_flags(item: &Item, condition: &[u8], token: u64, now: u64, out: &mut Vec<u8>) {
     out.push(b' ');
     out.extend_from_slice(item.value.len().to_string().as_bytes());
     if let Some(secs) = item.ttl {
         out.extend_from_slice(b" T");
         out.extend_from_slice(wire_ttl(secs, now).to_string().as_bytes());
     }
-    if add {
-        out.extend_from_slice(b" ME");
+    if !condition.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(condition);
     }
     out.push(b' ');
     out.extend_from_slice(opaque(token).as_slice());

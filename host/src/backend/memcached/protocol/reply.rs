@@ -5,7 +5,7 @@
 use memcache::exp::ReturnCode;
 
 use super::{Answer, Kind, OwnReply, Request, encode, opaque};
-use crate::bindings::capability::{Error, Outcome, Replies};
+use crate::bindings::capability::{Error, Outcome, Replies, ValueWithCas};
 
 /// The limits a reader enforces while replies arrive.
 #[derive(Clone, Copy, Debug)]
@@ -313,6 +313,12 @@ impl<'a> Exchange<'a> {
                 self.settle(Outcome::Failed(error));
                 return Ok(true);
             }
+            // `ma` on a value that is not a number: that command is
+            // refused, the stream is still in step.
+            Err(Failure::Rejected(line)) if kind == Kind::Arithmetic && line.contains("non-numeric") => {
+                self.settle(Outcome::NotANumber);
+                return Ok(true);
+            }
             Err(failure) => return Err(failure),
         };
         if own {
@@ -364,11 +370,16 @@ impl<'a> Exchange<'a> {
         let values = &mut self.answer.replies.values;
         values.extend_from_slice(&self.input[self.start..self.start + buffered]);
         self.start += buffered;
-        let won = kind == Kind::GetEarly && Tokens(&self.input[line]).skip(1).any(|flag| flag == b"W");
-        self.answer.replies.outcomes.push(match won {
-            true => Outcome::Refresh(len as u32),
-            false => Outcome::Value(len as u32),
-        });
+        let line = &self.input[line];
+        let outcome = match kind {
+            Kind::GetEarly if Tokens(line).skip(1).any(|flag| flag == b"W") => Outcome::Refresh(len as u32),
+            Kind::Survey => Outcome::ValueWithCas(ValueWithCas {
+                len: len as u32,
+                cas: cas(line).ok_or(Failure::Garbled("a value without the CAS value asked for"))?,
+            }),
+            _ => Outcome::Value(len as u32),
+        };
+        self.answer.replies.outcomes.push(outcome);
         self.state = match len - buffered {
             0 => State::ValueEnd,
             remaining => State::Value { remaining },
