@@ -406,8 +406,8 @@ fn rust_log_shows_each_call_and_nothing_is_logged_by_default() -> anyhow::Result
 }
 
 /// A test-only app (`tests/components/kv-app`, `kv-atomics-app`,
-/// `hostile-app`), built once per test process into the test target
-/// directory.
+/// `kv-draft2-app`, `hostile-app`), built once per test process into the
+/// test target directory.
 fn kv_app(package: &str) -> std::path::PathBuf {
     use std::path::Path;
     use std::sync::OnceLock;
@@ -420,6 +420,7 @@ fn kv_app(package: &str) -> std::path::PathBuf {
         for package in [
             "tenant-cache-kv-app",
             "tenant-cache-kv-atomics-app",
+            "tenant-cache-kv-draft2-app",
             "tenant-cache-hostile-app",
         ] {
             tenant_cache_component_build::build_component(package, workspace, &out);
@@ -496,7 +497,7 @@ fn run_confines_an_app_importing_the_capability_to_its_tenant() -> anyhow::Resul
         "{out}"
     );
     let refused = out.lines().filter(|line| line.ends_with(": denied")).count();
-    assert_eq!(refused, 15, "{out}");
+    assert_eq!(refused, 20, "{out}");
     assert!(out.ends_with("memo-victim: none\n"), "{out}");
     assert_eq!(
         stdout(&run(&server, &["--app", "shop", "get", "globex", "k"])?),
@@ -504,6 +505,46 @@ fn run_confines_an_app_importing_the_capability_to_its_tenant() -> anyhow::Resul
     );
     let cleared = run(&server, &["--app", "shop", "get", "acme", "x"])?;
     assert_eq!((cleared.status.code(), stdout(&cleared)), (Some(1), String::new()));
+    Ok(())
+}
+
+#[test]
+fn eight_processes_counting_one_key_lose_no_increment() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let address = server.address();
+    let (draft, draft2) = (kv_app("tenant-cache-kv-atomics-app"), kv_app("tenant-cache-kv-draft2-app"));
+    let (draft, draft2) = (draft.to_str().expect("UTF-8"), draft2.to_str().expect("UTF-8"));
+    let spawn = |app: &str, args: &[&str]| {
+        let mut full = vec!["--memcached", address.as_str(), "run", "--tenant", "acme", app];
+        full.extend_from_slice(args);
+        cli(&full).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+    };
+    // Four processes per draft, 1000 increments each, and four more
+    // adding with compare-and-swap loops to another key, all at once.
+    let mut children = Vec::new();
+    for n in 0..8 {
+        let app = if n % 2 == 0 { draft2 } else { draft };
+        children.push(spawn(app, &["visit", "site", "visits", "1000"])?);
+    }
+    for _ in 0..4 {
+        children.push(spawn(draft2, &["cas-add", "site", "total", "1", "50"])?);
+    }
+    for child in children {
+        let output = child.wait_with_output()?;
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let get = |key: &str| -> anyhow::Result<String> {
+        let output = run(&server, &["run", "--tenant", "acme", draft, "get", "site", key])?;
+        assert!(output.status.success(), "{}", stderr(&output));
+        Ok(stdout(&output))
+    };
+    assert_eq!(get("visits")?, "8000\n");
+    assert_eq!(get("total")?, "200\n");
+    // A clear of the tenant hides the counter; it counts from 0 again.
+    assert!(run(&server, &["clear", "acme"])?.status.success());
+    assert_eq!(get("visits")?, "(none)\n");
+    let output = run(&server, &["run", "--tenant", "acme", draft, "visit", "site", "visits", "1"])?;
+    assert_eq!(stdout(&output), "1\n");
     Ok(())
 }
 
@@ -529,12 +570,15 @@ fn run_passes_arguments_and_exit_status_and_reports_traps_in_one_line() -> anyho
         stderr(&listed)
     );
     let trapped = cli(&["run", app, "trap"]).output()?;
-    let atomics = kv_app("tenant-cache-kv-atomics-app");
-    let unlinked = cli(&["run", atomics.to_str().expect("a UTF-8 path")]).output()?;
+    // The tenant-cache component itself is no command.
+    let dir = tempfile::tempdir()?;
+    let component = dir.path().join("tenant-cache.wasm");
+    std::fs::write(&component, tenant_cache_host::COMPONENT)?;
+    let no_command = cli(&["run", component.to_str().expect("a UTF-8 path")]).output()?;
     let missing = cli(&["run", "/nonexistent/app.wasm"]).output()?;
     for (output, names) in [
         (&trapped, "trapped"),
-        (&unlinked, "wasi:keyvalue/atomics@0.2.0-draft"),
+        (&no_command, "wasi:cli/run"),
         (&missing, "/nonexistent/app.wasm"),
     ] {
         let text = stderr(output);

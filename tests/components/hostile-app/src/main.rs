@@ -16,7 +16,7 @@ mod bindings {
     });
 }
 
-use bindings::tenant_cache::cache::memcached::{self, Command, Error, Item, Outcome};
+use bindings::tenant_cache::cache::memcached::{self, CasItem, Command, CounterDelta, Error, Item, Outcome};
 
 fn item(key: &str, value: &[u8], ttl: Option<u32>) -> Item {
     Item {
@@ -139,6 +139,33 @@ fn main() {
             execute(own, &[Command::Set(item(&own_version, old.as_bytes(), None))]),
         );
     }
+    // The commands of counters and compare-and-swap obey the same rules.
+    report(
+        "read-victim-entry-with-cas",
+        execute(own, &[Command::GetWithCas(victim_entry.clone())]),
+    );
+    let increment = |key: &str| {
+        Command::Increment(CounterDelta {
+            key: key.into(),
+            delta: 1,
+        })
+    };
+    report(
+        "increment-victim-count",
+        execute(victim, &[increment(&format!("c:{victim}:00000000000000000000000000000000"))]),
+    );
+    report("increment-app-version", execute(own, &[increment("a")]));
+    report("increment-own-version", execute(own, &[increment(&own_version)]));
+    report(
+        "swap-own-version",
+        execute(
+            own,
+            &[Command::SetIfCas(CasItem {
+                item: item(&own_version, &record(42), None),
+                cas: 1,
+            })],
+        ),
+    );
     report(
         "pool-record",
         execute(

@@ -1,6 +1,10 @@
 //! A wasi:keyvalue@0.2.0-draft2 app: `set B K V`, `get B K` (prints the
-//! value or `(none)`), `get-many B K...`, `list B`. A keyvalue error is
-//! printed to stderr and ends the run with status 1.
+//! value or `(none)`), `get-many B K...`, `list B`; with `atomics`:
+//! `increment B K D` (prints the new count), `visit B K N` (N increments
+//! of 1, prints the last count), and `cas-add B K D N`: N times, adds D to
+//! the decimal number under K (none reads as 0) with a compare-and-swap
+//! loop, and prints the last value stored and how many swaps failed. A
+//! keyvalue error is printed to stderr and ends the run with status 1.
 
 mod bindings {
     wit_bindgen::generate!({
@@ -10,7 +14,7 @@ mod bindings {
     });
 }
 
-use bindings::wasi::keyvalue::{batch, store};
+use bindings::wasi::keyvalue::{atomics, batch, store};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +31,7 @@ fn run(args: &[&str]) -> Result<(), String> {
         store::Error::AccessDenied => String::from("access denied"),
         store::Error::Other(text) => text,
     };
+    let number = |text: &str| text.parse::<i64>().map_err(|error| format!("{text:?}: {error}"));
     match args {
         ["set", name, key, value] => store::open(name)
             .map_err(fail)?
@@ -54,6 +59,44 @@ fn run(args: &[&str]) -> Result<(), String> {
         ["list", name] => {
             let listed = store::open(name).map_err(fail)?.list_keys(None).map_err(fail)?;
             println!("{}", listed.keys.join(" "));
+            Ok(())
+        }
+        ["increment", name, key, delta] => {
+            let bucket = store::open(name).map_err(fail)?;
+            println!("{}", atomics::increment(&bucket, key, number(delta)?).map_err(fail)?);
+            Ok(())
+        }
+        ["visit", name, key, times] => {
+            let bucket = store::open(name).map_err(fail)?;
+            let mut count = 0;
+            for _ in 0..number(times)? {
+                count = atomics::increment(&bucket, key, 1).map_err(fail)?;
+            }
+            println!("{count}");
+            Ok(())
+        }
+        ["cas-add", name, key, delta, times] => {
+            let bucket = store::open(name).map_err(fail)?;
+            let (delta, mut last, mut failed) = (number(delta)?, 0, 0);
+            for _ in 0..number(times)? {
+                let mut cas = atomics::Cas::new(&bucket, key).map_err(fail)?;
+                loop {
+                    let current = match cas.current().map_err(fail)? {
+                        Some(value) => number(&String::from_utf8_lossy(&value))?,
+                        None => 0,
+                    };
+                    last = current + delta;
+                    match atomics::swap(cas, last.to_string().as_bytes()) {
+                        Ok(()) => break,
+                        Err(atomics::CasError::CasFailed(fresh)) => {
+                            failed += 1;
+                            cas = fresh;
+                        }
+                        Err(atomics::CasError::StoreError(error)) => return Err(fail(error)),
+                    }
+                }
+            }
+            println!("{last} {failed}");
             Ok(())
         }
         _ => Err(format!("unknown command {args:?}")),
