@@ -36,7 +36,7 @@ cargo clippy --release --target wasm32-wasip2 -p tenant-cache-guest -p tenant-ca
 # The test apps use wit-bindgen with std: checked apart, so that feature
 # does not reach the no_std components above.
 cargo clippy --release --target wasm32-wasip2 -p tenant-cache-kv-app -p tenant-cache-kv-atomics-app \
-    -p tenant-cache-kv-draft2-app -p tenant-cache-hostile-app -- -D warnings
+    -p tenant-cache-kv-draft2-app -p tenant-cache-hostile-app -p visits -- -D warnings
 echo "== docs (every public item of the host library documented, links valid)"
 RUSTDOCFLAGS="-D warnings" cargo doc --release -p tenant-cache-host --no-deps --quiet
 echo "== all checks passed"

@@ -262,7 +262,10 @@ keyvalue_exports!(store2, keyvalue_batch2, Option<String>);
 impl atomics::Guest for Component {
     fn increment(bucket: store::BucketBorrow<'_>, key: String, delta: u64) -> Result<u64, store::Error> {
         let bucket: &Bucket = bucket.get();
-        in_bucket(bucket, |cache, tenant| cache.increment(tenant, &bucket.key(&key), delta, false)).map_err(store::Error::Other)
+        in_bucket(bucket, |cache, tenant| {
+            cache.increment(tenant, &bucket.key(&key), delta, false)
+        })
+        .map_err(store::Error::Other)
     }
 }
 

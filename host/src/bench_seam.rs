@@ -63,15 +63,15 @@ fn read(replies: crate::backend::BatchResult) -> anyhow::Result<Vec<RawReply>> {
         .map(|outcome| match outcome {
             Outcome::Value(len)
             | Outcome::Refresh(len)
-            | Outcome::ValueWithCas(crate::bindings::capability::ValueWithCas { len, .. }) => match values
-                .split_at_checked(len as usize)
-            {
-                Some((value, rest)) => {
-                    values = rest;
-                    RawReply::Value(value.to_vec())
+            | Outcome::ValueWithCas(crate::bindings::capability::ValueWithCas { len, .. }) => {
+                match values.split_at_checked(len as usize) {
+                    Some((value, rest)) => {
+                        values = rest;
+                        RawReply::Value(value.to_vec())
+                    }
+                    None => RawReply::Failed(String::from("value lengths exceed the values")),
                 }
-                None => RawReply::Failed(String::from("value lengths exceed the values")),
-            },
+            }
             Outcome::Miss => RawReply::Miss,
             Outcome::Done => RawReply::Done,
             Outcome::Exists => RawReply::Exists,

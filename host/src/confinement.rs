@@ -95,11 +95,7 @@ impl Confinement {
             let record = record_of(&self.part, key).ok_or_else(|| self.denied(format!("key {key:?} is not its")))?;
             match (record, command, store) {
                 (Record::Entry | Record::Lease | Record::Counter, ..) => {}
-                (
-                    Record::Tenant | Record::App,
-                    Command::Get(_) | Command::GetEarly(_) | Command::GetWithCas(_),
-                    _,
-                ) => {}
+                (Record::Tenant | Record::App, Command::Get(_) | Command::GetEarly(_) | Command::GetWithCas(_), _) => {}
                 (Record::Tenant, Command::Delete(_), _) => {}
                 (Record::Tenant, _, Some((item, _))) => used.push(self.version_in(item, &used)?),
                 (Record::App, _, Some((item, true))) if item.ttl.is_none() => used.push(self.version_in(item, &used)?),

@@ -406,8 +406,8 @@ fn rust_log_shows_each_call_and_nothing_is_logged_by_default() -> anyhow::Result
 }
 
 /// A test-only app (`tests/components/kv-app`, `kv-atomics-app`,
-/// `kv-draft2-app`, `hostile-app`), built once per test process into the
-/// test target directory.
+/// `kv-draft2-app`, `hostile-app`, `visits-app`), built once per test
+/// process into the test target directory.
 fn kv_app(package: &str) -> std::path::PathBuf {
     use std::path::Path;
     use std::sync::OnceLock;
@@ -422,6 +422,7 @@ fn kv_app(package: &str) -> std::path::PathBuf {
             "tenant-cache-kv-atomics-app",
             "tenant-cache-kv-draft2-app",
             "tenant-cache-hostile-app",
+            "visits",
         ] {
             tenant_cache_component_build::build_component(package, workspace, &out);
         }
@@ -509,10 +510,34 @@ fn run_confines_an_app_importing_the_capability_to_its_tenant() -> anyhow::Resul
 }
 
 #[test]
+fn the_readme_visits_app_runs_as_the_readme_shows() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let app = kv_app("visits");
+    let app = app.to_str().expect("a UTF-8 path");
+    let visit = |tenant: &str| -> anyhow::Result<String> {
+        let output = run(&server, &["--app", "shop", "run", "--tenant", tenant, app, "ana"])?;
+        assert!(output.status.success(), "{}", stderr(&output));
+        Ok(stdout(&output))
+    };
+    assert_eq!(visit("acme")?, "hello ana, visit 1\n");
+    assert_eq!(visit("acme")?, "hello ana, visit 2\n");
+    assert_eq!(visit("globex")?, "hello ana, visit 1\n");
+    assert!(run(&server, &["--app", "shop", "clear", "acme"])?.status.success());
+    assert_eq!(visit("acme")?, "hello ana, visit 1\n");
+    // The README's way to read the counter from outside.
+    let read = run(&server, &["--app", "shop", "get", "acme", "visits:ana"])?;
+    assert_eq!(stdout(&read), "1");
+    Ok(())
+}
+
+#[test]
 fn eight_processes_counting_one_key_lose_no_increment() -> anyhow::Result<()> {
     let server = MemcachedProcess::start()?;
     let address = server.address();
-    let (draft, draft2) = (kv_app("tenant-cache-kv-atomics-app"), kv_app("tenant-cache-kv-draft2-app"));
+    let (draft, draft2) = (
+        kv_app("tenant-cache-kv-atomics-app"),
+        kv_app("tenant-cache-kv-draft2-app"),
+    );
     let (draft, draft2) = (draft.to_str().expect("UTF-8"), draft2.to_str().expect("UTF-8"));
     let spawn = |app: &str, args: &[&str]| {
         let mut full = vec!["--memcached", address.as_str(), "run", "--tenant", "acme", app];
@@ -543,7 +568,10 @@ fn eight_processes_counting_one_key_lose_no_increment() -> anyhow::Result<()> {
     // A clear of the tenant hides the counter; it counts from 0 again.
     assert!(run(&server, &["clear", "acme"])?.status.success());
     assert_eq!(get("visits")?, "(none)\n");
-    let output = run(&server, &["run", "--tenant", "acme", draft, "visit", "site", "visits", "1"])?;
+    let output = run(
+        &server,
+        &["run", "--tenant", "acme", draft, "visit", "site", "visits", "1"],
+    )?;
     assert_eq!(stdout(&output), "1\n");
     Ok(())
 }

@@ -57,7 +57,9 @@ fn an_increment_costs_one_round_trip_once_the_counter_is_known_and_two_from_a_fr
     }
     // A swap, once read: one.
     let read = cache.get_for_swap("acme", "visits")?;
-    let (stored, sent) = trips(&backend, || cache.compare_and_swap("acme", "visits", b"100", &read.token))?;
+    let (stored, sent) = trips(&backend, || {
+        cache.compare_and_swap("acme", "visits", b"100", &read.token)
+    })?;
     assert!(stored);
     assert_eq!(sent, 1);
     // Another instance in this process starts from the host's memo: one.
@@ -104,7 +106,10 @@ fn concurrent_increments_from_many_instances_lose_no_update() -> anyhow::Result<
     let expected: Vec<i64> = (1..=(threads * rounds) as i64).collect();
     assert_eq!(counts, expected, "every increment returns a count of its own");
     let mut reader = cache(&backend, "app")?;
-    assert_eq!(reader.get("acme", "hits")?, Some((threads * rounds).to_string().into_bytes()));
+    assert_eq!(
+        reader.get("acme", "hits")?,
+        Some((threads * rounds).to_string().into_bytes())
+    );
     Ok(())
 }
 
@@ -120,8 +125,16 @@ fn a_clear_hides_counters_and_they_count_again_from_zero() -> anyhow::Result<()>
     cache.increment("globex", "visits", 7)?;
     other.clear("acme")?;
     assert_eq!(cache.get("acme", "visits")?, None);
-    assert_eq!(cache.increment("acme", "visits", 1)?, 1, "an instance that knew the counter");
-    assert_eq!(cache.get("globex", "visits")?.as_deref(), Some(&b"7"[..]), "another tenant's counter stays");
+    assert_eq!(
+        cache.increment("acme", "visits", 1)?,
+        1,
+        "an instance that knew the counter"
+    );
+    assert_eq!(
+        cache.get("globex", "visits")?.as_deref(),
+        Some(&b"7"[..]),
+        "another tenant's counter stays"
+    );
     other.clear_all()?;
     assert_eq!(cache.increment("globex", "visits", 1)?, 1);
     // A server that loses everything: no counter comes back either.
@@ -159,7 +172,10 @@ fn increments_racing_clears_never_bring_back_a_pre_clear_count() -> anyhow::Resu
         std::thread::spawn(move || -> anyhow::Result<()> {
             let mut cache = cache(&backend, "app")?;
             while !stop.load(Ordering::SeqCst) {
-                finished_before_clear.lock().expect("no panic").push(finished.load(Ordering::SeqCst));
+                finished_before_clear
+                    .lock()
+                    .expect("no panic")
+                    .push(finished.load(Ordering::SeqCst));
                 cache.clear("acme")?;
                 cleared.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(1));
@@ -255,7 +271,10 @@ fn a_compare_and_swap_stores_only_over_what_it_read() -> anyhow::Result<()> {
     let read = cache.get_for_swap("acme", "doc")?;
     assert_eq!(read.value, None);
     assert!(cache.compare_and_swap("acme", "doc", b"v1", &read.token)?);
-    assert!(!cache.compare_and_swap("acme", "doc", b"again", &read.token)?, "used once");
+    assert!(
+        !cache.compare_and_swap("acme", "doc", b"again", &read.token)?,
+        "used once"
+    );
     // A write between the read and the swap.
     let read = cache.get_for_swap("acme", "doc")?;
     assert_eq!(read.value.as_deref(), Some(&b"v1"[..]));
@@ -275,11 +294,18 @@ fn a_compare_and_swap_stores_only_over_what_it_read() -> anyhow::Result<()> {
     assert!(!cache.compare_and_swap("acme", "hits", b"50", &read.token)?);
     let read = cache.get_for_swap("acme", "hits")?;
     assert!(cache.compare_and_swap("acme", "hits", b"50", &read.token)?);
-    assert_eq!(other.increment("acme", "hits", 1)?, 51, "a number swapped in stays a counter");
+    assert_eq!(
+        other.increment("acme", "hits", 1)?,
+        51,
+        "a number swapped in stays a counter"
+    );
     let read = cache.get_for_swap("acme", "hits")?;
     assert!(cache.compare_and_swap("acme", "hits", b"text", &read.token)?);
     assert_eq!(other.get("acme", "hits")?.as_deref(), Some(&b"text"[..]));
-    assert!(matches!(other.increment("acme", "hits", 1), Err(CacheError::NotACounter(_))));
+    assert!(matches!(
+        other.increment("acme", "hits", 1),
+        Err(CacheError::NotACounter(_))
+    ));
     // A token the component never handed out.
     assert!(matches!(
         cache.compare_and_swap("acme", "doc", b"x", &String::from("swap1:forged").into()),
@@ -324,7 +350,10 @@ fn compare_and_swap_loops_from_many_instances_lose_no_update() -> anyhow::Result
         conflicts += worker.join().expect("no panic")?;
     }
     let mut reader = cache(&backend, "app")?;
-    assert_eq!(reader.get("acme", "total")?, Some((threads * rounds).to_string().into_bytes()));
+    assert_eq!(
+        reader.get("acme", "total")?,
+        Some((threads * rounds).to_string().into_bytes())
+    );
     assert!(conflicts > 0, "the swaps raced");
     Ok(())
 }

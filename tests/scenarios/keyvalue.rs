@@ -172,7 +172,11 @@ fn apps_count_with_atomics_at_both_drafts_on_one_counter_per_tenant() -> anyhow:
         let draft2 = |tenant: &str, args: &[&str]| printed(run_app(&kv_draft2_app(), grant(tenant), args));
         // A counter made by a signed increment (draft2) reads back signed.
         assert_eq!(draft2("acme", &["visit", "site", "visits", "3"]), "3\n");
-        assert_eq!(draft("acme", &["visit", "site", "visits", "2"]), "5\n", "the same counter");
+        assert_eq!(
+            draft("acme", &["visit", "site", "visits", "2"]),
+            "5\n",
+            "the same counter"
+        );
         assert_eq!(draft2("acme", &["increment", "site", "visits", "-7"]), "-2\n");
         assert_eq!(draft("acme", &["get", "site", "visits"]), "-2\n");
         // One made by an unsigned increment (draft) reads back unsigned.
@@ -180,13 +184,19 @@ fn apps_count_with_atomics_at_both_drafts_on_one_counter_per_tenant() -> anyhow:
         assert_eq!(draft2("acme", &["increment", "site", "bytes", "-2"]), "-1\n");
         assert_eq!(draft2("acme", &["get", "site", "bytes"]), "18446744073709551615\n");
         assert_eq!(draft("acme", &["increment", "site", "bytes", "2"]), "1\n", "wrapping");
-        assert_eq!(draft("globex", &["visit", "site", "visits", "1"]), "1\n", "another tenant");
+        assert_eq!(
+            draft("globex", &["visit", "site", "visits", "1"]),
+            "1\n",
+            "another tenant"
+        );
         // A compare-and-swap loop, on a counter and on a plain value.
         assert_eq!(draft2("acme", &["cas-add", "site", "visits", "10", "3"]), "28 0\n");
         assert_eq!(draft("acme", &["increment", "site", "visits", "1"]), "29\n");
         assert_eq!(draft2("acme", &["cas-add", "site", "total", "5", "2"]), "10 0\n");
         // A clear of the tenant hides its counters.
-        runtime().instantiate(Grant::new(backend.clone(), "shop"))?.clear("acme")?;
+        runtime()
+            .instantiate(Grant::new(backend.clone(), "shop"))?
+            .clear("acme")?;
         assert_eq!(draft("acme", &["get", "site", "visits"]), "(none)\n");
         assert_eq!(draft("acme", &["visit", "site", "visits", "1"]), "1\n");
         // Not a counter: an error the app can print, not a trap.
@@ -211,7 +221,11 @@ fn async_hosts_count_and_swap_too() -> anyhow::Result<()> {
         assert_eq!(printed(run), "8 0\n");
     });
     let mut cache = runtime().instantiate(grant())?;
-    assert_eq!(cache.increment("acme", "visits", 1)?, 9, "the unbound bucket is the tenant");
+    assert_eq!(
+        cache.increment("acme", "visits", 1)?,
+        9,
+        "the unbound bucket is the tenant"
+    );
     Ok(())
 }
 

@@ -309,7 +309,10 @@ mod tests {
             }
         }
         // Not a lease of the same digest input either.
-        assert_ne!(counter_record("t", (1, 2), 0, "k")[2..], lease_record("t", (1, 2), "k")[2..]);
+        assert_ne!(
+            counter_record("t", (1, 2), 0, "k")[2..],
+            lease_record("t", (1, 2), "k")[2..]
+        );
     }
 
     #[test]

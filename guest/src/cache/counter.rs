@@ -247,7 +247,14 @@ impl<C: Capability> Cache<C> {
 
     /// Adds `delta` to the count of `counter`, if it is still the live
     /// counter under `versions`: one round trip.
-    fn count(&mut self, keys: &ReadKeys, key: &str, versions: Versions, counter: Counter, delta: u64) -> Result<Step, Error> {
+    fn count(
+        &mut self,
+        keys: &ReadKeys,
+        key: &str,
+        versions: Versions,
+        counter: Counter,
+        delta: u64,
+    ) -> Result<Step, Error> {
         let count = counter_record(keys.tenant(), (versions.app, versions.tenant), counter.era, key);
         let commands = [
             Command::Get(APP_RECORD),
@@ -416,7 +423,17 @@ mod tests {
         assert_eq!(parse_number(b"18446744073709551615", false), Some(u64::MAX));
         assert_eq!(parse_number(b"-1", true), Some(u64::MAX));
         assert_eq!(parse_number(b"-9223372036854775808", true), Some(1 << 63));
-        for not in [&b""[..], b"-", b"-1", b"+1", b" 1", b"1 ", b"1x", b"18446744073709551616", b"\xff"] {
+        for not in [
+            &b""[..],
+            b"-",
+            b"-1",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1x",
+            b"18446744073709551616",
+            b"\xff",
+        ] {
             assert_eq!(parse_number(not, false), None, "{not:?}");
         }
         assert_eq!(parse_number(b"9223372036854775808", true), None);
@@ -429,7 +446,10 @@ mod tests {
     fn a_count_record_reads_as_its_count_or_as_a_value_swapped_in() {
         let versions = Versions { app: 1, tenant: 2 };
         let signed = Counter { era: 3, signed: true };
-        assert_eq!(count_value(b"18446744073709551615", signed, versions), Some(b"-1".to_vec()));
+        assert_eq!(
+            count_value(b"18446744073709551615", signed, versions),
+            Some(b"-1".to_vec())
+        );
         let swapped = frame::frame(versions, b"text");
         assert_eq!(count_value(&swapped, signed, versions), Some(b"text".to_vec()));
         assert_eq!(count_value(&swapped, signed, Versions { app: 1, tenant: 9 }), None);

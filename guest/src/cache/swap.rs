@@ -79,7 +79,11 @@ impl SwapBasis {
     /// The basis a token names; an error for text that is no token.
     pub fn from_token(token: &str) -> Result<SwapBasis, Error> {
         let invalid = || Error::InvalidInput(format!("{token:?} is not a token get-for-swap handed out"));
-        let fields: Vec<&str> = token.strip_prefix(TOKEN_FORMAT).ok_or_else(invalid)?.split(':').collect();
+        let fields: Vec<&str> = token
+            .strip_prefix(TOKEN_FORMAT)
+            .ok_or_else(invalid)?
+            .split(':')
+            .collect();
         let hex = |digits: &str| -> Result<u64, Error> {
             let lowercase = digits.len() == 16 && digits.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'));
             match lowercase {
@@ -147,7 +151,13 @@ impl<C: Capability> Cache<C> {
 
     /// Stores `value` under `key` of `tenant` if its entry still stands
     /// where `basis` says: whether it did. One round trip.
-    pub fn compare_and_swap(&mut self, tenant: &str, key: &str, value: &[u8], basis: &SwapBasis) -> Result<bool, Error> {
+    pub fn compare_and_swap(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        basis: &SwapBasis,
+    ) -> Result<bool, Error> {
         let keys = ReadKeys::new(tenant, key);
         let size = value.len() as u64;
         match basis.0 {

@@ -449,12 +449,8 @@ mod tests {
     #[test]
     fn increments_wrap_and_refuse_what_is_not_a_number() {
         let store = store();
-        let increment = |delta| {
-            Command::Increment(crate::bindings::capability::CounterDelta {
-                key: "k".into(),
-                delta,
-            })
-        };
+        let increment =
+            |delta| Command::Increment(crate::bindings::capability::CounterDelta { key: "k".into(), delta });
         assert_eq!(one(&store, increment(1)), MISS);
         one(&store, Command::Set(item("k", b"18446744073709551614", None)));
         assert_eq!(one(&store, increment(1)), found(b"18446744073709551615"));

@@ -152,7 +152,10 @@ fn main() {
     };
     report(
         "increment-victim-count",
-        execute(victim, &[increment(&format!("c:{victim}:00000000000000000000000000000000"))]),
+        execute(
+            victim,
+            &[increment(&format!("c:{victim}:00000000000000000000000000000000"))],
+        ),
     );
     report("increment-app-version", execute(own, &[increment("a")]));
     report("increment-own-version", execute(own, &[increment(&own_version)]));

@@ -136,9 +136,10 @@ impl Kind {
                 ReturnCode::Va | ReturnCode::En
             ) | (Kind::Arithmetic, ReturnCode::Va | ReturnCode::Nf)
                 | (
-                Kind::Store,
-                ReturnCode::Hd | ReturnCode::Ns | ReturnCode::Ex | ReturnCode::Nf
-            ) | (Kind::Delete, ReturnCode::Hd | ReturnCode::Nf | ReturnCode::Ex)
+                    Kind::Store,
+                    ReturnCode::Hd | ReturnCode::Ns | ReturnCode::Ex | ReturnCode::Nf
+                )
+                | (Kind::Delete, ReturnCode::Hd | ReturnCode::Nf | ReturnCode::Ex)
         )
     }
 }
