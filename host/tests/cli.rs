@@ -168,7 +168,7 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
     let output = run(&server, &["bench", "--ops", "100", "--json"])?;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("bench: 29/29"), "no progress shown: {stderr:?}");
+    assert!(stderr.contains("bench: 30/30"), "no progress shown: {stderr:?}");
     let json: serde_json::Value = serde_json::from_str(&stdout(&output))?;
     for key in [
         "raw_get_p50_us",
@@ -177,6 +177,8 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
         "set_p50_us",
         "raw_incr_p50_us",
         "clear_p50_us",
+        "increment_p50_us",
+        "increment_vs_raw_incr_p50",
         "naive_get_p50_us",
         "instantiate_p50_us",
         "fresh_get_p50_us",
@@ -215,6 +217,7 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
         "raw get",
         "tenant-cache get",
         "tenant-cache clear",
+        "tenant-cache increment",
         "naive get",
         "fresh instance + get",
         "fresh instance + set",
@@ -527,6 +530,14 @@ fn the_readme_visits_app_runs_as_the_readme_shows() -> anyhow::Result<()> {
     // The README's way to read the counter from outside.
     let read = run(&server, &["--app", "shop", "get", "acme", "visits:ana"])?;
     assert_eq!(stdout(&read), "1");
+    // And the code the README shows is this app's, to the byte.
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(workspace.join("README.md"))?;
+    let source = std::fs::read_to_string(workspace.join("tests/components/visits-app/src/main.rs"))?;
+    assert!(
+        readme.contains(&format!("```rust\n{source}```")),
+        "the README's visits app differs from tests/components/visits-app"
+    );
     Ok(())
 }
 

@@ -371,3 +371,32 @@ fn the_embedded_store_counts_and_swaps_too() -> anyhow::Result<()> {
     assert_eq!(cache.increment("acme", "visits", 1)?, 1);
     Ok(())
 }
+
+#[test]
+fn get_or_lease_reads_a_counter_as_its_count() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    let mut cache = cache(&backend, "app")?;
+    cache.increment("acme", "hits", 3)?;
+    let found = cache.get_or_lease("acme", "hits", &tenant_cache_host::LeaseOptions::default())?;
+    assert_eq!(found, tenant_cache_host::Lookup::Hit(b"3".to_vec()));
+    Ok(())
+}
+
+#[test]
+fn async_instances_count_and_swap_as_blocking_ones_do() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    tokio.block_on(async {
+        let mut cache = runtime().instantiate_async(Grant::new(backend.clone(), "app")).await?;
+        assert_eq!(cache.increment("acme", "hits", 2).await?, 2);
+        assert_eq!(cache.increment("acme", "hits", -1).await?, 1);
+        let read = cache.get_for_swap("acme", "hits").await?;
+        assert_eq!(read.value.as_deref(), Some(&b"1"[..]));
+        assert!(cache.compare_and_swap("acme", "hits", b"10", &read.token).await?);
+        assert!(!cache.compare_and_swap("acme", "hits", b"20", &read.token).await?);
+        assert_eq!(cache.increment("acme", "hits", 1).await?, 11);
+        anyhow::Ok(())
+    })
+}

@@ -34,7 +34,7 @@ use super::{Cache, Capability, Record, expect_reply, from_capability, read_recor
 use crate::batch::{Batch, Reply};
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::{Error, LeaseOptions, Lookup};
 use crate::bindings::tenant_cache::cache::memcached::{Command, EarlyGet};
-use crate::frame::{frame, unframe};
+use crate::frame::{Stored, frame, unframe};
 use crate::versions::Versions;
 
 /// Seconds a lease record lasts once its value is filled. memcached's
@@ -120,6 +120,17 @@ impl<C: Capability> Cache<C> {
             _ => (None, false),
         };
         let values = batch.into_values();
+        // A counter reads as its count, in a second round trip.
+        if let (Some(current), Some(Stored::Counter(made, counter))) = (
+            current,
+            range.clone().and_then(|range| crate::frame::read(values.get(range)?)),
+        ) && made == current
+        {
+            let counters = [(keys.data_record(), key, counter)];
+            if let Some(count) = self.read_counts(keys.tenant(), current, &counters)?.pop().flatten() {
+                return Ok(Lookup::Hit(count));
+            }
+        }
         let written = range
             .clone()
             .and_then(|range| unframe(values.get(range)?).map(|(written, _)| written));

@@ -197,6 +197,8 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     let mut get_cache = runtime.instantiate(grant.clone())?;
     let mut set_cache = runtime.instantiate(grant.clone())?;
     let mut clear_cache = runtime.instantiate(grant.clone())?;
+    let mut increment_cache = runtime.instantiate(grant.clone())?;
+    increment_cache.increment("bench", "/n", 1)?;
     let unpooled_grant = grant.clone();
     let (pooled, on_demand, fresh_slot, fresh_set_slot, dropped) = (
         RefCell::new(None),
@@ -236,6 +238,9 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         }),
         Case::new("tenant-cache clear", "clear", Some("raw_incr"), || {
             Ok(clear_cache.clear("bench-clear")?)
+        }),
+        Case::new("tenant-cache increment", "increment", Some("raw_incr"), || {
+            done(increment_cache.increment("bench", "/n", 1)?)
         }),
         Case::new("raw async get", "raw_async_get", None, || {
             done(executor.block_on(raw_get_async(&backend, &raw_key))?)

@@ -1,7 +1,11 @@
-//! The README's visits app ("Use from any wasi:keyvalue component"): the
-//! tests run it as the README shows.
-
-wit_bindgen::generate!({ world: "app", path: ["../../../wit/deps/keyvalue", "wit"], generate_all });
+// src/main.rs; Cargo.toml: wit-bindgen = "0.63"
+// wit/app.wit: package example:visits;
+//              world app {
+//                  import wasi:keyvalue/store@0.2.0-draft;
+//                  import wasi:keyvalue/atomics@0.2.0-draft;
+//              }
+// with the proposal's WIT in wit/deps/keyvalue (a copy of this repository's)
+wit_bindgen::generate!({ world: "app", path: "wit", generate_all });
 
 use wasi::keyvalue::{atomics, store};
 
