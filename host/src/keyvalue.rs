@@ -189,10 +189,6 @@ impl Version for Draft2 {
 /// stands for.
 struct AppBucket<V>(ResourceAny, PhantomData<V>);
 
-/// An app's compare-and-swap handle (`@0.2.0-draft2`): the tenant-cache
-/// instance's handle it stands for.
-struct AppCas(ResourceAny);
-
 /// The exports of the tenant-cache component that the host functions
 /// call, as indices into [`FUNCTIONS`].
 const OPEN: usize = 0;
@@ -229,40 +225,13 @@ const FUNCTIONS: [(Interface, &str); 10] = [
     (Interface::Atomics, "increment"),
 ];
 
-/// The compare-and-swap functions of `@0.2.0-draft2`'s `atomics`, as
-/// indices into [`Provider::cas`].
-const CAS_NEW: usize = 0;
-const CAS_CURRENT: usize = 1;
-const SWAP: usize = 2;
-const CAS_FUNCTIONS: [&str; 3] = ["[static]cas.new", "[method]cas.current", "swap"];
-
-/// `cas-error` as the component returns it: its own handle on failure.
-#[derive(ComponentType, Lift, Lower)]
-#[component(variant)]
-enum ProviderCasError {
-    #[component(name = "store-error")]
-    StoreError(draft2::Error),
-    #[component(name = "cas-failed")]
-    CasFailed(ResourceAny),
-}
-
-/// `cas-error` as the app receives it: the app's handle on failure.
-#[derive(ComponentType, Lift, Lower)]
-#[component(variant)]
-enum AppCasError {
-    #[component(name = "store-error")]
-    StoreError(draft2::Error),
-    #[component(name = "cas-failed")]
-    CasFailed(Resource<AppCas>),
-}
-
 /// What every host function needs: how to make the tenant-cache instance,
 /// where its exports are (per version, and compare-and-swap's), and how to
 /// call them.
 struct Provider<T: 'static> {
     pre: InstancePre<T>,
     exports: [[ComponentExportIndex; 10]; 2],
-    cas: [ComponentExportIndex; 3],
+    cas: [ComponentExportIndex; cas::FUNCTIONS],
     calls: Calls,
 }
 
@@ -285,7 +254,7 @@ impl<T: KeyValueView + 'static> Provider<T> {
         Ok(Provider {
             pre,
             exports: [exports::<Draft>(component)?, exports::<Draft2>(component)?],
-            cas: cas_exports(component)?,
+            cas: cas::exports(component)?,
             calls,
         })
     }
@@ -365,12 +334,6 @@ impl<T: KeyValueView + 'static> Provider<T> {
 /// error names the first one missing.
 fn exports<V: Version>(component: &Component) -> anyhow::Result<[ComponentExportIndex; 10]> {
     all_found(FUNCTIONS.map(|(interface, name)| find(component, V::interface(interface), name)))
-}
-
-/// Where `@0.2.0-draft2`'s compare-and-swap functions are among
-/// `component`'s exports.
-fn cas_exports(component: &Component) -> anyhow::Result<[ComponentExportIndex; 3]> {
-    all_found(CAS_FUNCTIONS.map(|name| find(component, Draft2::ATOMICS, name)))
 }
 
 /// Where function `name` of `interface` is among `component`'s exports.
@@ -487,82 +450,6 @@ async fn increment<T: KeyValueView, V: Version>(
         .await
 }
 
-// Compare-and-swap (`@0.2.0-draft2`): the app's handles stand for the
-// component's, as its buckets do.
-
-async fn cas_new<T: KeyValueView>(
-    provider: Arc<Provider<T>>,
-    mut store: StoreContextMut<'_, T>,
-    (bucket, key): (Resource<AppBucket<Draft2>>, String),
-) -> wasmtime::Result<(Result<Resource<AppCas>, draft2::Error>,)> {
-    let bucket = guest_bucket(&mut store, &bucket)?;
-    let (made,): (Result<ResourceAny, draft2::Error>,) = provider
-        .call_export(&mut store, provider.cas[CAS_NEW], (bucket, key.as_str()))
-        .await?;
-    Ok((match made {
-        Ok(handle) => Ok(app_cas(&provider, &mut store, handle).await?),
-        Err(error) => Err(error),
-    },))
-}
-
-/// The app's handle for the component's compare-and-swap `handle`, within
-/// the same bound on open handles as buckets.
-async fn app_cas<T: KeyValueView>(
-    provider: &Provider<T>,
-    store: &mut StoreContextMut<'_, T>,
-    handle: ResourceAny,
-) -> wasmtime::Result<Resource<AppCas>> {
-    let state = store.data_mut().keyvalue();
-    if state.open >= MAX_OPEN_BUCKETS {
-        provider.drop_handle(store, handle).await?;
-        wasmtime::bail!("the app holds {MAX_OPEN_BUCKETS} open buckets and compare-and-swap handles, the most it may");
-    }
-    state.open += 1;
-    Ok(state.buckets.push(AppCas(handle))?)
-}
-
-async fn cas_current<T: KeyValueView>(
-    provider: Arc<Provider<T>>,
-    mut store: StoreContextMut<'_, T>,
-    (cas,): (Resource<AppCas>,),
-) -> wasmtime::Result<(Result<Option<Vec<u8>>, draft2::Error>,)> {
-    let handle = store.data_mut().keyvalue().buckets.get(&cas)?.0;
-    provider
-        .call_export(&mut store, provider.cas[CAS_CURRENT], (handle,))
-        .await
-}
-
-async fn swap<T: KeyValueView>(
-    provider: Arc<Provider<T>>,
-    mut store: StoreContextMut<'_, T>,
-    (cas, value): (Resource<AppCas>, Vec<u8>),
-) -> wasmtime::Result<(Result<(), AppCasError>,)> {
-    let state = store.data_mut().keyvalue();
-    let handle = state.buckets.delete(cas)?.0;
-    state.open -= 1;
-    let (swapped,): (Result<(), ProviderCasError>,) = provider
-        .call_export(&mut store, provider.cas[SWAP], (handle, value.as_slice()))
-        .await?;
-    Ok((match swapped {
-        Ok(()) => Ok(()),
-        Err(ProviderCasError::StoreError(error)) => Err(AppCasError::StoreError(error)),
-        Err(ProviderCasError::CasFailed(fresh)) => {
-            Err(AppCasError::CasFailed(app_cas(&provider, &mut store, fresh).await?))
-        }
-    },))
-}
-
-async fn drop_cas<T: KeyValueView>(
-    provider: Arc<Provider<T>>,
-    mut store: StoreContextMut<'_, T>,
-    rep: u32,
-) -> wasmtime::Result<()> {
-    let state = store.data_mut().keyvalue();
-    let handle = state.buckets.delete(Resource::<AppCas>::new_own(rep))?;
-    state.open -= 1;
-    provider.drop_handle(&mut store, handle.0).await
-}
-
 async fn set<T: KeyValueView, V: Version>(
     provider: Arc<Provider<T>>,
     mut store: StoreContextMut<'_, T>,
@@ -602,32 +489,7 @@ pub fn add_component_to_linker<T: KeyValueView + 'static>(
     let provider = Arc::new(Provider::<T>::new(component, linker.engine(), calls)?);
     add_version::<T, Draft>(linker, &provider)?;
     add_version::<T, Draft2>(linker, &provider)?;
-    add_cas::<T>(linker, &provider)
-}
-
-/// `@0.2.0-draft2`'s compare-and-swap, on `provider`.
-fn add_cas<T: KeyValueView + 'static>(linker: &mut Linker<T>, provider: &Arc<Provider<T>>) -> anyhow::Result<()> {
-    type V = Draft2;
-    {
-        let dropping = provider.clone();
-        let mut interface = linker.instance(V::ATOMICS)?;
-        let ty = ResourceType::host::<AppCas>();
-        match provider.calls {
-            Calls::Blocking => interface.resource("cas", ty, move |store, rep| {
-                pollster::block_on(drop_cas::<T>(dropping.clone(), store, rep))
-            })?,
-            Calls::Async => interface.resource_async("cas", ty, move |store, rep| {
-                Box::new(drop_cas::<T>(dropping.clone(), store, rep))
-            })?,
-        }
-    }
-    register!(
-        linker, provider,
-        Atomics "[static]cas.new" cas_new::<T>,
-        Atomics "[method]cas.current" cas_current::<T>,
-        Atomics "swap" swap::<T>
-    );
-    Ok(())
+    cas::add_to_linker::<T>(linker, &provider)
 }
 
 /// The host functions of version `V`, on `provider`.
@@ -664,3 +526,6 @@ fn add_version<T: KeyValueView + 'static, V: Version>(
     );
     Ok(())
 }
+
+// After `register!`, which it uses.
+mod cas;
