@@ -29,6 +29,9 @@ cargo fmt --all --check
 echo "== tests (guest unit tests, host unit tests, CLI and component tests)"
 cargo test --release --workspace
 
+echo "== packaging (the host crate as a registry ships it, built outside the workspace without wasm32-wasip2)"
+./tests/package.sh
+
 echo "== clippy (host, tests, and the guest for wasm32-wasip2)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 -p tenant-cache-guest -p tenant-cache-guest-runtime \

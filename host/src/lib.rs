@@ -29,6 +29,7 @@ mod capability;
 mod confinement;
 mod digest;
 mod error;
+mod instances;
 pub mod keyvalue;
 mod memo;
 mod observe;
@@ -44,9 +45,10 @@ pub use backend::memcached::{MemcachedOptions, PoolReport};
 pub use backend::{Backend, EmbeddedOptions};
 pub use capability::{BatchLimits, Grant, MAX_RELATIVE_KEY, add_to_linker, add_to_linker_async};
 pub use error::{CacheError, Limit};
+pub use instances::RuntimeOptions;
 pub use memo::{MEMO_ENTRIES, MEMO_VALUE};
 pub use plugin::Plugin;
-pub use runtime::{COMPONENT, Runtime, RuntimeOptions};
+pub use runtime::{COMPONENT, Runtime};
 pub use tenant_cache::{
     AsyncTenantCache, ComputeError, LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable, TenantCache,
 };

@@ -9,16 +9,16 @@ use wasmtime::Store;
 
 use crate::capability::Grant;
 use crate::error::CacheError;
+use crate::instances::{Instances, State};
 use crate::observe::{Call, Meter, Outcome};
 use crate::plugin::Plugin;
-use crate::runtime::{Runtime, State};
 
 pub use atomics::{SwapToken, Swappable};
 pub use lease::{ComputeError, LeaseOptions, LeaseToken, Lookup};
 
 /// An instance, its store, and whether it trapped.
 struct Slot {
-    runtime: Runtime,
+    instances: Instances,
     store: Store<State>,
     plugin: Plugin,
     /// A trapped instance cannot be entered again.
@@ -27,11 +27,11 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(runtime: Runtime, (store, plugin): (Store<State>, Plugin)) -> Slot {
+    fn new(instances: Instances, (store, plugin): (Store<State>, Plugin)) -> Slot {
         let grant = &store.data().grant;
         let meter = Meter::new(grant.app(), grant.tenant_labels());
         Slot {
-            runtime,
+            instances,
             store,
             plugin,
             broken: false,
@@ -52,20 +52,20 @@ impl Slot {
     /// the deadline set.
     fn prepare(&mut self) -> Result<(), CacheError> {
         if self.broken {
-            let fresh = self.runtime.fresh(self.grant().clone()).map_err(CacheError::Trap)?;
+            let fresh = self.instances.fresh(self.grant().clone()).map_err(CacheError::Trap)?;
             self.replace(fresh);
         }
-        self.store.set_epoch_deadline(self.runtime.deadline_ticks);
+        self.store.set_epoch_deadline(self.instances.deadline_ticks);
         Ok(())
     }
 
     /// [`prepare`](Self::prepare) for an async call.
     async fn prepare_async(&mut self) -> Result<(), CacheError> {
         if self.broken {
-            let fresh = self.runtime.fresh_async(self.grant().clone()).await;
+            let fresh = self.instances.fresh_async(self.grant().clone()).await;
             self.replace(fresh.map_err(CacheError::Trap)?);
         }
-        self.store.set_epoch_deadline(self.runtime.deadline_ticks);
+        self.store.set_epoch_deadline(self.instances.deadline_ticks);
         Ok(())
     }
 
@@ -148,10 +148,10 @@ pub struct TenantCache {
 }
 
 impl TenantCache {
-    pub(crate) fn new(runtime: Runtime, grant: Grant) -> anyhow::Result<TenantCache> {
-        let fresh = runtime.fresh(grant)?;
+    pub(crate) fn new(instances: Instances, grant: Grant) -> anyhow::Result<TenantCache> {
+        let fresh = instances.fresh(grant)?;
         Ok(TenantCache {
-            slot: Slot::new(runtime, fresh),
+            slot: Slot::new(instances, fresh),
         })
     }
 
@@ -314,10 +314,10 @@ macro_rules! run_async {
 }
 
 impl AsyncTenantCache {
-    pub(crate) async fn new(runtime: Runtime, grant: Grant) -> anyhow::Result<AsyncTenantCache> {
-        let fresh = runtime.fresh_async(grant).await?;
+    pub(crate) async fn new(instances: Instances, grant: Grant) -> anyhow::Result<AsyncTenantCache> {
+        let fresh = instances.fresh_async(grant).await?;
         Ok(AsyncTenantCache {
-            slot: Slot::new(runtime, fresh),
+            slot: Slot::new(instances, fresh),
         })
     }
 

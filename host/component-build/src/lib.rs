@@ -25,7 +25,6 @@ pub fn build_component(package: &str, workspace: &Path, out_dir: &Path) -> PathB
     for var in [
         "RUSTC_WORKSPACE_WRAPPER",
         "RUSTC_WRAPPER",
-        "CARGO_ENCODED_RUSTFLAGS",
         "RUSTFLAGS",
         "CARGO_TARGET_DIR",
         "CARGO_BUILD_TARGET",
@@ -33,6 +32,11 @@ pub fn build_component(package: &str, workspace: &Path, out_dir: &Path) -> PathB
     ] {
         build.env_remove(var);
     }
+    // The same bytes wherever the repository and cargo's registry sit:
+    // source paths end up in the component (panic locations), so they are
+    // written relative to fixed roots. The shipped component is checked
+    // against a rebuild, byte for byte.
+    build.env("CARGO_ENCODED_RUSTFLAGS", remapped_paths(workspace));
     let status = build.status().expect("running cargo to build a component");
     assert!(
         status.success(),
@@ -51,6 +55,19 @@ pub fn build_component(package: &str, workspace: &Path, out_dir: &Path) -> PathB
         component.display()
     );
     component
+}
+
+/// rustc flags (`CARGO_ENCODED_RUSTFLAGS`) that write the paths of the
+/// workspace's and the registry's sources relative to fixed roots.
+fn remapped_paths(workspace: &Path) -> String {
+    let mut flags = vec![format!("--remap-path-prefix={}=/tenant-cache", workspace.display())];
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    if let Some(cargo_home) = cargo_home {
+        flags.push(format!("--remap-path-prefix={}=/cargo", cargo_home.display()));
+    }
+    flags.join("\u{1f}")
 }
 
 /// Tells cargo to run the build script again when any of `paths` (relative
