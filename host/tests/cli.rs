@@ -195,6 +195,7 @@ fn bench_reports_every_measure_the_issue_names() -> anyhow::Result<()> {
         "raw_async_set_p50_us",
         "async_get_64c_ops_per_s",
         "raw_async_get_64c_ops_per_s",
+        "raw_async_get4_64c_ops_per_s",
         "async_get_1c_ops_per_s",
         "async_get_16c_ops_per_s",
         "stampede_p99_ms",

@@ -11,7 +11,7 @@ use memcache::exp::{MetaClient, MetaCommand, MetaOp};
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions};
 
 use crate::naive::Naive;
-use crate::raw::{raw, raw_get, raw_get_async, raw_set, raw_set_async};
+use crate::raw::{raw, raw_get, raw_get_async, raw_get_batch_async, raw_set, raw_set_async};
 use crate::stampede::{self, KEYS, PROCESSES, Stampede, TASKS};
 
 /// One measured operation: latencies of single calls, and throughput.
@@ -168,6 +168,16 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     let value = vec![b'v'; 100];
     raw_set(&backend, &raw_key, &value, None)?;
     raw_set(&backend, &format!("{raw_key}:n"), b"0", None)?;
+    // What a tenant-cache get reads, raw: two 16-byte version records, the
+    // entry, and the pool record (the check every batch ends with).
+    let get4_keys = [
+        format!("{raw_key}:a"),
+        format!("{raw_key}:t"),
+        raw_key.clone(),
+        String::from("tc:pool"),
+    ];
+    raw_set(&backend, &get4_keys[0], b"0123456789abcdef", None)?;
+    raw_set(&backend, &get4_keys[1], b"0123456789abcdef", None)?;
 
     let app = format!("tenant-cache-bench-{run_id:x}");
     let runtime = Runtime::from_bytes(
@@ -340,14 +350,23 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     let mut async_rates = Vec::new();
     for tasks in ASYNC_TASKS {
         progress(&format!("async throughput, {tasks} tasks"));
-        let per_task = ops.div_ceil(THROUGHPUT_ROUNDS).div_ceil(tasks).max(10);
-        let (mut raw, mut component) = (Duration::ZERO, Duration::ZERO);
+        // At least 50 calls a task: a task's first calls wait for the
+        // others to start, which a short run would measure instead.
+        let per_task = ops.div_ceil(THROUGHPUT_ROUNDS).div_ceil(tasks).max(50);
+        let (mut raw, mut raw4, mut component) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         for _ in 0..THROUGHPUT_ROUNDS {
-            raw += async_throughput(&workers, tasks, per_task, &backend, &raw_key, None)?;
-            component += async_throughput(&workers, tasks, per_task, &backend, &raw_key, Some((&runtime, &grant)))?;
+            let run = |calls| async_throughput(&workers, tasks, per_task, &backend, calls);
+            raw += run(AsyncCalls::Raw(&raw_key))?;
+            raw4 += run(AsyncCalls::RawBatch(&get4_keys))?;
+            component += run(AsyncCalls::Component(&runtime, &grant))?;
         }
         let calls = (tasks * per_task * THROUGHPUT_ROUNDS) as f64;
-        async_rates.push((tasks, calls / raw.as_secs_f64(), calls / component.as_secs_f64()));
+        async_rates.push(AsyncRate {
+            tasks,
+            raw: calls / raw.as_secs_f64(),
+            raw4: calls / raw4.as_secs_f64(),
+            component: calls / component.as_secs_f64(),
+        });
     }
     let stampede = stampede::run(&server, &app, &mut progress)?;
     eprintln!("\rbench: done{:<50}", "");
@@ -366,37 +385,115 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     Ok(())
 }
 
+/// `tenant-cache async-load`: one async throughput run (`calls`:
+/// `tenant-cache`, `raw` or `raw4`) on two worker threads, printed as calls
+/// per second.
+pub fn async_load(
+    servers: &[String],
+    options: MemcachedOptions,
+    calls: &str,
+    tasks: usize,
+    per_task: usize,
+) -> anyhow::Result<()> {
+    let server = servers.first().context("async-load needs --memcached HOST:PORT")?;
+    let backend = Backend::memcached(std::slice::from_ref(server), options)?;
+    let run_id: u64 = rand::random();
+    let raw_key = format!("tc-bench:{run_id:x}:raw");
+    raw_set(&backend, &raw_key, &[b'v'; 117], Some(3600))?;
+    let get4_keys = [
+        format!("{raw_key}:a"),
+        format!("{raw_key}:t"),
+        raw_key.clone(),
+        String::from("tc:pool"),
+    ];
+    for key in &get4_keys[..2] {
+        raw_set(&backend, key, b"0123456789abcdef", Some(3600))?;
+    }
+    let runtime = Runtime::from_bytes(
+        tenant_cache_host::COMPONENT,
+        RuntimeOptions {
+            pooling: true,
+            ..Default::default()
+        },
+    )?;
+    let grant = Grant::new(backend.clone(), &format!("tenant-cache-bench-{run_id:x}"));
+    runtime
+        .instantiate(grant.clone())?
+        .set("bench", "/k", &[b'v'; 100], Some(3600))?;
+    let workers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let kind = match calls {
+        "tenant-cache" => AsyncCalls::Component(&runtime, &grant),
+        "raw" => AsyncCalls::Raw(&raw_key),
+        "raw4" => AsyncCalls::RawBatch(&get4_keys),
+        other => anyhow::bail!("--calls is tenant-cache, raw or raw4, not {other:?}"),
+    };
+    let took = async_throughput(&workers, tasks, per_task, &backend, kind)?;
+    println!("{:.0} calls/s", (tasks * per_task) as f64 / took.as_secs_f64());
+    Ok(())
+}
+
 /// Tenants of the round-robin set measure (`many_tenants_set`).
 const MANY_TENANTS: usize = 100_000;
 
 /// Concurrent tasks in the async throughput runs.
 const ASYNC_TASKS: [usize; 3] = [1, 16, 64];
 
-/// Runs `per_task` gets on each of `tasks` tasks of `workers`, each with
-/// its own instance (made before the clock starts), or raw async gets when
-/// `component` is `None`; returns the time from the first call to the last.
+/// Async get throughput at some number of tasks: raw single gets, raw
+/// batches of the commands a tenant-cache get sends, and tenant-cache gets.
+struct AsyncRate {
+    tasks: usize,
+    raw: f64,
+    raw4: f64,
+    component: f64,
+}
+
+/// What the async throughput runs call.
+#[derive(Clone, Copy)]
+enum AsyncCalls<'a> {
+    /// `mg KEY v`.
+    Raw(&'a str),
+    /// One batch of `mg KEY v` per key.
+    RawBatch(&'a [String]),
+    /// A tenant-cache get, on an instance per task.
+    Component(&'a Runtime, &'a Grant),
+}
+
+/// Runs `per_task` calls on each of `tasks` tasks of `workers`, each with
+/// its own instance (made before the clock starts) for tenant-cache gets;
+/// returns the time from the first call to the last.
 fn async_throughput(
     workers: &tokio::runtime::Runtime,
     tasks: usize,
     per_task: usize,
     backend: &Backend,
-    raw_key: &str,
-    component: Option<(&Runtime, &Grant)>,
+    calls: AsyncCalls<'_>,
 ) -> anyhow::Result<Duration> {
     workers.block_on(async {
         let mut instances = Vec::new();
-        if let Some((runtime, grant)) = component {
+        if let AsyncCalls::Component(runtime, grant) = calls {
             for _ in 0..tasks {
-                instances.push(Some(runtime.instantiate_async(grant.clone()).await?));
+                let mut instance = runtime.instantiate_async(grant.clone()).await?;
+                // A fresh instance's first call touches memory no call has
+                // yet: warmed before the clock, as raw connections are.
+                instance.get("bench", "/k").await?;
+                instances.push(Some(instance));
             }
         } else {
             instances.resize_with(tasks, || None);
         }
+        let (raw_key, batch) = match calls {
+            AsyncCalls::Raw(key) => (key.to_owned(), Vec::new()),
+            AsyncCalls::RawBatch(keys) => (String::new(), keys.to_vec()),
+            AsyncCalls::Component(..) => (String::new(), Vec::new()),
+        };
         let started = Instant::now();
         let handles: Vec<_> = instances
             .into_iter()
             .map(|instance| {
-                let (backend, raw_key) = (backend.clone(), raw_key.to_owned());
+                let (backend, raw_key, batch) = (backend.clone(), raw_key.clone(), batch.clone());
                 tokio::spawn(async move {
                     match instance {
                         Some(mut cache) => {
@@ -404,9 +501,14 @@ fn async_throughput(
                                 cache.get("bench", "/k").await?;
                             }
                         }
-                        None => {
+                        None if batch.is_empty() => {
                             for _ in 0..per_task {
                                 raw_get_async(&backend, &raw_key).await?;
+                            }
+                        }
+                        None => {
+                            for _ in 0..per_task {
+                                raw_get_batch_async(&backend, &batch).await?;
                             }
                         }
                     }
@@ -437,7 +539,7 @@ fn rounded(value: f64, digits: i32) -> serde_json::Value {
 fn to_json(
     measures: &[Measure],
     rates: &[(usize, f64, f64)],
-    async_rates: &[(usize, f64, f64)],
+    async_rates: &[AsyncRate],
     stampede: &Stampede,
     ops: usize,
 ) -> String {
@@ -456,10 +558,18 @@ fn to_json(
         fields.insert(format!("raw_get_{threads}t_ops_per_s"), rounded(*raw, 0));
         fields.insert(format!("get_{threads}t_ops_per_s"), rounded(*component, 0));
     }
-    for (tasks, raw, component) in async_rates {
+    for AsyncRate {
+        tasks,
+        raw,
+        raw4,
+        component,
+    } in async_rates
+    {
         fields.insert(format!("raw_async_get_{tasks}c_ops_per_s"), rounded(*raw, 0));
+        fields.insert(format!("raw_async_get4_{tasks}c_ops_per_s"), rounded(*raw4, 0));
         fields.insert(format!("async_get_{tasks}c_ops_per_s"), rounded(*component, 0));
         fields.insert(format!("async_get_{tasks}c_vs_raw"), rounded(component / raw, 3));
+        fields.insert(format!("async_get_{tasks}c_vs_raw4"), rounded(component / raw4, 3));
     }
     let naive = p50_of(measures, "naive_get") / p50_of(measures, "get");
     fields.insert("naive_get_vs_get_p50".into(), rounded(naive, 3));
@@ -486,7 +596,7 @@ fn to_json(
 fn to_table(
     measures: &[Measure],
     rates: &[(usize, f64, f64)],
-    async_rates: &[(usize, f64, f64)],
+    async_rates: &[AsyncRate],
     stampede: &Stampede,
     ops: usize,
     server: &str,
@@ -525,12 +635,24 @@ fn to_table(
             component / raw
         );
     }
-    for (tasks, raw, component) in async_rates {
+    let _ = writeln!(
+        out,
+        "\n{:<34} {:>12} {:>14} {:>8} {:>14} {:>8}",
+        "async get throughput, 2 threads", "raw ops/s", "tenant-cache", "ratio", "raw 4-command", "ratio"
+    );
+    for AsyncRate {
+        tasks,
+        raw,
+        raw4,
+        component,
+    } in async_rates
+    {
         let _ = writeln!(
             out,
-            "{:<34} {raw:>12.0} {component:>14.0} {:>8.2}",
-            format!("async, {tasks} task(s), 2 threads"),
-            component / raw
+            "{:<34} {raw:>12.0} {component:>14.0} {:>8.2} {raw4:>14.0} {:>8.2}",
+            format!("async, {tasks} task(s)"),
+            component / raw,
+            component / raw4
         );
     }
     let _ = writeln!(

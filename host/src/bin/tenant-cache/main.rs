@@ -90,6 +90,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Only `bench`'s async get throughput, for one kind of call and one
+    /// number of tasks, for a profiler or a CPU clock to watch
+    /// (docs/architecture.md, "Async throughput under load").
+    #[command(hide = true)]
+    AsyncLoad {
+        /// `tenant-cache`, `raw` (one `mg`) or `raw4` (the four commands of
+        /// a tenant-cache get, raw).
+        #[arg(long, default_value = "tenant-cache")]
+        calls: String,
+        #[arg(long, default_value_t = 64)]
+        tasks: usize,
+        /// Calls per task.
+        #[arg(long, default_value_t = 5000)]
+        per_task: usize,
+    },
     /// Run APP.wasm, a command component that imports wasi:keyvalue
     /// (store, batch @0.2.0-draft or @0.2.0-draft2), with this
     /// application's tenant cache as its key-value store.
@@ -223,6 +238,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         bench::run(&servers, memcached_options(&cli), ops, json)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::AsyncLoad { calls, tasks, per_task } = &cli.command {
+        let servers = servers(&cli)?.context("async-load needs a memcached: pass --memcached HOST:PORT")?;
+        bench::async_load(&servers, memcached_options(&cli), calls, *tasks, *per_task)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Pool { action } = &cli.command {
         let servers = servers(&cli)?.context("pool needs the pool's servers: pass --memcached HOST:PORT[,...]")?;
         let backend = Backend::memcached(&servers, memcached_options(&cli))?;
@@ -292,6 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Clear { tenant } => cache.clear(&tenant)?,
         Command::ClearAll => cache.clear_all()?,
         Command::Bench { .. }
+        | Command::AsyncLoad { .. }
         | Command::Pool { .. }
         | Command::Run { .. }
         | Command::Component { .. }

@@ -52,3 +52,22 @@ pub async fn raw_set_async(backend: &Backend, key: &str, value: &[u8]) -> anyhow
         other => anyhow::bail!("memcached did not store {key}: {other:?}"),
     }
 }
+
+/// `mg KEY v` for every key of `keys`, in one pipelined batch over the
+/// async driver's connections: how many found a value.
+pub async fn raw_get_batch_async(backend: &Backend, keys: &[String]) -> anyhow::Result<usize> {
+    let commands = keys
+        .iter()
+        .map(|key| MetaCommand::new(MetaOp::Get, key.as_str()).flag("v"))
+        .collect();
+    let replies = raw_exchange_async(backend, commands).await?;
+    let mut found = 0;
+    for reply in replies {
+        match reply {
+            RawReply::Value(_) => found += 1,
+            RawReply::Failed(message) => anyhow::bail!("memcached did not read a batch: {message}"),
+            _ => {}
+        }
+    }
+    Ok(found)
+}
