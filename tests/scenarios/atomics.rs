@@ -400,3 +400,28 @@ fn async_instances_count_and_swap_as_blocking_ones_do() -> anyhow::Result<()> {
         anyhow::Ok(())
     })
 }
+
+#[test]
+fn counters_and_swaps_read_right_when_replies_arrive_a_few_bytes_at_a_time() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let trickle = tenant_cache_tests::FakeServer::start(tenant_cache_tests::Behaviour::Trickle {
+        upstream: server.address(),
+        largest: 3,
+    })?;
+    let backend = tenant_cache_tests::backend_with_timeout(&[trickle.address()], std::time::Duration::from_secs(30))?;
+    let mut cache = cache(&backend, "app")?;
+    for n in 1..=20 {
+        assert_eq!(cache.increment("acme", "hits", 1)?, n);
+    }
+    assert_eq!(cache.get("acme", "hits")?.as_deref(), Some(&b"20"[..]));
+    let read = cache.get_for_swap("acme", "hits")?;
+    assert!(cache.compare_and_swap("acme", "hits", b"text", &read.token)?);
+    assert!(matches!(
+        cache.increment("acme", "hits", 1),
+        Err(CacheError::NotACounter(_))
+    ));
+    let read = cache.get_for_swap("acme", "doc")?;
+    assert!(cache.compare_and_swap("acme", "doc", b"v", &read.token)?);
+    assert!(!cache.compare_and_swap("acme", "doc", b"w", &read.token)?);
+    Ok(())
+}

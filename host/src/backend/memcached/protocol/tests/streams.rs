@@ -3,6 +3,7 @@
 //! and its memory bound checked after every read.
 
 use super::*;
+use crate::bindings::capability::{CasItem, CounterDelta, ValueWithCas};
 
 /// A batch, a reply stream memcached could send for it, and what it must
 /// read as.
@@ -63,7 +64,69 @@ fn random_case(rng: &mut impl rand::RngExt, item_size: u64) -> Case {
     };
     for _ in 0..rng.random_range(0..24) {
         let token = next_token();
-        let (command, head, outcome) = match rng.random_range(0..9) {
+        let (command, head, outcome) = match rng.random_range(0..12) {
+            9 => {
+                // A read with the item's CAS value, as memcached sends it.
+                let command = Command::GetWithCas("k".into());
+                if rng.random_bool(0.2) {
+                    (command, String::from("EN"), Outcome::Miss)
+                } else {
+                    let len = random_len(rng, item_size);
+                    let value = random_value(rng, len);
+                    let cas = rng.random_range(1..u64::MAX);
+                    case.reply
+                        .extend_from_slice(format!("VA {len} c{cas} {token}\r\n").as_bytes());
+                    case.reply.extend_from_slice(&value);
+                    case.reply.extend_from_slice(b"\r\n");
+                    if len as u64 > item_size {
+                        case.outcomes.push(Outcome::Miss);
+                    } else {
+                        case.outcomes
+                            .push(Outcome::ValueWithCas(ValueWithCas { len: len as u32, cas }));
+                        case.values.extend_from_slice(&value);
+                        case.kept += len as u64;
+                    }
+                    case.commands.push(command);
+                    continue;
+                }
+            }
+            10 => {
+                let command = Command::SetIfCas(CasItem {
+                    item: item(None),
+                    cas: 7,
+                });
+                match rng.random_range(0..3) {
+                    0 => (command, String::from("EX"), Outcome::Exists),
+                    1 => (command, String::from("NF"), Outcome::Miss),
+                    _ => (command, String::from("HD"), Outcome::Done),
+                }
+            }
+            11 => {
+                let command = Command::Increment(CounterDelta {
+                    key: "k".into(),
+                    delta: 1,
+                });
+                match rng.random_range(0..3) {
+                    0 => (command, String::from("NF"), Outcome::Miss),
+                    1 => {
+                        case.reply
+                            .extend_from_slice(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+                        case.outcomes.push(Outcome::NotANumber);
+                        case.commands.push(command);
+                        continue;
+                    }
+                    _ => {
+                        let count = rng.random_range(0..u64::MAX).to_string();
+                        case.reply
+                            .extend_from_slice(format!("VA {} {token}\r\n{count}\r\n", count.len()).as_bytes());
+                        case.outcomes.push(Outcome::Value(count.len() as u32));
+                        case.values.extend_from_slice(count.as_bytes());
+                        case.kept += count.len() as u64;
+                        case.commands.push(command);
+                        continue;
+                    }
+                }
+            }
             0..=3 => {
                 let command = Command::Get("k".into());
                 if rng.random_bool(0.2) {
