@@ -8,9 +8,10 @@
 //! `wasi:keyvalue` imports are host functions that forward each call to
 //! the tenant-cache instance's `wasi:keyvalue` exports, so the namespacing
 //! logic stays in the component (this module only hands calls, and bucket
-//! and compare-and-swap handles, across). The tenant-cache instance is made on the app's first
-//! `open`, with the memcached capability of the store's [`KeyValue`]
-//! grant; an app that never opens a bucket never pays for it.
+//! and compare-and-swap handles, across). The tenant-cache instance is
+//! made on the app's first `open`, with the memcached capability of the
+//! store's [`KeyValue`] grant; an app that never opens a bucket never pays
+//! for it.
 //!
 //! ```no_run
 //! use tenant_cache_host::keyvalue::{self, KeyValue, KeyValueView};
@@ -98,9 +99,10 @@ pub trait KeyValueView: Send {
 }
 
 /// Adds `wasi:keyvalue/store`, `wasi:keyvalue/atomics` and
-/// `wasi:keyvalue/batch` at `@0.2.0-draft` and `@0.2.0-draft2` to `linker`, served by the tenant-cache component
-/// built with this crate (compiled here for the linker's engine) with the
-/// grant of each store's [`KeyValue`]. Calls block the thread while
+/// `wasi:keyvalue/batch` at `@0.2.0-draft` and `@0.2.0-draft2` to
+/// `linker`, served by the tenant-cache component built with this crate
+/// (compiled here for the linker's engine) with the grant of each store's
+/// [`KeyValue`]. Calls block the thread while
 /// memcached answers, as with [`add_to_linker`](crate::add_to_linker).
 pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) -> anyhow::Result<()> {
     let component = compile(linker.engine())?;
@@ -148,6 +150,15 @@ trait Version: Send + Sync + 'static {
     type KeyResponse: ComponentType + Lift + Lower + Send + Sync + 'static;
     /// The error for `text`.
     fn other(text: String) -> Self::Error;
+
+    /// The name of `interface` in this version.
+    fn interface(interface: Interface) -> &'static str {
+        match interface {
+            Interface::Store => Self::STORE,
+            Interface::Atomics => Self::ATOMICS,
+            Interface::Batch => Self::BATCH,
+        }
+    }
 }
 
 /// `@0.2.0-draft`: wasmtime's `-S keyvalue`, wasmCloud, wrpc.
@@ -352,21 +363,6 @@ fn all_found<const N: usize>(
         anyhow::bail!("{error:#}");
     }
     Ok(exports.map(|export| export.expect("checked above")))
-}
-
-trait Interfaces {
-    /// The name of `interface` in this version.
-    fn interface(interface: Interface) -> &'static str;
-}
-
-impl<V: Version> Interfaces for V {
-    fn interface(interface: Interface) -> &'static str {
-        match interface {
-            Interface::Store => V::STORE,
-            Interface::Atomics => V::ATOMICS,
-            Interface::Batch => V::BATCH,
-        }
-    }
 }
 
 /// The tenant-cache bucket behind the app's `bucket`.

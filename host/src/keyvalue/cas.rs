@@ -11,8 +11,8 @@ use wasmtime::component::{
 };
 
 use super::{
-    AppBucket, Calls, Draft2, Interface, Interfaces, KeyValueView, MAX_OPEN_BUCKETS, Provider, Version, all_found,
-    draft2, find, guest_bucket,
+    AppBucket, Calls, Draft2, Interface, KeyValueView, MAX_OPEN_BUCKETS, Provider, Version, all_found, draft2, find,
+    guest_bucket,
 };
 
 /// An app's compare-and-swap handle (`@0.2.0-draft2`): the tenant-cache
