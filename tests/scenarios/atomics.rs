@@ -425,3 +425,35 @@ fn counters_and_swaps_read_right_when_replies_arrive_a_few_bytes_at_a_time() -> 
     assert!(!cache.compare_and_swap("acme", "doc", b"w", &read.token)?);
     Ok(())
 }
+
+#[test]
+fn counters_on_a_pool_live_with_their_tenant_and_clear_all_hides_them_everywhere() -> anyhow::Result<()> {
+    let (first, second) = (MemcachedProcess::start()?, MemcachedProcess::start()?);
+    let backend = backend(&[&first, &second])?;
+    let mut cache = cache(&backend, "app")?;
+    let tenants: Vec<String> = (0..16).map(|n| format!("tenant-{n}")).collect();
+    for (n, tenant) in tenants.iter().enumerate() {
+        for _ in 0..=n {
+            cache.increment(tenant, "hits", 1)?;
+        }
+    }
+    // Another instance reads every count, from whichever server holds it.
+    let mut reader = tenant_cache_tests::cache(&backend, "app")?;
+    for (n, tenant) in tenants.iter().enumerate() {
+        assert_eq!(
+            reader.get(tenant, "hits")?,
+            Some((n + 1).to_string().into_bytes()),
+            "{tenant}"
+        );
+    }
+    let holding = |server: &MemcachedProcess| -> anyhow::Result<usize> {
+        Ok(server.keys()?.iter().filter(|key| key.contains(":c:")).count())
+    };
+    assert!(holding(&first)? > 0 && holding(&second)? > 0, "counts on both servers");
+    reader.clear_all()?;
+    for tenant in &tenants {
+        assert_eq!(cache.get(tenant, "hits")?, None, "{tenant}");
+        assert_eq!(cache.increment(tenant, "hits", 1)?, 1, "{tenant}");
+    }
+    Ok(())
+}
