@@ -8,10 +8,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
+# The component travels in the package, built from guest/ of this very
+# commit (the binary's `component` command writes the one it carries); it
+# is never committed (untracked, not ignored: cargo packages it), and is
+# gone again once packaged.
+shipped=host/component/tenant-cache.wasm
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch" "$repo/host/component"; rustup toolchain uninstall tenant-cache-no-wasm >/dev/null 2>&1 || true' EXIT
+mkdir -p host/component
+cargo run --release --quiet -- component -o "$shipped"
 cargo package --quiet --no-verify --allow-dirty \
     -p tenant-cache-layout -p tenant-cache-component-build -p tenant-cache-host
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"; rustup toolchain uninstall tenant-cache-no-wasm >/dev/null 2>&1 || true' EXIT
+packaged=$(tar tzf target/package/tenant-cache-host-*.crate)
+if ! grep -q "/component/tenant-cache.wasm$" <<< "$packaged"; then
+    echo "package.sh: the packaged host crate does not carry the component" >&2
+    exit 1
+fi
 for crate in target/package/tenant-cache-{layout,component-build,host}-*.crate; do
     tar xzf "$crate" -C "$scratch"
 done

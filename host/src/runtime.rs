@@ -10,8 +10,8 @@ use crate::capability::Grant;
 use crate::instances::{Instances, RuntimeOptions};
 use crate::tenant_cache::{AsyncTenantCache, TenantCache};
 
-/// The tenant-cache component this crate ships (`component/tenant-cache.wasm`,
-/// what `guest/` builds; the test suite checks it byte for byte).
+/// The tenant-cache component this crate carries: built from `guest/` in
+/// its repository, packaged with the crate outside it.
 pub const COMPONENT: &[u8] = include_bytes!(env!("TENANT_CACHE_COMPONENT"));
 
 /// A compiled component, ready to be instantiated many times: compile

@@ -29,26 +29,3 @@ fn the_component_imports_only_the_capability() -> anyhow::Result<()> {
     );
     Ok(())
 }
-
-/// The component the host crate ships (`host/component/tenant-cache.wasm`,
-/// what dependents build with) is the one `guest/` builds: the test suite
-/// builds the host with `rebuild-component`, so `COMPONENT` is the rebuilt
-/// one here. After a change to `guest/` or `wit/`, run the tests with
-/// `TENANT_CACHE_REFRESH_COMPONENT=1` once to replace the shipped file.
-#[test]
-fn the_shipped_component_is_the_one_guest_builds() -> anyhow::Result<()> {
-    let shipped_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/component/tenant-cache.wasm");
-    let shipped = std::fs::read(&shipped_path)?;
-    if shipped != tenant_cache_host::COMPONENT && std::env::var_os("TENANT_CACHE_REFRESH_COMPONENT").is_some() {
-        std::fs::write(&shipped_path, tenant_cache_host::COMPONENT)?;
-        return Ok(());
-    }
-    assert!(
-        shipped == tenant_cache_host::COMPONENT,
-        "host/component/tenant-cache.wasm ({} bytes) is not what guest/ builds ({} bytes): run the tests once with \
-         TENANT_CACHE_REFRESH_COMPONENT=1 to replace it, and commit it",
-        shipped.len(),
-        tenant_cache_host::COMPONENT.len()
-    );
-    Ok(())
-}
