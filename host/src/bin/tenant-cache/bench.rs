@@ -10,8 +10,9 @@ use anyhow::Context;
 use memcache::exp::{MetaClient, MetaCommand, MetaOp};
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions};
 
+use crate::async_rates::{self, AsyncRate};
 use crate::naive::Naive;
-use crate::raw::{raw, raw_get, raw_get_async, raw_get_batch_async, raw_set, raw_set_async};
+use crate::raw::{raw, raw_get, raw_get_async, raw_set, raw_set_async};
 use crate::stampede::{self, KEYS, PROCESSES, Stampede, TASKS};
 
 /// One measured operation: latencies of single calls, and throughput.
@@ -168,16 +169,7 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     let value = vec![b'v'; 100];
     raw_set(&backend, &raw_key, &value, None)?;
     raw_set(&backend, &format!("{raw_key}:n"), b"0", None)?;
-    // What a tenant-cache get reads, raw: two 16-byte version records, the
-    // entry, and the pool record (the check every batch ends with).
-    let get4_keys = [
-        format!("{raw_key}:a"),
-        format!("{raw_key}:t"),
-        raw_key.clone(),
-        String::from("tc:pool"),
-    ];
-    raw_set(&backend, &get4_keys[0], b"0123456789abcdef", None)?;
-    raw_set(&backend, &get4_keys[1], b"0123456789abcdef", None)?;
+    let get4_keys = async_rates::raw_get4_keys(&backend, &raw_key)?;
 
     let app = format!("tenant-cache-bench-{run_id:x}");
     let runtime = Runtime::from_bytes(
@@ -341,38 +333,19 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         let calls = (threads * per_round * THROUGHPUT_ROUNDS) as f64;
         rates.push((threads, calls / raw.as_secs_f64(), calls / component.as_secs_f64()));
     }
-    // One runtime for every async throughput run: raw and tenant-cache
-    // draw from the same connections.
-    let workers = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let mut async_rates = Vec::new();
-    for tasks in ASYNC_TASKS {
-        progress(&format!("async throughput, {tasks} tasks"));
-        // At least 50 calls a task: a task's first calls wait for the
-        // others to start, which a short run would measure instead.
-        let per_task = ops.div_ceil(THROUGHPUT_ROUNDS).div_ceil(tasks).max(50);
-        let (mut raw, mut raw4, mut component) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-        for _ in 0..THROUGHPUT_ROUNDS {
-            let run = |calls| async_throughput(&workers, tasks, per_task, &backend, calls);
-            raw += run(AsyncCalls::Raw(&raw_key))?;
-            raw4 += run(AsyncCalls::RawBatch(&get4_keys))?;
-            component += run(AsyncCalls::Component(&runtime, &grant))?;
-        }
-        let calls = (tasks * per_task * THROUGHPUT_ROUNDS) as f64;
-        async_rates.push(AsyncRate {
-            tasks,
-            raw: calls / raw.as_secs_f64(),
-            raw4: calls / raw4.as_secs_f64(),
-            component: calls / component.as_secs_f64(),
-        });
-    }
+    let async_rates = async_rates::measure(
+        &backend,
+        (&runtime, &grant),
+        (&raw_key, &get4_keys),
+        ops.div_ceil(THROUGHPUT_ROUNDS),
+        THROUGHPUT_ROUNDS,
+        &mut progress,
+    )?;
     let stampede = stampede::run(&server, &app, &mut progress)?;
     eprintln!("\rbench: done{:<50}", "");
     // What the bench wrote outside tenant-cache goes; the naive records
     // expire within the hour, and the bench application is cleared.
-    for key in [raw_key.as_str(), counter.as_str()] {
+    for key in [raw_key.as_str(), counter.as_str(), &get4_keys[0], &get4_keys[1]] {
         let _ = raw(&backend, MetaCommand::new(MetaOp::Delete, key));
     }
     let _ = cache.clear_all();
@@ -385,143 +358,8 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     Ok(())
 }
 
-/// `tenant-cache async-load`: one async throughput run (`calls`:
-/// `tenant-cache`, `raw` or `raw4`) on two worker threads, printed as calls
-/// per second.
-pub fn async_load(
-    servers: &[String],
-    options: MemcachedOptions,
-    calls: &str,
-    tasks: usize,
-    per_task: usize,
-) -> anyhow::Result<()> {
-    let server = servers.first().context("async-load needs --memcached HOST:PORT")?;
-    let backend = Backend::memcached(std::slice::from_ref(server), options)?;
-    let run_id: u64 = rand::random();
-    let raw_key = format!("tc-bench:{run_id:x}:raw");
-    raw_set(&backend, &raw_key, &[b'v'; 117], Some(3600))?;
-    let get4_keys = [
-        format!("{raw_key}:a"),
-        format!("{raw_key}:t"),
-        raw_key.clone(),
-        String::from("tc:pool"),
-    ];
-    for key in &get4_keys[..2] {
-        raw_set(&backend, key, b"0123456789abcdef", Some(3600))?;
-    }
-    let runtime = Runtime::from_bytes(
-        tenant_cache_host::COMPONENT,
-        RuntimeOptions {
-            pooling: true,
-            ..Default::default()
-        },
-    )?;
-    let grant = Grant::new(backend.clone(), &format!("tenant-cache-bench-{run_id:x}"));
-    runtime
-        .instantiate(grant.clone())?
-        .set("bench", "/k", &[b'v'; 100], Some(3600))?;
-    let workers = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let kind = match calls {
-        "tenant-cache" => AsyncCalls::Component(&runtime, &grant),
-        "raw" => AsyncCalls::Raw(&raw_key),
-        "raw4" => AsyncCalls::RawBatch(&get4_keys),
-        other => anyhow::bail!("--calls is tenant-cache, raw or raw4, not {other:?}"),
-    };
-    let took = async_throughput(&workers, tasks, per_task, &backend, kind)?;
-    println!("{:.0} calls/s", (tasks * per_task) as f64 / took.as_secs_f64());
-    Ok(())
-}
-
 /// Tenants of the round-robin set measure (`many_tenants_set`).
 const MANY_TENANTS: usize = 100_000;
-
-/// Concurrent tasks in the async throughput runs.
-const ASYNC_TASKS: [usize; 3] = [1, 16, 64];
-
-/// Async get throughput at some number of tasks: raw single gets, raw
-/// batches of the commands a tenant-cache get sends, and tenant-cache gets.
-struct AsyncRate {
-    tasks: usize,
-    raw: f64,
-    raw4: f64,
-    component: f64,
-}
-
-/// What the async throughput runs call.
-#[derive(Clone, Copy)]
-enum AsyncCalls<'a> {
-    /// `mg KEY v`.
-    Raw(&'a str),
-    /// One batch of `mg KEY v` per key.
-    RawBatch(&'a [String]),
-    /// A tenant-cache get, on an instance per task.
-    Component(&'a Runtime, &'a Grant),
-}
-
-/// Runs `per_task` calls on each of `tasks` tasks of `workers`, each with
-/// its own instance (made before the clock starts) for tenant-cache gets;
-/// returns the time from the first call to the last.
-fn async_throughput(
-    workers: &tokio::runtime::Runtime,
-    tasks: usize,
-    per_task: usize,
-    backend: &Backend,
-    calls: AsyncCalls<'_>,
-) -> anyhow::Result<Duration> {
-    workers.block_on(async {
-        let mut instances = Vec::new();
-        if let AsyncCalls::Component(runtime, grant) = calls {
-            for _ in 0..tasks {
-                let mut instance = runtime.instantiate_async(grant.clone()).await?;
-                // A fresh instance's first call touches memory no call has
-                // yet: warmed before the clock, as raw connections are.
-                instance.get("bench", "/k").await?;
-                instances.push(Some(instance));
-            }
-        } else {
-            instances.resize_with(tasks, || None);
-        }
-        let (raw_key, batch) = match calls {
-            AsyncCalls::Raw(key) => (key.to_owned(), Vec::new()),
-            AsyncCalls::RawBatch(keys) => (String::new(), keys.to_vec()),
-            AsyncCalls::Component(..) => (String::new(), Vec::new()),
-        };
-        let started = Instant::now();
-        let handles: Vec<_> = instances
-            .into_iter()
-            .map(|instance| {
-                let (backend, raw_key, batch) = (backend.clone(), raw_key.clone(), batch.clone());
-                tokio::spawn(async move {
-                    match instance {
-                        Some(mut cache) => {
-                            for _ in 0..per_task {
-                                cache.get("bench", "/k").await?;
-                            }
-                        }
-                        None if batch.is_empty() => {
-                            for _ in 0..per_task {
-                                raw_get_async(&backend, &raw_key).await?;
-                            }
-                        }
-                        None => {
-                            for _ in 0..per_task {
-                                raw_get_batch_async(&backend, &batch).await?;
-                            }
-                        }
-                    }
-                    anyhow::Ok(())
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle.await??;
-        }
-        Ok(started.elapsed())
-    })
-}
 
 fn p50_of(measures: &[Measure], key: &str) -> f64 {
     measures

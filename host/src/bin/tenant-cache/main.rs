@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tenant_cache_host::{Backend, EmbeddedOptions, Grant, MemcachedOptions, Runtime, RuntimeOptions, TenantCache};
 
+mod async_rates;
 mod bench;
 mod naive;
 mod raw;
@@ -240,7 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     if let Command::AsyncLoad { calls, tasks, per_task } = &cli.command {
         let servers = servers(&cli)?.context("async-load needs a memcached: pass --memcached HOST:PORT")?;
-        bench::async_load(&servers, memcached_options(&cli), calls, *tasks, *per_task)?;
+        async_rates::load(&servers, memcached_options(&cli), calls, *tasks, *per_task)?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Pool { action } = &cli.command {
