@@ -27,7 +27,7 @@ use core::ops::Range;
 
 use crate::batch::{Batch, Reply};
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::{Error, TooLarge};
-use crate::bindings::tenant_cache::cache::memcached::{Command, Error as CapabilityError, Item, Replies};
+use crate::bindings::tenant_cache::cache::memcached::{CasItem, Command, Error as CapabilityError, Item, Replies};
 use crate::frame::{HEADER_LEN, Stored, frame, unframe};
 use crate::versions::{VersionCache, Versions};
 use tenant_cache_layout::parts::encode_part;
@@ -182,6 +182,18 @@ impl<C: Capability> Cache<C> {
             }
         }
         Ok(values)
+    }
+
+    /// Takes the replies to [`versions_first`]'s commands (with
+    /// `proposals` proposals) off the front of `batch`: the version records
+    /// of `tenant` (its part) read, now remembered.
+    fn read_versions_first(&mut self, tenant: &str, proposals: usize, batch: &mut Batch) -> Result<[Record; 2], Error> {
+        for _ in 0..proposals {
+            expect_reply(batch, 0)?;
+        }
+        let records = read_records(batch)?;
+        self.learn(tenant, records);
+        Ok(records)
     }
 
     /// Runs `commands` on the server of `tenant` (its part), one reply per
@@ -429,6 +441,28 @@ impl<C: Capability> Cache<C> {
 fn store<'a>(key: &'a str, value: &'a [u8], ttl: Option<u32>, add: bool) -> Command<'a> {
     let item = Item { key, value, ttl };
     if add { Command::Add(item) } else { Command::Set(item) }
+}
+
+/// A store of `item` over the item read with CAS value `cas`, or, where
+/// none was read (`None`), only where there still is none.
+fn replace(item: Item<'_>, cas: Option<u64>) -> Command<'_> {
+    match cas {
+        Some(cas) => Command::SetIfCas(CasItem { item, cas }),
+        None => Command::Add(item),
+    }
+}
+
+/// The front of a batch that writes under the versions it reads first:
+/// the writes that propose versions (`proposals`, from [`Cache::propose`]),
+/// then the reads of both version records (the tenant's is `tenant_key`).
+/// [`Cache::read_versions_first`] takes their replies.
+fn versions_first<'a>(proposals: &'a [Proposal<'a>], tenant_key: &'a str) -> Vec<Command<'a>> {
+    let mut commands: Vec<Command<'a>> = proposals
+        .iter()
+        .map(|(key, record, add)| store(key, record, None, *add))
+        .collect();
+    commands.extend([Command::Get(APP_RECORD), Command::Get(tenant_key)]);
+    commands
 }
 
 /// The caller's bytes of the stored frame at `range` of `values`, if it

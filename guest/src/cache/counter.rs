@@ -47,10 +47,12 @@ use alloc::vec::Vec;
 
 use tenant_cache_layout::records::{APP_RECORD, ReadKeys, counter_record};
 
-use super::{Cache, Capability, MAX_WRITE_ATTEMPTS, Record, expect_reply, read_records, store, versions};
+use super::{
+    Cache, Capability, MAX_WRITE_ATTEMPTS, Record, expect_reply, read_records, replace, store, versions, versions_first,
+};
 use crate::batch::{Batch, Reply};
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
-use crate::bindings::tenant_cache::cache::memcached::{CasItem, Command, CounterDelta, Item};
+use crate::bindings::tenant_cache::cache::memcached::{Command, CounterDelta, Item};
 use crate::frame::{self, Counter, Stored, marker};
 use crate::versions::Versions;
 
@@ -230,6 +232,12 @@ impl<C: Capability> Cache<C> {
     fn observed(&mut self, keys: &ReadKeys, batch: &mut Batch) -> Result<Observed, Error> {
         let records = read_records(batch)?;
         self.learn(keys.tenant(), records);
+        self.seen(keys, records, batch)
+    }
+
+    /// What the version `records` and the entry of `keys` (read with its
+    /// CAS value: the next reply of `batch`) tell; a counter is remembered.
+    fn seen(&mut self, keys: &ReadKeys, records: [Record; 2], batch: &mut Batch) -> Result<Observed, Error> {
         let entry = match expect_reply(batch, 0)? {
             Reply::ValueWithCas(range, cas) => batch.values().get(range).map(|bytes| (bytes.to_vec(), cas)),
             _ => None,
@@ -314,45 +322,21 @@ impl<C: Capability> Cache<C> {
             value: &marker,
             ttl: None,
         };
-        let mut commands: Vec<Command<'_>> = proposals
-            .iter()
-            .map(|(key, record, add)| store(key, record, None, *add))
-            .collect();
+        let mut commands = versions_first(&proposals, keys.tenant_record());
         commands.extend([
-            Command::Get(APP_RECORD),
-            Command::Get(keys.tenant_record()),
             store(&count, &start_bytes, None, false),
-            match cas {
-                Some(cas) => Command::SetIfCas(CasItem { item: entry, cas }),
-                None => Command::Add(entry),
-            },
+            replace(entry, cas),
             Command::GetWithCas(keys.data_record()),
         ]);
         let mut batch = self.exchange(keys.tenant(), &commands, 0)?;
-        for _ in &proposals {
-            expect_reply(&mut batch, 0)?;
-        }
-        let records = read_records(&mut batch)?;
-        self.learn(keys.tenant(), records);
+        let records = self.read_versions_first(keys.tenant(), proposals.len(), &mut batch)?;
         expect_reply(&mut batch, 0)?;
         let made = expect_reply(&mut batch, 0)? == Reply::Done && versions(records) == Some(under);
         if made {
             self.remember_counter(keys.data_record(), counter);
             return Ok(Step::Counted(start));
         }
-        let entry = match expect_reply(&mut batch, 0)? {
-            Reply::ValueWithCas(range, cas) => batch.values().get(range).map(|bytes| (bytes.to_vec(), cas)),
-            _ => None,
-        };
-        let seen = Observed {
-            records,
-            entry,
-            evicted: false,
-        };
-        if let Some(counter) = seen.counter() {
-            self.remember_counter(keys.data_record(), counter);
-        }
-        Ok(Step::Again(seen))
+        self.seen(keys, records, &mut batch).map(Step::Again)
     }
 
     /// The values of `counters` (entry record, key, counter) of the tenant

@@ -19,13 +19,13 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use tenant_cache_layout::records::{APP_RECORD, ReadKeys, counter_record};
+use tenant_cache_layout::records::{ReadKeys, counter_record};
 
 use super::counter::{count_value, parse_number};
-use super::{Cache, Capability, Record, expect_reply, read_records, store, versions};
+use super::{Cache, Capability, Record, expect_reply, replace, versions, versions_first};
 use crate::batch::Reply;
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
-use crate::bindings::tenant_cache::cache::memcached::{CasItem, Command, Item};
+use crate::bindings::tenant_cache::cache::memcached::{Command, Item};
 use crate::frame::{self, Counter, Stored, frame};
 use crate::versions::Versions;
 
@@ -170,24 +170,10 @@ impl<C: Capability> Cache<C> {
                     value: &framed,
                     ttl: None,
                 };
-                let mut commands: Vec<Command<'_>> = proposals
-                    .iter()
-                    .map(|(key, record, add)| store(key, record, None, *add))
-                    .collect();
-                commands.extend([
-                    Command::Get(APP_RECORD),
-                    Command::Get(keys.tenant_record()),
-                    match cas {
-                        Some(cas) => Command::SetIfCas(CasItem { item, cas }),
-                        None => Command::Add(item),
-                    },
-                ]);
+                let mut commands = versions_first(&proposals, keys.tenant_record());
+                commands.push(replace(item, cas));
                 let mut batch = self.exchange(keys.tenant(), &commands, size)?;
-                for _ in &proposals {
-                    expect_reply(&mut batch, 0)?;
-                }
-                let records = read_records(&mut batch)?;
-                self.learn(keys.tenant(), records);
+                let records = self.read_versions_first(keys.tenant(), proposals.len(), &mut batch)?;
                 let stored = expect_reply(&mut batch, size)? == Reply::Done;
                 Ok(stored && versions(records) == Some(under))
             }
@@ -206,15 +192,10 @@ impl<C: Capability> Cache<C> {
                     value: &stored_value,
                     ttl: None,
                 };
-                let commands = [
-                    Command::Get(APP_RECORD),
-                    Command::Get(keys.tenant_record()),
-                    Command::Get(keys.data_record()),
-                    Command::SetIfCas(CasItem { item, cas }),
-                ];
+                let mut commands = versions_first(&[], keys.tenant_record());
+                commands.extend([Command::Get(keys.data_record()), replace(item, Some(cas))]);
                 let mut batch = self.exchange(keys.tenant(), &commands, size)?;
-                let records = read_records(&mut batch)?;
-                self.learn(keys.tenant(), records);
+                let records = self.read_versions_first(keys.tenant(), 0, &mut batch)?;
                 let marker = match expect_reply(&mut batch, 0)? {
                     Reply::Value(range) => batch.values().get(range).and_then(frame::read),
                     _ => None,
