@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions};
+use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime};
 
 use crate::raw::{raw_get_async, raw_get_batch_async, raw_set};
 
@@ -172,13 +172,7 @@ pub fn load(
     let raw_key = format!("tc-bench:{run_id:x}:raw");
     raw_set(&backend, &raw_key, &[b'v'; 117], Some(3600))?;
     let get4_keys = raw_get4_keys(&backend, &raw_key)?;
-    let runtime = Runtime::from_bytes(
-        tenant_cache_host::COMPONENT,
-        RuntimeOptions {
-            pooling: true,
-            ..Default::default()
-        },
-    )?;
+    let runtime = crate::bench::pooled_runtime()?;
     let grant = Grant::new(backend.clone(), &format!("tenant-cache-bench-{run_id:x}"));
     runtime
         .instantiate(grant.clone())?

@@ -148,6 +148,18 @@ fn throughput<S: Send>(
 /// many times, so a slow moment of the machine weighs on both.
 const THROUGHPUT_ROUNDS: usize = 5;
 
+/// The built-in component with the pooling allocator, as a platform making
+/// an instance per request runs it: what every tenant-cache measure uses.
+pub fn pooled_runtime() -> anyhow::Result<Runtime> {
+    Runtime::from_bytes(
+        tenant_cache_host::COMPONENT,
+        RuntimeOptions {
+            pooling: true,
+            ..Default::default()
+        },
+    )
+}
+
 /// Runs the whole bench on the first server of `servers`.
 pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool) -> anyhow::Result<()> {
     let server = servers.first().context("bench needs --memcached HOST:PORT")?.clone();
@@ -172,13 +184,7 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     let get4_keys = async_rates::raw_get4_keys(&backend, &raw_key)?;
 
     let app = format!("tenant-cache-bench-{run_id:x}");
-    let runtime = Runtime::from_bytes(
-        tenant_cache_host::COMPONENT,
-        RuntimeOptions {
-            pooling: true,
-            ..Default::default()
-        },
-    )?;
+    let runtime = pooled_runtime()?;
     let unpooled = Runtime::from_bytes(tenant_cache_host::COMPONENT, RuntimeOptions::default())?;
     let grant = Grant::new(backend.clone(), &app);
     let mut cache = runtime.instantiate(grant.clone())?;
