@@ -13,9 +13,9 @@ pub enum Reply {
     /// `get` found the item; its value is this range of the batch's values.
     Value(Range<usize>),
     /// `get-early` found the item near its expiry, and this reader is the
-    /// one to refresh it; its value is this range of the batch's values.
-    Refresh(Range<usize>),
-    /// `get` or `delete` found no item.
+    /// one to refresh it: its value's range, and its CAS value.
+    Refresh(Range<usize>, u64),
+    /// `get`, `delete` (or another command that needs an item) found none.
     Miss,
     /// `set`, `add` or `delete` took effect.
     Done,
@@ -26,6 +26,8 @@ pub enum Reply {
     ValueWithCas(Range<usize>, u64),
     /// `increment` found a value that is not a decimal number.
     NotANumber,
+    /// `new-version` stored this version.
+    Minted(u64),
 }
 
 /// The replies to a batch, read in command order.
@@ -50,12 +52,13 @@ impl Batch {
     pub fn next_reply(&mut self) -> Option<Result<Reply, CapabilityError>> {
         Some(match self.outcomes.next()? {
             Outcome::Value(len) => self.value(len).map(Reply::Value),
-            Outcome::Refresh(len) => self.value(len).map(Reply::Refresh),
+            Outcome::Refresh(read) => self.value(read.len).map(|range| Reply::Refresh(range, read.cas)),
             Outcome::Miss => Ok(Reply::Miss),
             Outcome::Done => Ok(Reply::Done),
             Outcome::Exists => Ok(Reply::Exists),
             Outcome::ValueWithCas(read) => self.value(read.len).map(|range| Reply::ValueWithCas(range, read.cas)),
             Outcome::NotANumber => Ok(Reply::NotANumber),
+            Outcome::Minted(version) => Ok(Reply::Minted(version)),
             Outcome::Failed(error) => Err(error),
         })
     }

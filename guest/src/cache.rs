@@ -14,12 +14,20 @@
 //! - `set` writes the entry tagged with the versions last seen and reads
 //!   the versions in the same batch, after the write. If they match, the
 //!   entry was reachable at that moment; if not, the write only hid itself
-//!   and is redone with the versions just read. An instance that has not
-//!   seen the tenant yet proposes versions with `add` and only `add`s the
-//!   entry, so a guess never replaces an entry someone else made visible.
+//!   and is redone with the versions just read. An instance that knows no
+//!   versions for the tenant reads them first, creating those that are
+//!   missing and repairing those that hold something else (see
+//!   [`Cache::establish`]).
 //! - `clear` stores a fresh random tenant version, `clear-all` a fresh
 //!   random application version on every server: one command each, so no
 //!   interleaving of readers and writers can undo them.
+//!
+//! Every version is drawn by the host as it is stored (`new-version`), so
+//! no component knows one before it is current, and a version record is
+//! only ever overwritten by a clear: a record that is missing is created
+//! where it still is (`create`), one holding something else is replaced
+//! only if it still holds what was read (`replace`, by its CAS value).
+//! Nothing read or handed back by a caller is ever written as a version.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -27,12 +35,15 @@ use core::ops::Range;
 
 use crate::batch::{Batch, Reply};
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::{Error, TooLarge};
-use crate::bindings::tenant_cache::cache::memcached::{CasItem, Command, Error as CapabilityError, Item, Replies};
+use crate::bindings::tenant_cache::cache::memcached::{
+    CasItem, Command, Error as CapabilityError, Item, NewVersion, Replies, VersionWrite,
+};
 use crate::frame::{HEADER_LEN, Stored, frame, unframe};
+use crate::tokens::Seal;
 use crate::versions::{VersionCache, Versions};
 use tenant_cache_layout::parts::encode_part;
 use tenant_cache_layout::records::{APP_RECORD, ReadKeys, data_record, tenant_record};
-use tenant_cache_layout::version::{parse_record, record_value};
+use tenant_cache_layout::version::parse_record;
 
 mod counter;
 mod lease;
@@ -55,14 +66,22 @@ fn expect_reply(batch: &mut Batch, size: u64) -> Result<Reply, Error> {
 pub trait Capability {
     /// One pipelined batch on the server that owns `route`.
     fn execute(&self, route: &str, commands: &[Command<'_>]) -> Result<Replies, CapabilityError>;
-    /// The same batch on every server.
-    fn broadcast(&self, commands: &[Command<'_>]) -> Result<(), CapabilityError>;
+    /// The same batch on every server: the versions it minted.
+    fn broadcast(&self, commands: &[Command<'_>]) -> Result<Vec<u64>, CapabilityError>;
     /// A fresh random value.
     fn random_u64(&self) -> u64;
     /// What the host's memo holds under `key`.
     fn memo_get(&self, key: &str) -> Option<Vec<u8>>;
     /// Puts `value` under `key` in the host's memo (`None` forgets it).
     fn memo_put(&self, key: &str, value: Option<&[u8]>);
+    /// The host's code authenticating `message` for `route`.
+    fn mac(&self, route: &str, message: &[u8]) -> Result<Vec<u8>, CapabilityError>;
+}
+
+impl<C: Capability> Seal for C {
+    fn code(&self, route: &str, message: &[u8]) -> Result<Vec<u8>, Error> {
+        self.mac(route, message).map_err(|error| from_capability(error, 0))
+    }
 }
 
 /// The memo key of the application version. Tenant parts never hold `:`,
@@ -80,11 +99,6 @@ pub struct Cache<C> {
     counters: KnownCounters,
 }
 
-/// A version record to write before an entry: its key, the record, and
-/// whether to `add` it (where missing) rather than `set` it (over
-/// something that is not a version).
-type Proposal<'a> = (&'a str, Vec<u8>, bool);
-
 impl<C: Capability> Cache<C> {
     /// A cache over `capability` with nothing remembered yet.
     pub fn new(capability: C) -> Self {
@@ -95,27 +109,52 @@ impl<C: Capability> Cache<C> {
         }
     }
 
-    /// Versions for a tenant whose version `records` (application, tenant,
-    /// whose key is `tenant_key`) are not both versions: the ones read,
-    /// and fresh ones for the others, with the writes that propose them
-    /// (`add` where missing: the read-back after them names the real ones
-    /// if they exist; `set` over something that is not a version, which
-    /// hides what was written under it).
-    fn propose<'k>(&self, records: [Record; 2], tenant_key: &'k str) -> (Versions, Vec<Proposal<'k>>) {
-        let mut proposals = Vec::new();
-        let mut propose = |record: Record, key: &'k str| match record {
-            Record::Version(version) => version,
-            Record::Missing | Record::Corrupt => {
-                let fresh = self.capability.random_u64();
-                proposals.push((key, record_value(fresh), record == Record::Missing));
-                fresh
+    /// The versions of `tenant` (its part; its version record is
+    /// `tenant_key`), now remembered: `records` if they are both versions
+    /// (what was last read, or guessed), else made so by `new-version`,
+    /// one batch an attempt. A missing record is created (`create`: where
+    /// there still is none), one holding something else is replaced only
+    /// while it holds what was read (`replace` by its CAS value, read with
+    /// it first), and both are read back with their CAS values. Nothing is
+    /// ever overwritten on the strength of a read.
+    fn establish(&mut self, tenant: &str, tenant_key: &str, mut records: [Record; 2]) -> Result<Versions, Error> {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            if let Some(current) = versions(records) {
+                return Ok(current);
             }
-        };
-        let versions = Versions {
-            app: propose(records[0], APP_RECORD),
-            tenant: propose(records[1], tenant_key),
-        };
-        (versions, proposals)
+            let mut commands = Vec::with_capacity(4);
+            for (record, key) in records.into_iter().zip([APP_RECORD, tenant_key]) {
+                let write = match record {
+                    Record::Missing => VersionWrite::Create,
+                    Record::Corrupt(Some(cas)) => VersionWrite::Replace(cas),
+                    // A version, or something else whose CAS value this
+                    // attempt reads first.
+                    Record::Version(_) | Record::Corrupt(None) => continue,
+                };
+                commands.push(Command::NewVersion(NewVersion { key, write }));
+            }
+            let writes = commands.len();
+            commands.extend([Command::GetWithCas(APP_RECORD), Command::GetWithCas(tenant_key)]);
+            let mut batch = self.exchange(tenant, &commands, 0)?;
+            for _ in 0..writes {
+                expect_reply(&mut batch, 0)?;
+            }
+            records = read_records(&mut batch)?;
+            self.learn(tenant, records);
+        }
+        Err(Error::Contention(String::from(
+            "the tenant's namespace versions kept changing (concurrent clears or evictions) while they were read; \
+             retry",
+        )))
+    }
+
+    /// The version records guessed for a tenant nothing is known of: the
+    /// application version last seen, if any.
+    fn guessed(&self) -> [Record; 2] {
+        [
+            self.versions.app().map_or(Record::Missing, Record::Version),
+            Record::Missing,
+        ]
     }
 
     /// Reads one key: the versions and the entry in one round trip.
@@ -184,13 +223,10 @@ impl<C: Capability> Cache<C> {
         Ok(values)
     }
 
-    /// Takes the replies to [`versions_first`]'s commands (with
-    /// `proposals` proposals) off the front of `batch`: the version records
-    /// of `tenant` (its part) read, now remembered.
-    fn read_versions_first(&mut self, tenant: &str, proposals: usize, batch: &mut Batch) -> Result<[Record; 2], Error> {
-        for _ in 0..proposals {
-            expect_reply(batch, 0)?;
-        }
+    /// Takes the replies to [`versions_first`]'s commands off the front of
+    /// `batch`: the version records of `tenant` (its part) read, now
+    /// remembered.
+    fn read_versions_first(&mut self, tenant: &str, batch: &mut Batch) -> Result<[Record; 2], Error> {
         let records = read_records(batch)?;
         self.learn(tenant, records);
         Ok(records)
@@ -286,88 +322,52 @@ impl<C: Capability> Cache<C> {
             .zip(entries)
             .map(|(key, (_, value))| (key.as_str(), value.as_slice()))
             .collect();
-        self.write(&tenant, &tenant_record(&tenant), &records, ttl, &[])
+        self.write(&tenant, &tenant_record(&tenant), &records, ttl)
     }
 
     /// Stores one entry: one round trip in steady state.
     pub fn set(&mut self, tenant: &str, key: &str, value: &[u8], ttl: Option<u32>) -> Result<(), Error> {
         check_ttl(ttl)?;
         let keys = ReadKeys::new(tenant, key);
-        self.write(
-            keys.tenant(),
-            keys.tenant_record(),
-            &[(keys.data_record(), value)],
-            ttl,
-            &[],
-        )
+        self.write(keys.tenant(), keys.tenant_record(), &[(keys.data_record(), value)], ttl)
     }
 
     /// Writes `entries` (data record, value) of the tenant whose part is
-    /// `tenant` and whose version record is `tenant_key`; `also` goes in
-    /// the same batch, after them.
+    /// `tenant` and whose version record is `tenant_key`, each framed with
+    /// the versions last seen (or recalled, or established), and reads the
+    /// versions back in the same batch: redone with the versions read when
+    /// they moved meanwhile.
     fn write(
         &mut self,
         tenant: &str,
         tenant_key: &str,
         entries: &[(&str, &[u8])],
         ttl: Option<u32>,
-        also: &[Command<'_>],
     ) -> Result<(), Error> {
-        // What the last attempt read of each record, if anything.
-        let mut last: Option<[Record; 2]> = None;
         let largest = entries.iter().map(|(_, value)| value.len() as u64).max().unwrap_or(0);
+        // The memo is asked on the first attempt only: a redo knows better.
+        let mut seen = self.recall(tenant);
+        let mut last = self.guessed();
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            // With guessed versions, entries are only `add`ed: a guess must
-            // never overwrite an entry another writer made visible. The
-            // memo is asked on the first attempt only: a redo knows better.
-            let (seen, known_app) = match last {
-                None => (self.recall(tenant), self.recall_app()),
-                Some(_) => (self.versions.get(tenant), self.versions.app()),
-            };
-            let guessed = seen.is_none();
-            // Versions unknown: propose versions for the records not known
-            // to hold one.
-            let (tag, proposals) = match seen {
-                Some(seen) => (seen, Vec::new()),
-                None => self.propose(
-                    last.unwrap_or([known_app.map_or(Record::Missing, Record::Version), Record::Missing]),
-                    tenant_key,
-                ),
+            let tag = match seen {
+                Some(seen) => seen,
+                None => self.establish(tenant, tenant_key, last)?,
             };
             let frames: Vec<Vec<u8>> = entries.iter().map(|(_, value)| frame(tag, value)).collect();
-            let mut commands = Vec::with_capacity(proposals.len() + entries.len() + 2);
-            for (key, record, add) in &proposals {
-                commands.push(store(key, record, None, *add));
-            }
+            let mut commands = Vec::with_capacity(entries.len() + 2);
             for ((key, _), framed) in entries.iter().zip(&frames) {
-                commands.push(store(key, framed, ttl, guessed));
+                commands.push(store(key, framed, ttl, false));
             }
-            commands.extend(also.iter().cloned());
-            commands.push(Command::Get(APP_RECORD));
-            commands.push(Command::Get(tenant_key));
-            let replies = self
-                .capability
-                .execute(tenant, &commands)
-                .map_err(|error| from_capability(error, largest))?;
-            let mut batch = Batch::new(replies);
-            if batch.remaining() != commands.len() {
-                return Err(Error::Internal(String::from("memcached host returned too few replies")));
-            }
-            for _ in &proposals {
-                expect_reply(&mut batch, 0)?;
-            }
+            commands.extend(versions_first(tenant_key));
+            let mut batch = self.exchange(tenant, &commands, largest)?;
             let mut all_stored = true;
             for (_, value) in entries {
                 let stored = expect_reply(&mut batch, value.len() as u64)?;
                 all_stored &= matches!(stored, Reply::Done);
             }
-            for _ in also {
-                expect_reply(&mut batch, 0)?;
-            }
-            let records = read_records(&mut batch)?;
-            let current = self.learn(tenant, records);
-            last = Some(records);
-            if current == Some(tag) && all_stored {
+            last = self.read_versions_first(tenant, &mut batch)?;
+            seen = versions(last);
+            if seen == Some(tag) && all_stored {
                 return Ok(());
             }
         }
@@ -404,14 +404,14 @@ impl<C: Capability> Cache<C> {
     /// Moves the tenant version: one command.
     pub fn clear(&mut self, tenant: &str) -> Result<(), Error> {
         let tenant = encode_part(tenant);
-        let fresh = self.capability.random_u64();
-        let (key, record) = (tenant_record(&tenant), record_value(fresh));
-        let replies = self
-            .capability
-            .execute(&tenant, &[store(&key, &record, None, false)])
-            .map_err(|error| from_capability(error, 0))?;
-        match expect_reply(&mut Batch::new(replies), 0)? {
-            Reply::Done => {
+        let key = tenant_record(&tenant);
+        let clear = Command::NewVersion(NewVersion {
+            key: &key,
+            write: VersionWrite::Overwrite,
+        });
+        let mut batch = self.exchange(&tenant, &[clear], 0)?;
+        match expect_reply(&mut batch, 0)? {
+            Reply::Minted(fresh) => {
                 let seen = self
                     .versions
                     .get(&tenant)
@@ -426,11 +426,17 @@ impl<C: Capability> Cache<C> {
 
     /// Moves the application version on every server: one command each.
     pub fn clear_all(&mut self) -> Result<(), Error> {
-        let fresh = self.capability.random_u64();
-        let record = record_value(fresh);
-        self.capability
-            .broadcast(&[store(APP_RECORD, &record, None, false)])
+        let clear = Command::NewVersion(NewVersion {
+            key: APP_RECORD,
+            write: VersionWrite::Overwrite,
+        });
+        let minted = self
+            .capability
+            .broadcast(&[clear])
             .map_err(|error| from_capability(error, 0))?;
+        let [fresh] = minted[..] else {
+            return Err(Error::Internal(String::from("memcached did not confirm the clear")));
+        };
         self.versions.move_app(fresh);
         self.capability.memo_put(MEMO_APP, Some(&fresh.to_le_bytes()));
         Ok(())
@@ -452,17 +458,11 @@ fn replace(item: Item<'_>, cas: Option<u64>) -> Command<'_> {
     }
 }
 
-/// The front of a batch that writes under the versions it reads first:
-/// the writes that propose versions (`proposals`, from [`Cache::propose`]),
-/// then the reads of both version records (the tenant's is `tenant_key`).
+/// The reads of both version records (the tenant's is `tenant_key`), in
+/// front of a batch that writes under them, or after one that checks them;
 /// [`Cache::read_versions_first`] takes their replies.
-fn versions_first<'a>(proposals: &'a [Proposal<'a>], tenant_key: &'a str) -> Vec<Command<'a>> {
-    let mut commands: Vec<Command<'a>> = proposals
-        .iter()
-        .map(|(key, record, add)| store(key, record, None, *add))
-        .collect();
-    commands.extend([Command::Get(APP_RECORD), Command::Get(tenant_key)]);
-    commands
+fn versions_first(tenant_key: &str) -> [Command<'_>; 2] {
+    [Command::Get(APP_RECORD), Command::Get(tenant_key)]
 }
 
 /// The caller's bytes of the stored frame at `range` of `values`, if it
@@ -483,21 +483,25 @@ fn value_if_current(mut values: Vec<u8>, range: Range<usize>, current: Versions)
 enum Record {
     Version(u64),
     Missing,
-    /// Something that is not a version record (written by someone else).
-    Corrupt,
+    /// Something that is not a version record (written by someone else),
+    /// with its CAS value if it was read with it.
+    Corrupt(Option<u64>),
 }
 
-/// Takes the application and tenant version replies off the front.
+/// Takes the application and tenant version replies off the front (read
+/// with `get` or `get-with-cas`).
 fn read_records(batch: &mut Batch) -> Result<[Record; 2], Error> {
     let mut record = || -> Result<Record, Error> {
-        Ok(match expect_reply(batch, 0)? {
-            Reply::Value(range) => batch
-                .values()
-                .get(range)
-                .and_then(parse_record)
-                .map_or(Record::Corrupt, Record::Version),
-            _ => Record::Missing,
-        })
+        let (range, cas) = match expect_reply(batch, 0)? {
+            Reply::Value(range) => (range, None),
+            Reply::ValueWithCas(range, cas) => (range, Some(cas)),
+            _ => return Ok(Record::Missing),
+        };
+        Ok(batch
+            .values()
+            .get(range)
+            .and_then(parse_record)
+            .map_or(Record::Corrupt(cas), Record::Version))
     };
     Ok([record()?, record()?])
 }

@@ -6,6 +6,9 @@
 //! that is a counter holds a *marker* instead (its own format byte, the
 //! versions, the counter's era and whether it counts signed): the count
 //! lives in the counter's record, where memcached's arithmetic reaches it.
+//! An entry whose value is being computed under a lease holds a
+//! *placeholder* (its own format byte, the versions the lease was taken
+//! under, the holder, and the value it replaced, if that was one).
 
 use alloc::vec::Vec;
 
@@ -55,6 +58,35 @@ pub fn marker(versions: Versions, counter: Counter) -> Vec<u8> {
     marker
 }
 
+/// The format byte of a lease placeholder.
+const PLACEHOLDER: u8 = 0xC3;
+
+/// The length of a placeholder without the value it carries.
+const PLACEHOLDER_LEN: usize = HEADER_LEN + 8;
+
+/// The holder of a placeholder given back (`release`): nobody.
+pub const RELEASED: u64 = 0;
+
+/// The placeholder of a lease taken under `versions` by `holder` (never
+/// [`RELEASED`] but for a lease given back), carrying `replaced`: the
+/// stored bytes of the entry it replaces if they are a value (for callers
+/// that accept a stale one), else nothing.
+pub fn placeholder(versions: Versions, holder: u64, replaced: &[u8]) -> Vec<u8> {
+    let carried = match read(replaced) {
+        Some(Stored::Value(..)) => replaced,
+        // The value a placeholder carries, not the placeholder itself.
+        Some(Stored::Lease { stale, .. }) => stale,
+        _ => &[],
+    };
+    let mut stored = Vec::with_capacity(PLACEHOLDER_LEN + carried.len());
+    stored.push(PLACEHOLDER);
+    stored.extend_from_slice(&versions.app.to_le_bytes());
+    stored.extend_from_slice(&versions.tenant.to_le_bytes());
+    stored.extend_from_slice(&holder.to_le_bytes());
+    stored.extend_from_slice(carried);
+    stored
+}
+
 /// What an entry holds, as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored<'a> {
@@ -62,6 +94,14 @@ pub enum Stored<'a> {
     Value(Versions, &'a [u8]),
     /// A counter, made under these versions.
     Counter(Versions, Counter),
+    /// A lease's placeholder: taken under `versions` by `holder`
+    /// ([`RELEASED`]: given back), carrying the stored bytes of the value
+    /// it replaced (`stale`, a frame, or empty).
+    Lease {
+        versions: Versions,
+        holder: u64,
+        stale: &'a [u8],
+    },
 }
 
 /// Reads a stored entry; `None` for bytes that are neither a frame nor a
@@ -76,6 +116,15 @@ pub fn read(stored: &[u8]) -> Option<Stored<'_>> {
             _ => return None,
         };
         return Some(Stored::Counter(versions, Counter { era, signed }));
+    }
+    if stored.first() == Some(&PLACEHOLDER) {
+        let (versions, rest) = unframe_as(PLACEHOLDER, stored)?;
+        let (holder, stale) = rest.split_first_chunk::<8>()?;
+        return Some(Stored::Lease {
+            versions,
+            holder: u64::from_le_bytes(*holder),
+            stale,
+        });
     }
     let (versions, value) = unframe(stored)?;
     Some(Stored::Value(versions, value))
@@ -136,6 +185,33 @@ mod tests {
         assert_eq!(read(&odd), None);
         odd.pop();
         assert_eq!(read(&odd), None);
+    }
+
+    #[test]
+    fn a_placeholder_carries_the_value_it_replaced_and_nothing_else() {
+        let old = Versions { app: 1, tenant: 2 };
+        let new = Versions { app: 1, tenant: 3 };
+        let value = frame(old, b"stale");
+        let first = placeholder(new, 7, &value);
+        assert_eq!(
+            read(&first),
+            Some(Stored::Lease {
+                versions: new,
+                holder: 7,
+                stale: &value
+            })
+        );
+        // Over another placeholder it carries that one's value, once.
+        let second = placeholder(new, 8, &first);
+        assert_eq!(second.len(), first.len());
+        let counter = marker(old, Counter { era: 1, signed: true });
+        for replaced in [&b""[..], b"junk", &counter] {
+            let bare = placeholder(new, 9, replaced);
+            assert_eq!(bare.len(), PLACEHOLDER_LEN);
+            assert!(matches!(read(&bare), Some(Stored::Lease { stale: b"", .. })));
+        }
+        assert_eq!(unframe(&first), None);
+        assert_eq!(read(&first[..PLACEHOLDER_LEN - 1]), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod batch;
 pub mod binding;
 pub mod cache;
 pub mod frame;
+pub mod tokens;
 pub mod versions;
 
 #[allow(missing_docs, clippy::all)]
@@ -52,7 +53,7 @@ impl Capability for Imports {
     fn execute(&self, route: &str, commands: &[Command<'_>]) -> Result<Replies, memcached::Error> {
         memcached::execute(route, commands)
     }
-    fn broadcast(&self, commands: &[Command<'_>]) -> Result<(), memcached::Error> {
+    fn broadcast(&self, commands: &[Command<'_>]) -> Result<Vec<u64>, memcached::Error> {
         memcached::broadcast(commands)
     }
     fn random_u64(&self) -> u64 {
@@ -63,6 +64,9 @@ impl Capability for Imports {
     }
     fn memo_put(&self, key: &str, value: Option<&[u8]>) {
         memcached::memo_put(key, value)
+    }
+    fn mac(&self, route: &str, message: &[u8]) -> Result<Vec<u8>, memcached::Error> {
+        memcached::mac(route, message)
     }
 }
 
@@ -132,22 +136,28 @@ impl Guest for Component {
     fn get_or_lease(tenant: String, key: String, options: LeaseOptions) -> Result<Lookup, Error> {
         with_cache(&tenant, |cache| cache.get_or_lease(&tenant, &key, &options))
     }
-    fn fill(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>, token: String) -> Result<(), Error> {
+    fn fill(tenant: String, key: String, value: Vec<u8>, ttl: Option<u32>, token: String) -> Result<bool, Error> {
         with_cache(&tenant, |cache| cache.fill(&tenant, &key, &value, ttl, &token))
+    }
+    fn release(tenant: String, key: String, token: String) -> Result<(), Error> {
+        with_cache(&tenant, |cache| cache.release(&tenant, &key, &token))
     }
     fn increment(tenant: String, key: String, delta: i64) -> Result<i64, Error> {
         // Counted as two's complement: the same bits as a u64 count.
         with_cache(&tenant, |cache| cache.increment(&tenant, &key, delta as u64, true)).map(|count| count as i64)
     }
     fn get_for_swap(tenant: String, key: String) -> Result<Swappable, Error> {
-        with_cache(&tenant, |cache| cache.get_for_swap(&tenant, &key)).map(|(value, basis)| Swappable {
-            value,
-            token: basis.token(),
+        with_cache(&tenant, |cache| {
+            let (value, basis) = cache.get_for_swap(&tenant, &key)?;
+            let token = cache.swap_token(&tenant, &key, &basis)?;
+            Ok(Swappable { value, token })
         })
     }
     fn compare_and_swap(tenant: String, key: String, value: Vec<u8>, token: String) -> Result<bool, Error> {
-        let basis = SwapBasis::from_token(&token)?;
-        with_cache(&tenant, |cache| cache.compare_and_swap(&tenant, &key, &value, &basis))
+        with_cache(&tenant, |cache| {
+            let basis = cache.swap_basis(&tenant, &key, &token)?;
+            cache.compare_and_swap(&tenant, &key, &value, &basis)
+        })
     }
 }
 

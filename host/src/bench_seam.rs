@@ -62,7 +62,7 @@ fn read(replies: crate::backend::BatchResult) -> anyhow::Result<Vec<RawReply>> {
         .into_iter()
         .map(|outcome| match outcome {
             Outcome::Value(len)
-            | Outcome::Refresh(len)
+            | Outcome::Refresh(crate::bindings::capability::ValueWithCas { len, .. })
             | Outcome::ValueWithCas(crate::bindings::capability::ValueWithCas { len, .. }) => {
                 match values.split_at_checked(len as usize) {
                     Some((value, rest)) => {
@@ -73,7 +73,7 @@ fn read(replies: crate::backend::BatchResult) -> anyhow::Result<Vec<RawReply>> {
                 }
             }
             Outcome::Miss => RawReply::Miss,
-            Outcome::Done => RawReply::Done,
+            Outcome::Done | Outcome::Minted(_) => RawReply::Done,
             Outcome::Exists => RawReply::Exists,
             Outcome::NotANumber => RawReply::Failed(String::from("not a number")),
             Outcome::Failed(error) => RawReply::Failed(describe(&error)),

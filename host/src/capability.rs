@@ -10,7 +10,9 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::backend::Backend;
 use crate::backend::membership::MAX_TAG;
-use crate::bindings::capability::{CasItem, Command, Error, Host, Item, Limit, Outcome, Replies};
+use crate::bindings::capability::{
+    CasItem, Command, Error, Host, Item, Limit, NewVersion, Outcome, Replies, VersionWrite,
+};
 use crate::confinement::Confinement;
 
 /// memcached's limit on a key, in bytes.
@@ -77,7 +79,7 @@ pub struct Grant {
 }
 
 /// The interface the grant implements, as components import it.
-const INTERFACE: &str = "tenant-cache:cache/memcached@0.6.0";
+const INTERFACE: &str = "tenant-cache:cache/memcached@0.7.0";
 
 impl Grant {
     /// Grants access to `backend` for the application `app`, with the
@@ -203,13 +205,10 @@ impl Grant {
     }
 
     /// Checks a batch for `route` against every rule of the grant (its
-    /// binding first). A store whose item cannot fit is not sent as such:
-    /// it becomes a `delete` of its key (as memcached itself drops the old
-    /// item when a store is too large, so a failed write never leaves a
-    /// stale value behind), and its reply will be `value-too-large`; those
-    /// commands' indices are returned.
-    fn admit(&mut self, route: &str, commands: &mut [Command]) -> Result<Vec<(usize, u64)>, Error> {
-        let admitted = match &mut self.bound {
+    /// binding first), and rewrites what is not sent as it is (see
+    /// [`check_commands`](Self::check_commands)).
+    fn admit(&mut self, route: &str, commands: &mut [Command]) -> Result<Rewrites, Error> {
+        let admitted = match &self.bound {
             Some(bound) => bound.admit(route, commands),
             None => Ok(()),
         };
@@ -217,15 +216,16 @@ impl Grant {
     }
 
     /// [`admit`](Self::admit) for a broadcast: no store may be too large.
-    fn admit_broadcast(&mut self, commands: &mut [Command]) -> Result<(), Error> {
+    /// Returns the versions drawn for its `new-version` commands.
+    fn admit_broadcast(&mut self, commands: &mut [Command]) -> Result<Vec<u64>, Error> {
         let admitted = match &self.bound {
             Some(bound) => bound.admit_broadcast(),
             None => Ok(()),
         };
-        let refused = self.observe_refusal(admitted.and_then(|()| self.check_commands(commands)))?;
-        match refused.first() {
+        let rewrites = self.observe_refusal(admitted.and_then(|()| self.check_commands(commands)))?;
+        match rewrites.refused.first() {
             Some(&(_, limit)) => Err(Error::ValueTooLarge(limit)),
-            None => Ok(()),
+            None => Ok(rewrites.minted.into_iter().map(|(_, version)| version).collect()),
         }
     }
 
@@ -242,37 +242,111 @@ impl Grant {
         admitted
     }
 
-    fn check_commands(&self, commands: &mut [Command]) -> Result<Vec<(usize, u64)>, Error> {
+    /// Checks every command's key and arguments, and rewrites two kinds
+    /// of command before they are sent:
+    /// - a store whose item cannot fit becomes a `delete` of its key (as
+    ///   memcached itself drops the old item when a store is too large, so
+    ///   a failed write never leaves a stale value behind), and its reply
+    ///   will be `value-too-large`;
+    /// - a `new-version` becomes the store of a version drawn here and now
+    ///   (the same one on every server of a broadcast), and its reply
+    ///   `minted` with it: no component knows a version before it is
+    ///   stored.
+    fn check_commands(&self, commands: &mut [Command]) -> Result<Rewrites, Error> {
         if commands.len() > self.limits.commands as usize {
             return Err(Error::OverLimit(Limit::CommandsPerBatch(self.limits.commands)));
         }
-        let mut refused = Vec::new();
+        let mut rewrites = Rewrites::default();
         for (index, command) in commands.iter_mut().enumerate() {
             match command {
                 Command::Get(key) | Command::Delete(key) | Command::GetWithCas(key) => Self::check_key(key)?,
-                Command::GetEarly(early) => Self::check_key(&early.key)?,
+                Command::GetEarly(early) => {
+                    Self::check_key(&early.key)?;
+                    // memcached reads the window as a signed 32-bit number:
+                    // a larger one would silently refresh nothing.
+                    if early.window > i32::MAX as u32 {
+                        return Err(Error::InvalidKey(format!(
+                            "a get-early window is at most {} seconds, not {}",
+                            i32::MAX,
+                            early.window
+                        )));
+                    }
+                }
                 Command::Increment(delta) => Self::check_key(&delta.key)?,
                 // A store that cannot fit removes its key, as memcached
                 // does with one it refuses.
                 Command::Set(item) | Command::Add(item) | Command::SetIfCas(CasItem { item, .. }) => {
                     Self::check_key(&item.key)?;
                     if let Some(limit) = self.refuses_item(item) {
-                        refused.push((index, limit));
+                        rewrites.refused.push((index, limit));
                         let key = std::mem::take(&mut item.key);
                         *command = Command::Delete(key);
                     }
                 }
+                Command::NewVersion(NewVersion { key, write }) => {
+                    Self::check_key(key)?;
+                    let version: u64 = rand::random();
+                    let item = Item {
+                        key: std::mem::take(key),
+                        value: tenant_cache_layout::version::record_value(version),
+                        ttl: None,
+                    };
+                    *command = match *write {
+                        VersionWrite::Overwrite => Command::Set(item),
+                        VersionWrite::Create => Command::Add(item),
+                        VersionWrite::Replace(cas) => Command::SetIfCas(CasItem { item, cas }),
+                    };
+                    rewrites.minted.push((index, version));
+                }
             }
         }
-        Ok(refused)
+        Ok(rewrites)
+    }
+
+    /// The code that authenticates `message` for `route` (the `mac`
+    /// function): HMAC-SHA-256 under the backend's token key, over the
+    /// application's prefix, the route and the message, cut to 16 bytes.
+    fn code(&self, route: &str, message: &[u8]) -> Result<Vec<u8>, Error> {
+        use hmac::Mac;
+        if let Some(bound) = &self.bound {
+            bound.admit_route(route)?;
+        }
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.backend.token_key())
+            .map_err(|_| Error::Protocol(String::from("the token key has a length HMAC refuses")))?;
+        for part in [self.prefix.as_bytes(), b"\n", route.as_bytes(), b"\n", message] {
+            mac.update(part);
+        }
+        Ok(mac.finalize().into_bytes()[..16].to_vec())
     }
 }
 
-/// Puts the failures of stores sent as deletes into the replies.
-fn mark_refused(replies: &mut Replies, refused: Vec<(usize, u64)>) {
-    for (index, limit) in refused {
-        if let Some(outcome) = replies.outcomes.get_mut(index) {
-            *outcome = Outcome::Failed(Error::ValueTooLarge(limit));
+/// What the grant changed in a batch before sending it, to be put back into
+/// its replies.
+#[derive(Default)]
+struct Rewrites {
+    /// Stores that could not fit, sent as deletes: their index and the
+    /// item size limit.
+    refused: Vec<(usize, u64)>,
+    /// `new-version` commands, sent as stores: their index and the version
+    /// drawn.
+    minted: Vec<(usize, u64)>,
+}
+
+impl Rewrites {
+    /// Puts the failures of stores sent as deletes, and the versions of
+    /// those stored, into the replies.
+    fn apply(self, replies: &mut Replies) {
+        for (index, limit) in self.refused {
+            if let Some(outcome) = replies.outcomes.get_mut(index) {
+                *outcome = Outcome::Failed(Error::ValueTooLarge(limit));
+            }
+        }
+        for (index, version) in self.minted {
+            if let Some(outcome) = replies.outcomes.get_mut(index)
+                && *outcome == Outcome::Done
+            {
+                *outcome = Outcome::Minted(version);
+            }
         }
     }
 }
@@ -290,27 +364,22 @@ fn app_part(app: &str) -> String {
 /// The capability's calls, once the grant admitted them; the synchronous
 /// `Host` and the async functions below only differ in how they wait.
 impl Grant {
-    fn run(&self, route: &str, commands: Vec<Command>, refused: Vec<(usize, u64)>) -> Result<Replies, Error> {
+    fn run(&self, route: &str, commands: Vec<Command>, rewrites: Rewrites) -> Result<Replies, Error> {
         self.round_trips.increment(1);
         // The route only picks a server; it is never sent to memcached.
         let storage = self.backend.storage();
         let mut replies = storage.execute(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)?;
-        mark_refused(&mut replies, refused);
+        rewrites.apply(&mut replies);
         Ok(replies)
     }
 
-    async fn run_async(
-        &self,
-        route: &str,
-        commands: Vec<Command>,
-        refused: Vec<(usize, u64)>,
-    ) -> Result<Replies, Error> {
+    async fn run_async(&self, route: &str, commands: Vec<Command>, rewrites: Rewrites) -> Result<Replies, Error> {
         self.round_trips.increment(1);
         let storage = self.backend.storage();
         let mut replies = storage
             .execute_async(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)
             .await?;
-        mark_refused(&mut replies, refused);
+        rewrites.apply(&mut replies);
         Ok(replies)
     }
 
@@ -327,21 +396,21 @@ impl Grant {
 
 impl Host for Grant {
     fn execute(&mut self, route: String, mut commands: Vec<Command>) -> Result<Replies, Error> {
-        let refused = self.admit(&route, &mut commands)?;
-        self.run(&route, commands, refused)
+        let rewrites = self.admit(&route, &mut commands)?;
+        self.run(&route, commands, rewrites)
     }
 
-    fn broadcast(&mut self, mut commands: Vec<Command>) -> Result<(), Error> {
-        self.admit_broadcast(&mut commands)?;
-        self.run_broadcast(commands)
+    fn broadcast(&mut self, mut commands: Vec<Command>) -> Result<Vec<u64>, Error> {
+        let minted = self.admit_broadcast(&mut commands)?;
+        self.run_broadcast(commands).map(|()| minted)
     }
 
     fn random_u64(&mut self) -> u64 {
-        match &mut self.bound {
-            // A bound component may write as versions only what it drew.
-            Some(bound) => bound.issue(),
-            None => rand::random(),
-        }
+        rand::random()
+    }
+
+    fn mac(&mut self, route: String, message: Vec<u8>) -> Result<Vec<u8>, Error> {
+        self.code(&route, &message)
     }
 
     fn memo_get(&mut self, key: String) -> Option<Vec<u8>> {
@@ -386,15 +455,14 @@ pub fn add_to_linker_async<T: Send + 'static>(
     interface.func_wrap_async(
         "execute",
         move |mut store: StoreContextMut<'_, T>, (route, mut commands): (String, Vec<Command>)| {
-            // Admitted here, on the store's grant (a bound grant uses up the
-            // versions it drew); run on a clone (a few reference counts), so
-            // the future holds no borrow of the store.
+            // Admitted here, on the store's grant; run on a clone (a few
+            // reference counts), so the future holds no borrow of the store.
             let grant = get(store.data_mut());
             let admitted = grant.admit(&route, &mut commands);
             let grant = grant.clone();
             Box::new(async move {
                 Ok((match admitted {
-                    Ok(refused) => grant.run_async(&route, commands, refused).await,
+                    Ok(rewrites) => grant.run_async(&route, commands, rewrites).await,
                     Err(error) => Err(error),
                 },))
             })
@@ -408,17 +476,23 @@ pub fn add_to_linker_async<T: Send + 'static>(
             let grant = grant.clone();
             Box::new(async move {
                 Ok((match admitted {
-                    Ok(()) => grant.run_broadcast_async(commands).await,
+                    Ok(minted) => grant.run_broadcast_async(commands).await.map(|()| minted),
                     Err(error) => Err(error),
                 },))
             })
         },
     )?;
+    // Randomness, codes, the memo and the binding wait on nothing: the
+    // blocking `Host` methods serve the async linker too.
     interface.func_wrap("random-u64", move |mut store: StoreContextMut<'_, T>, (): ()| {
         Ok((Host::random_u64(get(store.data_mut())),))
     })?;
-    // Randomness, the memo and the binding wait on nothing: the blocking
-    // `Host` methods serve the async linker too.
+    interface.func_wrap(
+        "mac",
+        move |mut store: StoreContextMut<'_, T>, (route, message): (String, Vec<u8>)| {
+            Ok((Host::mac(get(store.data_mut()), route, message),))
+        },
+    )?;
     interface.func_wrap(
         "memo-get",
         move |mut store: StoreContextMut<'_, T>, (key,): (String,)| Ok((Host::memo_get(get(store.data_mut()), key),)),

@@ -5,44 +5,34 @@
 //! ([`tenant_cache_layout::records`]) before anything is sent.
 //!
 //! With the tenant's part `P`:
-//! - `execute` takes route `P` only: every record of the tenant lives on
-//!   its server, under its tag;
-//! - `d:P:<key>` (the tenant's entries), `l:P:<digest>` (their leases)
+//! - `execute` (and `mac`) take route `P` only: every record of the tenant
+//!   lives on its server, under its tag;
+//! - `d:P:<key>` (the tenant's entries, and their leases' placeholders)
 //!   and `c:P:<digest>` (their counts) may be read, written and removed;
 //! - `n:P` (the tenant version) may be read and removed, and written only
-//!   with a version the host drew for this grant (`random-u64`), each used
-//!   once (so never by `set-if-cas` or `increment`): the component can
-//!   move its tenant's version, never set it back to one it saw, so the
-//!   operator's `clear` stays done;
+//!   by `new-version`, whose version the host draws as it stores it: the
+//!   component can move its tenant's version, never set it to one it
+//!   knew before it was stored, so nothing it wrote beforehand under that
+//!   version can come back, and the operator's `clear` stays done;
 //! - `a` (the application version, shared by every tenant on the server)
-//!   may be read, and written only with `add` (where no server copy is
-//!   left), without a TTL, with a version the host drew: what every other
-//!   tenant reads cannot change, nor be set back to an old version;
+//!   may be read, and written only by `new-version` with `create` (where
+//!   no server copy is left): what every other tenant reads cannot change;
 //! - any other key (another tenant's records) is refused, and so is
 //!   `broadcast`.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tenant_cache_layout::parts::encode_part;
 use tenant_cache_layout::records::{Record, record_of};
-use tenant_cache_layout::version::parse_record;
 
-use crate::bindings::capability::{Command, Error, Item};
+use crate::bindings::capability::{Command, Error, NewVersion, VersionWrite};
 
-/// Versions drawn for a grant and not yet written, kept at most: a
-/// component writes at most two per batch (the application and the tenant
-/// version).
-const ISSUED: usize = 16;
-
-/// The binding of a grant to one tenant, and the versions drawn for it.
+/// The binding of a grant to one tenant.
 #[derive(Clone, Debug)]
 pub(crate) struct Confinement {
     tenant: Arc<str>,
     /// The tenant's part: its route, and the middle of its records' keys.
     part: Arc<str>,
-    /// Versions `random-u64` returned on this grant, not yet written.
-    issued: VecDeque<u64>,
 }
 
 impl Confinement {
@@ -51,7 +41,6 @@ impl Confinement {
         Confinement {
             tenant: tenant.into(),
             part: encode_part(tenant).into(),
-            issued: VecDeque::new(),
         }
     }
 
@@ -65,52 +54,53 @@ impl Confinement {
         &self.part
     }
 
-    /// A fresh random value, which the component may then write once as a
-    /// version.
-    pub(crate) fn issue(&mut self) -> u64 {
-        let fresh = rand::random();
-        if self.issued.len() == ISSUED {
-            self.issued.pop_front();
+    /// Whether `route` is the tenant's.
+    pub(crate) fn admit_route(&self, route: &str) -> Result<(), Error> {
+        match route == &*self.part {
+            true => Ok(()),
+            false => Err(self.denied(format!("route {route:?} is another tenant's"))),
         }
-        self.issued.push_back(fresh);
-        fresh
     }
 
     /// Whether the batch `commands` for `route` stays within the tenant's
-    /// records. The versions it writes are used up only if it does.
-    pub(crate) fn admit(&mut self, route: &str, commands: &[Command]) -> Result<(), Error> {
-        if route != &*self.part {
-            return Err(self.denied(format!("route {route:?} is another tenant's")));
-        }
-        let mut used = Vec::new();
+    /// records.
+    pub(crate) fn admit(&self, route: &str, commands: &[Command]) -> Result<(), Error> {
+        self.admit_route(route)?;
         for command in commands {
-            let (key, store) = match command {
-                Command::Get(key) | Command::Delete(key) | Command::GetWithCas(key) => (key, None),
-                Command::GetEarly(early) => (&early.key, None),
-                Command::Increment(delta) => (&delta.key, None),
-                Command::Set(item) => (&item.key, Some((item, false))),
-                Command::Add(item) => (&item.key, Some((item, true))),
-                Command::SetIfCas(cas_item) => (&cas_item.item.key, None),
+            let key = match command {
+                Command::Get(key) | Command::Delete(key) | Command::GetWithCas(key) => key,
+                Command::GetEarly(early) => &early.key,
+                Command::Increment(delta) => &delta.key,
+                Command::Set(item) | Command::Add(item) => &item.key,
+                Command::SetIfCas(cas_item) => &cas_item.item.key,
+                Command::NewVersion(new) => &new.key,
             };
             let record = record_of(&self.part, key).ok_or_else(|| self.denied(format!("key {key:?} is not its")))?;
-            match (record, command, store) {
-                (Record::Entry | Record::Lease | Record::Counter, ..) => {}
-                (Record::Tenant | Record::App, Command::Get(_) | Command::GetEarly(_) | Command::GetWithCas(_), _) => {}
-                (Record::Tenant, Command::Delete(_), _) => {}
-                (Record::Tenant, _, Some((item, _))) => used.push(self.version_in(item, &used)?),
-                (Record::App, _, Some((item, true))) if item.ttl.is_none() => used.push(self.version_in(item, &used)?),
-                (Record::App, ..) => {
+            match (record, command) {
+                (Record::Entry | Record::Counter, Command::NewVersion(_)) => {
+                    return Err(self.denied(String::from("new-version writes version records only")));
+                }
+                (Record::Entry | Record::Counter, _) => {}
+                (Record::Tenant | Record::App, Command::Get(_) | Command::GetEarly(_) | Command::GetWithCas(_)) => {}
+                (Record::Tenant, Command::Delete(_) | Command::NewVersion(_)) => {}
+                (
+                    Record::App,
+                    Command::NewVersion(NewVersion {
+                        write: VersionWrite::Create,
+                        ..
+                    }),
+                ) => {}
+                (Record::App, _) => {
                     return Err(self.denied(String::from(
                         "the application version is every tenant's: it may only be read, or created where it \
                          is missing",
                     )));
                 }
-                (Record::Tenant, ..) => return Err(self.denied(format!("{command:?} is not allowed"))),
-            }
-        }
-        for version in used {
-            if let Some(at) = self.issued.iter().position(|&issued| issued == version) {
-                self.issued.remove(at);
+                (Record::Tenant, _) => {
+                    return Err(self.denied(format!(
+                        "{command:?}: its version is written only with a version the host draws (new-version)"
+                    )));
+                }
             }
         }
         Ok(())
@@ -121,19 +111,6 @@ impl Confinement {
         Err(self.denied(String::from("broadcast reaches every tenant")))
     }
 
-    /// The version `item` writes, if the host drew it for this grant and
-    /// the batch being checked has not `used` it already.
-    fn version_in(&self, item: &Item, used: &[u64]) -> Result<u64, Error> {
-        parse_record(&item.value)
-            .filter(|version| self.issued.contains(version) && !used.contains(version))
-            .ok_or_else(|| {
-                self.denied(format!(
-                    "a version written to {:?} must be one random-u64 returned on this grant, used once",
-                    item.key
-                ))
-            })
-    }
-
     fn denied(&self, why: String) -> Error {
         Error::Denied(format!("this grant is bound to tenant {:?}: {why}", self.tenant))
     }
@@ -141,10 +118,11 @@ impl Confinement {
 
 #[cfg(test)]
 mod tests {
-    use tenant_cache_layout::records::{APP_RECORD, data_record, tenant_record};
+    use tenant_cache_layout::records::{APP_RECORD, counter_record, data_record, tenant_record};
     use tenant_cache_layout::version::record_value;
 
     use super::*;
+    use crate::bindings::capability::{CasItem, CounterDelta, Item};
 
     fn store(key: &str, value: Vec<u8>, ttl: Option<u32>) -> Item {
         Item {
@@ -154,16 +132,20 @@ mod tests {
         }
     }
 
+    fn new_version(key: &str, write: VersionWrite) -> Command {
+        Command::NewVersion(NewVersion { key: key.into(), write })
+    }
+
     fn denied(result: Result<(), Error>) -> bool {
         matches!(result, Err(Error::Denied(message)) if message.contains("\"acme\""))
     }
 
     #[test]
     fn a_bound_grant_reaches_its_tenants_records_only() {
-        let mut acme = Confinement::new("acme");
+        let acme = Confinement::new("acme");
         let (own, entry) = (tenant_record("acme"), data_record("acme", "k"));
-        let lease = tenant_cache_layout::records::lease_record("acme", (1, 2), "k");
-        let reads = [APP_RECORD, &own, &entry, &lease].map(|key| Command::Get(key.into()));
+        let count = counter_record("acme", (1, 2), 3, "k");
+        let reads = [APP_RECORD, &own, &entry, &count].map(|key| Command::Get(key.into()));
         assert!(acme.admit("acme", &reads).is_ok());
         assert!(
             acme.admit("acme", &[Command::Delete(entry.clone()), Command::Delete(own.clone())])
@@ -172,21 +154,21 @@ mod tests {
         let writes = [
             Command::Set(store(&entry, b"anything".to_vec(), Some(5))),
             Command::Add(store(&entry, b"anything".to_vec(), None)),
+            Command::SetIfCas(CasItem {
+                item: store(&count, b"1".to_vec(), None),
+                cas: 1,
+            }),
         ];
         assert!(acme.admit("acme", &writes).is_ok());
+        assert!(acme.admit_route("acme").is_ok());
         for other in ["globex", "acm", "acme:", "", "acme%3Ax"] {
             let part = encode_part(other);
             for command in [
                 Command::Get(tenant_record(&part)),
                 Command::Get(data_record(&part, "secret")),
-                Command::Add(store(
-                    &tenant_cache_layout::records::lease_record(&part, (3, 4), "secret"),
-                    b"leased".to_vec(),
-                    Some(10),
-                )),
                 Command::Delete(data_record(&part, "secret")),
                 Command::Set(store(&data_record(&part, "secret"), b"forged".to_vec(), None)),
-                Command::Set(store(&tenant_record(&part), record_value(acme.issue()), None)),
+                new_version(&tenant_record(&part), VersionWrite::Overwrite),
             ] {
                 assert!(
                     denied(acme.admit("acme", std::slice::from_ref(&command))),
@@ -195,49 +177,57 @@ mod tests {
             }
             // The tenant's own records, on another tenant's route.
             assert!(denied(acme.admit(&part, &reads)), "route {part:?}");
+            assert!(denied(acme.admit_route(&part)), "mac on route {part:?}");
         }
-        for stray in ["~pool", "tc:pool", "n:", "d:acme", "x"] {
+        for stray in ["~pool", "tc:pool", "n:", "d:acme", "l:acme:0123", "x"] {
             assert!(denied(acme.admit("acme", &[Command::Get(stray.into())])), "{stray}");
         }
         assert!(denied(acme.admit_broadcast()));
     }
 
     #[test]
-    fn versions_are_written_only_as_fresh_draws_each_used_once() {
-        let mut acme = Confinement::new("acme");
+    fn versions_are_written_only_as_versions_the_host_draws() {
+        let acme = Confinement::new("acme");
         let own = tenant_record("acme");
-        // A version the component chose, or read earlier: refused.
-        let old = record_value(0x1234);
-        assert!(denied(acme.admit("acme", &[Command::Set(store(&own, old, None))])));
-        let fresh = acme.issue();
-        let clear = [Command::Set(store(&own, record_value(fresh), None))];
-        assert!(acme.admit("acme", &clear).is_ok());
-        assert!(denied(acme.admit("acme", &clear)), "a draw written twice");
-        // The application version: `add` of a fresh draw without a TTL, only.
-        let app =
-            |command: fn(Item) -> Command, version: u64, ttl| command(store(APP_RECORD, record_value(version), ttl));
-        let fresh = acme.issue();
-        assert!(denied(acme.admit("acme", &[app(Command::Set, fresh, None)])));
-        assert!(denied(acme.admit("acme", &[app(Command::Add, fresh, Some(1))])));
-        assert!(denied(acme.admit("acme", &[Command::Delete(APP_RECORD.into())])));
-        assert!(denied(acme.admit("acme", &[app(Command::Add, fresh ^ 1, None)])));
-        assert!(acme.admit("acme", &[app(Command::Add, fresh, None)]).is_ok());
-        // A refused batch uses up nothing.
-        let (first, second) = (acme.issue(), acme.issue());
-        let batch = [
-            app(Command::Add, first, None),
-            Command::Set(store(&own, record_value(second), None)),
+        // Any value the component chose, however it stores it: refused.
+        let chosen = || record_value(0x1234);
+        for command in [
+            Command::Set(store(&own, chosen(), None)),
+            Command::Add(store(&own, chosen(), None)),
+            Command::SetIfCas(CasItem {
+                item: store(&own, chosen(), None),
+                cas: 1,
+            }),
+            Command::Increment(CounterDelta {
+                key: own.clone(),
+                delta: 1,
+            }),
+            Command::Set(store(APP_RECORD, chosen(), None)),
+            Command::Add(store(APP_RECORD, chosen(), None)),
+            Command::Delete(APP_RECORD.into()),
+            new_version(APP_RECORD, VersionWrite::Overwrite),
+            new_version(APP_RECORD, VersionWrite::Replace(1)),
+            new_version(&data_record("acme", "k"), VersionWrite::Overwrite),
+        ] {
+            assert!(
+                denied(acme.admit("acme", std::slice::from_ref(&command))),
+                "{command:?}"
+            );
+        }
+        // Drawn by the host: its own version in every way, the application
+        // version only where it is missing.
+        let allowed = [
+            new_version(&own, VersionWrite::Overwrite),
+            new_version(&own, VersionWrite::Create),
+            new_version(&own, VersionWrite::Replace(7)),
+            new_version(APP_RECORD, VersionWrite::Create),
+        ];
+        assert!(acme.admit("acme", &allowed).is_ok());
+        // A batch with one refused command is refused whole.
+        let mixed = [
+            new_version(&own, VersionWrite::Overwrite),
             Command::Get("n:globex".into()),
         ];
-        assert!(denied(acme.admit("acme", &batch)));
-        assert!(acme.admit("acme", &batch[..2]).is_ok());
-        // Only the last draws are kept.
-        let early = acme.issue();
-        for _ in 0..ISSUED {
-            acme.issue();
-        }
-        assert!(denied(
-            acme.admit("acme", &[Command::Set(store(&own, record_value(early), None))])
-        ));
+        assert!(denied(acme.admit("acme", &mixed)));
     }
 }

@@ -18,10 +18,10 @@ use crate::bindings::exported::{
 use crate::tenant_cache::{LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable};
 
 /// The interface the component exports.
-const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.6.0";
+const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.7.0";
 
 /// The number of functions in [`INTERFACE`].
-const FUNCTIONS: usize = 12;
+const FUNCTIONS: usize = 13;
 
 /// Where each function of the interface is in a component: found once per
 /// component, by name.
@@ -207,7 +207,7 @@ exports! {
     /// `get-or-lease`, in the WIT's types ([`Plugin::get_or_lease`]).
     7 get_or_lease_wit get_or_lease_wit_async "get-or-lease" (tenant: &str, key: &str, options: WitLeaseOptions) -> WitLookup;
     /// `fill`, in the WIT's types ([`Plugin::fill`]).
-    8 fill_wit fill_wit_async "fill" (tenant: &str, key: &str, value: &[u8], ttl: Option<u32>, token: &str) -> ();
+    8 fill_wit fill_wit_async "fill" (tenant: &str, key: &str, value: &[u8], ttl: Option<u32>, token: &str) -> bool;
     /// Adds `delta` to the counter under `key` of `tenant` (made at 0 if
     /// missing or cleared) and returns the new count, atomically.
     9 pub increment increment_async "increment" (tenant: &str, key: &str, delta: i64) -> i64;
@@ -215,6 +215,8 @@ exports! {
     10 get_for_swap_wit get_for_swap_wit_async "get-for-swap" (tenant: &str, key: &str) -> WitSwappable;
     /// `compare-and-swap`, in the WIT's types ([`Plugin::compare_and_swap`]).
     11 compare_and_swap_wit compare_and_swap_wit_async "compare-and-swap" (tenant: &str, key: &str, value: &[u8], token: &str) -> bool;
+    /// `release`, in the WIT's types ([`Plugin::release`]).
+    12 release_wit release_wit_async "release" (tenant: &str, key: &str, token: &str) -> ();
 }
 
 impl Plugin {
@@ -246,8 +248,9 @@ impl Plugin {
     }
 
     /// Stores the value the holder of `token` computed for `key` of
-    /// `tenant`, in one round trip; after a clear since the lease was
-    /// taken, it stores nothing visible.
+    /// `tenant` over its lease, in one round trip: whether it is now the
+    /// entry (`false`: the lease is no longer this caller's, the key was
+    /// written since it was taken, or the tenant was cleared since).
     pub fn fill(
         &self,
         store: impl AsContextMut,
@@ -256,8 +259,32 @@ impl Plugin {
         value: &[u8],
         ttl: Option<u32>,
         token: &LeaseToken,
-    ) -> Result<(), CacheError> {
+    ) -> Result<bool, CacheError> {
         self.fill_wit(store, tenant, key, value, ttl, token.as_str())
+    }
+
+    /// Gives the lease `token` back (its holder could not compute the
+    /// value), so the next reader takes it at once.
+    pub fn release(
+        &self,
+        store: impl AsContextMut,
+        tenant: &str,
+        key: &str,
+        token: &LeaseToken,
+    ) -> Result<(), CacheError> {
+        self.release_wit(store, tenant, key, token.as_str())
+    }
+
+    /// [`release`](Self::release) for stores whose linker holds async host
+    /// functions.
+    pub async fn release_async(
+        &self,
+        store: impl AsContextMut<Data: Send>,
+        tenant: &str,
+        key: &str,
+        token: &LeaseToken,
+    ) -> Result<(), CacheError> {
+        self.release_wit_async(store, tenant, key, token.as_str()).await
     }
 
     /// Reads `key` of `tenant` as [`get`](Self::get) does, with the token
@@ -316,7 +343,7 @@ impl Plugin {
         value: &[u8],
         ttl: Option<u32>,
         token: &LeaseToken,
-    ) -> Result<(), CacheError> {
+    ) -> Result<bool, CacheError> {
         self.fill_wit_async(store, tenant, key, value, ttl, token.as_str())
             .await
     }

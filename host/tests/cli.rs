@@ -502,7 +502,7 @@ fn run_confines_an_app_importing_the_capability_to_its_tenant() -> anyhow::Resul
         "{out}"
     );
     let refused = out.lines().filter(|line| line.ends_with(": denied")).count();
-    assert_eq!(refused, 20, "{out}");
+    assert_eq!(refused, 24, "{out}");
     assert!(out.ends_with("memo-victim: none\n"), "{out}");
     assert_eq!(
         stdout(&run(&server, &["--app", "shop", "get", "globex", "k"])?),

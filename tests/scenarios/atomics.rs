@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
-use tenant_cache_host::{Backend, CacheError, Grant};
+use tenant_cache_host::{Backend, CacheError, Grant, SwapToken};
 use tenant_cache_tests::{MemcachedProcess, backend, cache, runtime};
 
 /// Runs `call` and returns its value and how many batches it sent.
@@ -454,6 +454,124 @@ fn counters_on_a_pool_live_with_their_tenant_and_clear_all_hides_them_everywhere
     for tenant in &tenants {
         assert_eq!(cache.get(tenant, "hits")?, None, "{tenant}");
         assert_eq!(cache.increment(tenant, "hits", 1)?, 1, "{tenant}");
+    }
+    Ok(())
+}
+
+/// Tokens come back from outside (an HTTP service hands them to clients
+/// as ETags): one the component did not hand out for that tenant and key
+/// is refused and writes nothing, least of all a record every tenant
+/// reads.
+#[test]
+fn forged_altered_and_misdirected_swap_tokens_are_refused_and_write_nothing() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    let mut cache = cache(&backend, "app")?;
+    for tenant in ["acme", "globex", "mallory"] {
+        cache.set(tenant, "k", tenant.as_bytes(), None)?;
+    }
+    let read = cache.get_for_swap("acme", "k")?;
+    let legit = read.token.as_str().to_owned();
+    let (text, code) = legit.rsplit_once('.').expect("a sealed token");
+    let flipped = format!("{text}.{}{}", if code.starts_with('0') { "1" } else { "0" }, &code[1..]);
+    let forged = [
+        String::from("swap1:e:x:x:-"),
+        String::from("swap2:e:x:x:-"),
+        String::from(""),
+        String::from(text),
+        flipped,
+        legit.replacen("swap2:e:", "swap2:c:", 1),
+        format!("{legit}0"),
+    ];
+    for token in &forged {
+        let result = cache.compare_and_swap("mallory", "x", b"anything", &SwapToken::from(token.clone()));
+        assert!(
+            matches!(result, Err(CacheError::InvalidInput(_))),
+            "{token:?}: {result:?}"
+        );
+        let result = cache.compare_and_swap("acme", "k", b"anything", &SwapToken::from(token.clone()));
+        assert!(
+            matches!(result, Err(CacheError::InvalidInput(_))),
+            "{token:?}: {result:?}"
+        );
+    }
+    // A real token, on another key or another tenant.
+    for (tenant, key) in [("acme", "other"), ("globex", "k"), ("mallory", "x")] {
+        let result = cache.compare_and_swap(tenant, key, b"anything", &read.token);
+        assert!(
+            matches!(result, Err(CacheError::InvalidInput(_))),
+            "{tenant}/{key}: {result:?}"
+        );
+    }
+    // Nothing moved: every tenant reads what it held, from a fresh instance.
+    let mut fresh = tenant_cache_tests::cache(&backend, "app")?;
+    for tenant in ["acme", "globex", "mallory"] {
+        assert_eq!(fresh.get(tenant, "k")?.as_deref(), Some(tenant.as_bytes()), "{tenant}");
+    }
+    assert_eq!(fresh.get("mallory", "x")?, None);
+    // The real token still works where it was handed out.
+    assert!(cache.compare_and_swap("acme", "k", b"swapped", &read.token)?);
+    // Another application (another prefix) does not take it either.
+    let mut other_app = tenant_cache_tests::cache(&backend, "other-app")?;
+    let result = other_app.compare_and_swap("acme", "k", b"x", &read.token);
+    assert!(matches!(result, Err(CacheError::InvalidInput(_))), "{result:?}");
+    Ok(())
+}
+
+/// A backend with the same token secret takes another's tokens (another
+/// process, say); one without it refuses them.
+#[test]
+fn swap_tokens_travel_between_backends_that_share_the_token_secret() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let secret = b"a secret the platform keeps, 32b";
+    let first = backend(&[&server])?.with_token_secret(secret)?;
+    let second = backend(&[&server])?.with_token_secret(secret)?;
+    let stranger = backend(&[&server])?.with_token_secret(b"another secret, just as long!!!!")?;
+    let mut reader = cache(&first, "app")?;
+    reader.set("acme", "k", b"v1", None)?;
+    let read = reader.get_for_swap("acme", "k")?;
+    let result = cache(&stranger, "app")?.compare_and_swap("acme", "k", b"x", &read.token);
+    assert!(matches!(result, Err(CacheError::InvalidInput(_))), "{result:?}");
+    assert!(cache(&second, "app")?.compare_and_swap("acme", "k", b"v2", &read.token)?);
+    assert_eq!(reader.get("acme", "k")?.as_deref(), Some(&b"v2"[..]));
+    assert!(backend(&[&server])?.with_token_secret(b"short").is_err());
+    Ok(())
+}
+
+/// One rule for numbers swapped onto a counter: in its range, it counts on
+/// from there and reads back as its count; out of it, the swap is refused
+/// and stores nothing.
+#[test]
+fn a_number_swapped_onto_a_counter_counts_on_only_within_its_range() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    let mut cache = cache(&backend, "app")?;
+    cache.increment("acme", "n", 5)?;
+    for (swapped, reads) in [
+        (&b"007"[..], &b"7"[..]),
+        (b"-12", b"-12"),
+        (b"9223372036854775807", b"9223372036854775807"),
+    ] {
+        let read = cache.get_for_swap("acme", "n")?;
+        assert!(cache.compare_and_swap("acme", "n", swapped, &read.token)?);
+        assert_eq!(cache.get("acme", "n")?.as_deref(), Some(reads));
+    }
+    assert_eq!(cache.increment("acme", "n", 1)?, i64::MIN, "counts on, wrapping");
+    for out_of_range in [
+        &b"9223372036854775808"[..],
+        b"-9223372036854775809",
+        b"99999999999999999999",
+    ] {
+        let read = cache.get_for_swap("acme", "n")?;
+        let result = cache.compare_and_swap("acme", "n", out_of_range, &read.token);
+        assert!(matches!(result, Err(CacheError::InvalidInput(_))), "{result:?}");
+        assert_eq!(cache.increment("acme", "n", 0)?, i64::MIN, "nothing stored");
+    }
+    // A set of a number out of range, then an increment: told why.
+    cache.set("acme", "big", b"9223372036854775808", None)?;
+    match cache.increment("acme", "big", 1) {
+        Err(CacheError::NotACounter(message)) => assert!(message.contains("range"), "{message}"),
+        other => panic!("{other:?}"),
     }
     Ok(())
 }

@@ -43,7 +43,7 @@ fn every_attempt_denied(run: &AppRun) {
         lines[1]
     );
     let attempts: Vec<&str> = lines[2..lines.len() - 1].to_vec();
-    assert_eq!(attempts.len(), 20, "{attempts:#?}");
+    assert_eq!(attempts.len(), 24, "{attempts:#?}");
     for attempt in attempts {
         assert!(attempt.ends_with(": denied"), "{attempt}");
     }

@@ -285,7 +285,7 @@ fn a_value_computed_from_before_a_clear_is_never_read_after_it() -> anyhow::Resu
             true => slow.clear("t")?,
             false => other.clear("t")?,
         }
-        slow.fill("t", "k", b"from before the clear", None, &token)?;
+        assert!(!slow.fill("t", "k", b"from before the clear", None, &token)?);
         assert_eq!(other.get("t", "k")?, None);
         assert_eq!(cache(&backend, "app")?.get("t", "k")?, None);
     }
@@ -298,7 +298,7 @@ fn a_value_computed_from_before_a_clear_is_never_read_after_it() -> anyhow::Resu
 }
 
 #[test]
-fn a_hit_costs_one_round_trip_a_miss_two_and_a_fill_one() -> anyhow::Result<()> {
+fn a_hit_costs_one_round_trip_a_miss_two_and_a_fill_one_and_a_taken_lease_one() -> anyhow::Result<()> {
     let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     let (mut first, mut second) = (cache(&backend, "app")?, cache(&backend, "app")?);
@@ -329,11 +329,15 @@ fn a_hit_costs_one_round_trip_a_miss_two_and_a_fill_one() -> anyhow::Result<()> 
     );
     assert_eq!(
         cost(&mut || second.get_or_lease("t", "k", &options).map(drop))?,
-        2,
-        "a miss that finds it taken"
+        1,
+        "a miss that finds it taken (the lease is in the entry's place)"
     );
     let token = token.expect("a lease");
-    assert_eq!(cost(&mut || first.fill("t", "k", b"v", None, &token))?, 1, "a fill");
+    assert_eq!(
+        cost(&mut || first.fill("t", "k", b"v", None, &token).map(drop))?,
+        1,
+        "a fill"
+    );
     assert_eq!(second.get("t", "k")?.as_deref(), Some(&b"v"[..]));
     Ok(())
 }
@@ -393,5 +397,171 @@ fn lease_options_out_of_range_are_refused() -> anyhow::Result<()> {
         cache.fill("t", "k", b"v", None, &forged),
         Err(CacheError::InvalidInput(_))
     ));
+    Ok(())
+}
+
+/// The review's case: a lease taken, the tenant cleared, a new value set;
+/// the old holder's fill (from another instance) must not destroy it.
+#[test]
+fn a_stale_fill_never_replaces_a_value_written_after_its_lease_was_taken() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    let (mut holder, mut writer, mut filler) = (
+        cache(&backend, "app")?,
+        cache(&backend, "app")?,
+        cache(&backend, "app")?,
+    );
+    // Cleared and rewritten, or only rewritten, or deleted, while the lease is held.
+    for clear_first in [true, false] {
+        let Lookup::Lease(token) = holder.get_or_lease("acme", "f", &LeaseOptions::default())? else {
+            panic!("a miss takes the lease");
+        };
+        if clear_first {
+            writer.clear("acme")?;
+        }
+        writer.set("acme", "f", b"new", None)?;
+        assert!(!filler.fill("acme", "f", b"old", None, &token)?);
+        assert_eq!(
+            writer.get("acme", "f")?.as_deref(),
+            Some(&b"new"[..]),
+            "clear first: {clear_first}"
+        );
+        writer.delete("acme", "f")?;
+    }
+    let Lookup::Lease(token) = holder.get_or_lease("acme", "f", &LeaseOptions::default())? else {
+        panic!("a miss takes the lease");
+    };
+    writer.delete("acme", "f")?;
+    assert!(!filler.fill("acme", "f", b"old", None, &token)?);
+    assert_eq!(writer.get("acme", "f")?, None, "a delete since the lease stands");
+    Ok(())
+}
+
+/// A token fills its own key only, and only while its lease is its
+/// holder's: once it ran out and another caller took it, the late fill
+/// stores nothing and leaves the new holder's lease as it was.
+#[test]
+fn a_fill_needs_the_lease_it_names_for_the_key_it_names() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    let options = LeaseOptions {
+        lease_ttl: 2,
+        ..LeaseOptions::default()
+    };
+    let (mut first, mut second, mut third) = (
+        cache(&backend, "app")?,
+        cache(&backend, "app")?,
+        cache(&backend, "app")?,
+    );
+    let Lookup::Lease(token) = first.get_or_lease("acme", "f", &options)? else {
+        panic!("a miss takes the lease");
+    };
+    // Another key, another tenant, another application: refused.
+    for (tenant, key) in [("acme", "g"), ("globex", "f")] {
+        let result = second.fill(tenant, key, b"x", None, &token);
+        assert!(
+            matches!(result, Err(CacheError::InvalidInput(_))),
+            "{tenant}/{key}: {result:?}"
+        );
+    }
+    let result = tenant_cache_tests::cache(&backend, "other-app")?.fill("acme", "f", b"x", None, &token);
+    assert!(matches!(result, Err(CacheError::InvalidInput(_))), "{result:?}");
+    for forged in ["lease1:0123456789abcdef0000000000000007", "", "lease2:m:x"] {
+        let result = second.fill(
+            "acme",
+            "f",
+            b"x",
+            None,
+            &tenant_cache_host::LeaseToken::from(forged.to_owned()),
+        );
+        assert!(
+            matches!(result, Err(CacheError::InvalidInput(_))),
+            "{forged:?}: {result:?}"
+        );
+    }
+    assert_eq!(
+        third.get_or_lease("acme", "f", &options)?,
+        Lookup::Busy,
+        "still the first's"
+    );
+    // The lease runs out; another caller takes it.
+    let started = Instant::now();
+    let renewed = loop {
+        match second.get_or_lease("acme", "f", &options)? {
+            Lookup::Lease(token) => break token,
+            Lookup::Busy => std::thread::sleep(Duration::from_millis(50)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "still blocked");
+    };
+    assert!(!first.fill("acme", "f", b"late", None, &token)?, "no longer its lease");
+    assert_eq!(
+        third.get_or_lease("acme", "f", &options)?,
+        Lookup::Busy,
+        "the new lease stands"
+    );
+    assert!(second.fill("acme", "f", b"fresh", None, &renewed)?);
+    assert_eq!(third.get("acme", "f")?.as_deref(), Some(&b"fresh"[..]));
+    // A token filled once fills no more.
+    assert!(!second.fill("acme", "f", b"again", None, &renewed)?);
+    assert_eq!(third.get("acme", "f")?.as_deref(), Some(&b"fresh"[..]));
+    Ok(())
+}
+
+/// A holder whose computation failed gives the lease back: the next reader
+/// takes it at once, and the released token fills nothing.
+#[test]
+fn a_released_lease_goes_to_the_next_reader_at_once() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    let stale_ok = LeaseOptions {
+        accept_stale: true,
+        lease_ttl: 60,
+        ..LeaseOptions::default()
+    };
+    let (mut failing, mut next) = (cache(&backend, "app")?, cache(&backend, "app")?);
+    failing.set("acme", "f", b"before", None)?;
+    failing.clear("acme")?;
+    let Lookup::Lease(token) = failing.get_or_lease("acme", "f", &stale_ok)? else {
+        panic!("a miss takes the lease");
+    };
+    assert_eq!(
+        next.get_or_lease("acme", "f", &stale_ok)?,
+        Lookup::Stale(b"before".to_vec())
+    );
+    failing.release("acme", "f", &token)?;
+    let Lookup::Lease(renewed) = next.get_or_lease("acme", "f", &stale_ok)? else {
+        panic!("a released lease is taken at once, not after its 60 s");
+    };
+    assert!(!failing.fill("acme", "f", b"late", None, &token)?);
+    // Releasing a lease that is no longer one's own changes nothing.
+    failing.release("acme", "f", &token)?;
+    assert_eq!(
+        failing.get_or_lease("acme", "f", &stale_ok)?,
+        Lookup::Stale(b"before".to_vec())
+    );
+    assert!(next.fill("acme", "f", b"after", None, &renewed)?);
+    assert_eq!(failing.get("acme", "f")?.as_deref(), Some(&b"after"[..]));
+    // get_or_compute gives the lease back when its computation fails.
+    let failed = failing.get_or_compute("acme", "g", None, &stale_ok, || Err::<Vec<u8>, _>("no"));
+    assert!(failed.is_err());
+    assert!(matches!(next.get_or_lease("acme", "g", &stale_ok)?, Lookup::Lease(_)));
+    Ok(())
+}
+
+#[test]
+fn refresh_windows_out_of_range_are_refused() -> anyhow::Result<()> {
+    let mut cache = cache(&Backend::embedded(), "app")?;
+    for refresh_window in [315_360_001, 1 << 31, u32::MAX] {
+        let options = LeaseOptions {
+            refresh_window,
+            ..LeaseOptions::default()
+        };
+        let result = cache.get_or_lease("t", "k", &options);
+        assert!(
+            matches!(result, Err(CacheError::InvalidInput(_))),
+            "{refresh_window}: {result:?}"
+        );
+    }
     Ok(())
 }

@@ -5,14 +5,11 @@
 //!   tenant on it);
 //! - `n:<tenant>`: the tenant version;
 //! - `d:<tenant>:<key>`: the tenant's entries;
-//! - `l:<tenant>:<digest>`: the lease of one key, under one pair of
-//!   versions (see [`lease_record`]);
 //! - `c:<tenant>:<digest>`: the count of one counter of one key, under
 //!   one pair of versions (see [`counter_record`]).
 //!
-//! Parts never hold `:`, so `n:<tenant>` and the `d:<tenant>:`,
-//! `l:<tenant>:` or `c:<tenant>:` in front of an entry, a lease or a count
-//! name exactly one tenant:
+//! Parts never hold `:`, so `n:<tenant>` and the `d:<tenant>:` or
+//! `c:<tenant>:` in front of an entry or a count name exactly one tenant:
 //! [`record_of`] tells, for a key and a tenant, which of the tenant's
 //! records the key is, if any.
 
@@ -46,14 +43,6 @@ pub fn data_record(tenant: &str, key: &str) -> String {
     record.push(':');
     push_part(&mut record, key);
     record
-}
-
-/// The lease record of `key` (raw) of a tenant (given as its part), taken
-/// under `versions` (application, tenant): `l:<tenant>:` and 32 hex digits
-/// of the SHA-256 of the versions and the key's part. A clear moves the
-/// versions, so a lease taken before it never holds back a reader after it.
-pub fn lease_record(tenant: &str, (app, tenant_version): (u64, u64), key: &str) -> String {
-    digest_record("l:", tenant, &[&app.to_le_bytes(), &tenant_version.to_le_bytes()], key)
 }
 
 /// The count record of `key` (raw) of a tenant (given as its part), for
@@ -95,8 +84,6 @@ pub enum Record {
     Tenant,
     /// `d:<tenant>:<key>`, one of the tenant's entries.
     Entry,
-    /// `l:<tenant>:<digest>`, the lease of one of the tenant's keys.
-    Lease,
     /// `c:<tenant>:<digest>`, the count of one of the tenant's counters.
     Counter,
 }
@@ -114,7 +101,6 @@ pub fn record_of(tenant: &str, key: &str) -> Option<Record> {
     let (kind, rest) = key.split_at_checked(2)?;
     let record = match kind {
         "d:" => Record::Entry,
-        "l:" => Record::Lease,
         "c:" => Record::Counter,
         _ => return None,
     };
@@ -268,33 +254,19 @@ mod tests {
                 }
                 let expected = (other == tenant).then_some(Record::Tenant);
                 assert_eq!(record_of(&part, &tenant_record(&other_part)), expected);
-                let lease = lease_record(&other_part, (1, 2), "k");
-                let expected = (other == tenant).then_some(Record::Lease);
-                assert_eq!(record_of(&part, &lease), expected);
                 let count = counter_record(&other_part, (1, 2), 3, "k");
                 let expected = (other == tenant).then_some(Record::Counter);
                 assert_eq!(record_of(&part, &count), expected);
             }
         }
         // Keys of no layout at all are no tenant's.
-        for stray in ["", "a:", "aa", "n:", "d:", "d:acme", "n:acme:", "x:acme:k", "~a"] {
+        for stray in [
+            "", "a:", "aa", "n:", "d:", "d:acme", "n:acme:", "x:acme:k", "l:acme:k", "~a",
+        ] {
             assert_eq!(record_of("acme", stray), None, "{stray:?}");
         }
         assert_eq!(record_of("", "d::k"), Some(Record::Entry));
         assert_eq!(record_of("", "d:x:k"), None);
-    }
-
-    #[test]
-    fn leases_differ_by_key_and_versions_and_fit_the_key_budget() {
-        let samples = samples();
-        let mut seen = BTreeSet::new();
-        for key in &samples {
-            for versions in [(1, 2), (2, 1), (1, 3)] {
-                let lease = lease_record(&"t".repeat(MAX_PART), versions, key);
-                assert!(wire_valid(&lease) && lease.len() <= MAX_KEY, "{lease:?}");
-                assert!(seen.insert(lease), "{key:?} {versions:?}");
-            }
-        }
     }
 
     #[test]
@@ -308,11 +280,6 @@ mod tests {
                 assert!(seen.insert(count), "{key:?} {versions:?} {era}");
             }
         }
-        // Not a lease of the same digest input either.
-        assert_ne!(
-            counter_record("t", (1, 2), 0, "k")[2..],
-            lease_record("t", (1, 2), "k")[2..]
-        );
     }
 
     #[test]

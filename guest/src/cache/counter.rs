@@ -134,25 +134,51 @@ enum Step {
 }
 
 /// The error for an increment of `key`, which holds something other than a
-/// number.
-fn not_a_counter(key: &str) -> Error {
-    Error::NotACounter(format!(
-        "the entry under {key:?} is not a counter: its value is not a decimal number"
-    ))
+/// number the counter can count from.
+fn not_a_counter(key: &str, number: Number, signed: bool) -> Error {
+    let why = match number {
+        Number::OutOfRange => format!("a decimal number outside the counter's range ({})", range_of(signed)),
+        _ => String::from("not a decimal number"),
+    };
+    Error::NotACounter(format!("the entry under {key:?} is not a counter: its value is {why}"))
 }
 
-/// A count as the caller's bytes are read: decimal, `-` allowed if
-/// `signed`, as its two's complement.
-pub(super) fn parse_number(bytes: &[u8], signed: bool) -> Option<u64> {
-    let text = core::str::from_utf8(bytes).ok()?;
+/// The numbers a counter counts: signed ones (made by an s64 increment)
+/// or unsigned ones.
+pub(super) fn range_of(signed: bool) -> &'static str {
+    match signed {
+        true => "-9223372036854775808 to 9223372036854775807",
+        false => "0 to 18446744073709551615",
+    }
+}
+
+/// What a caller's bytes are to a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Number {
+    /// A decimal number in its range, as the count holds it (a signed one
+    /// as its two's complement).
+    In(u64),
+    /// A decimal number (`-`, then digits) outside its range.
+    OutOfRange,
+    /// No decimal number.
+    Not,
+}
+
+/// A count as the caller's bytes are read: decimal (`-` allowed), in the
+/// range of a counter that is `signed` or not.
+pub(super) fn parse_number(bytes: &[u8], signed: bool) -> Number {
+    let Ok(text) = core::str::from_utf8(bytes) else {
+        return Number::Not;
+    };
     let digits = text.strip_prefix('-').unwrap_or(text);
     if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
+        return Number::Not;
     }
-    match signed {
+    let parsed = match signed {
         true => text.parse::<i64>().ok().map(|number| number as u64),
         false => text.parse::<u64>().ok(),
-    }
+    };
+    parsed.map_or(Number::OutOfRange, Number::In)
 }
 
 /// A count as the caller reads it: decimal, signed if the counter is.
@@ -166,7 +192,10 @@ pub(super) fn render(count: u64, signed: bool) -> Vec<u8> {
 /// A count record's value: memcached's decimal number (padded with spaces
 /// where an addition shrank it in place).
 fn stored_count(bytes: &[u8]) -> Option<u64> {
-    parse_number(bytes.trim_ascii_end(), false)
+    match parse_number(bytes.trim_ascii_end(), false) {
+        Number::In(count) => Some(count),
+        _ => None,
+    }
 }
 
 /// What a count record of a counter under `versions` holds, as the caller
@@ -281,7 +310,7 @@ impl<C: Capability> Cache<C> {
                 .map(Step::Counted)
                 .ok_or_else(|| Error::Internal(String::from("memcached answered an increment with no number"))),
             // A compare-and-swap stored a value that is not a number.
-            (Reply::NotANumber, true) => Err(not_a_counter(key)),
+            (Reply::NotANumber, true) => Err(not_a_counter(key, Number::Not, counter.signed)),
             (Reply::Miss, true) => Ok(Step::Again(Observed { evicted: true, ..seen })),
             _ => Ok(Step::Again(seen)),
         }
@@ -298,16 +327,25 @@ impl<C: Capability> Cache<C> {
         delta: u64,
         signed: bool,
     ) -> Result<Step, Error> {
-        let (under, proposals, base, cas) = match basis {
+        let (under, base, cas) = match basis {
             Ok(seen) => {
                 let base = match (seen.versions(), seen.value()) {
-                    (Some(_), Some(value)) => parse_number(value, signed).ok_or_else(|| not_a_counter(key))?,
+                    (Some(_), Some(value)) => match parse_number(value, signed) {
+                        Number::In(number) => number,
+                        other => return Err(not_a_counter(key, other, signed)),
+                    },
                     _ => 0,
                 };
-                let (under, proposals) = self.propose(seen.records, keys.tenant_record());
-                (under, proposals, base, seen.cas())
+                // A tenant without versions gets them first; what the entry
+                // holds then was written under none, so it counts from 0,
+                // and its CAS value still guards it.
+                let under = match seen.versions() {
+                    Some(versions) => versions,
+                    None => self.establish(keys.tenant(), keys.tenant_record(), seen.records)?,
+                };
+                (under, base, seen.cas())
             }
-            Err(known) => (known, Vec::new(), 0, None),
+            Err(known) => (known, 0, None),
         };
         let counter = Counter {
             era: self.capability.random_u64(),
@@ -322,14 +360,14 @@ impl<C: Capability> Cache<C> {
             value: &marker,
             ttl: None,
         };
-        let mut commands = versions_first(&proposals, keys.tenant_record());
+        let mut commands = Vec::from(versions_first(keys.tenant_record()));
         commands.extend([
             store(&count, &start_bytes, None, false),
             replace(entry, cas),
             Command::GetWithCas(keys.data_record()),
         ]);
         let mut batch = self.exchange(keys.tenant(), &commands, 0)?;
-        let records = self.read_versions_first(keys.tenant(), proposals.len(), &mut batch)?;
+        let records = self.read_versions_first(keys.tenant(), &mut batch)?;
         expect_reply(&mut batch, 0)?;
         let made = expect_reply(&mut batch, 0)? == Reply::Done && versions(records) == Some(under);
         if made {
@@ -403,24 +441,18 @@ mod tests {
 
     #[test]
     fn numbers_read_as_their_counter_counts_them() {
-        assert_eq!(parse_number(b"42", false), Some(42));
-        assert_eq!(parse_number(b"18446744073709551615", false), Some(u64::MAX));
-        assert_eq!(parse_number(b"-1", true), Some(u64::MAX));
-        assert_eq!(parse_number(b"-9223372036854775808", true), Some(1 << 63));
-        for not in [
-            &b""[..],
-            b"-",
-            b"-1",
-            b"+1",
-            b" 1",
-            b"1 ",
-            b"1x",
-            b"18446744073709551616",
-            b"\xff",
-        ] {
-            assert_eq!(parse_number(not, false), None, "{not:?}");
+        assert_eq!(parse_number(b"42", false), Number::In(42));
+        assert_eq!(parse_number(b"007", false), Number::In(7));
+        assert_eq!(parse_number(b"18446744073709551615", false), Number::In(u64::MAX));
+        assert_eq!(parse_number(b"-1", true), Number::In(u64::MAX));
+        assert_eq!(parse_number(b"-9223372036854775808", true), Number::In(1 << 63));
+        for not in [&b""[..], b"-", b"+1", b" 1", b"1 ", b"1x", b"\xff"] {
+            assert_eq!(parse_number(not, false), Number::Not, "{not:?}");
         }
-        assert_eq!(parse_number(b"9223372036854775808", true), None);
+        for out in [&b"-1"[..], b"18446744073709551616"] {
+            assert_eq!(parse_number(out, false), Number::OutOfRange, "{out:?}");
+        }
+        assert_eq!(parse_number(b"9223372036854775808", true), Number::OutOfRange);
         assert_eq!(render(u64::MAX, true), b"-1");
         assert_eq!(render(u64::MAX, false), b"18446744073709551615");
         assert_eq!(stored_count(b"7      "), Some(7));

@@ -10,23 +10,28 @@
 //! - A counter is swapped on its count record, whose CAS value every
 //!   increment moves, so no increment between the read and the swap is
 //!   lost; the batch also reads the entry, which must still be that
-//!   counter's marker. A number stays a count (increments go on from it);
-//!   anything else is stored framed, and increments then fail as they do
-//!   on any value that is not a number.
+//!   counter's marker. A number in the counter's range stays a count
+//!   (increments go on from it); one out of range is refused; anything
+//!   else is stored framed, and increments then fail as they do on any
+//!   value that is not a number.
+//!
+//! The basis travels as a token sealed for the entry (`crate::tokens`): a
+//! token the component did not hand out for that tenant and key is
+//! refused, and what a token names is only compared, never written.
 
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::fmt::Write;
 
 use tenant_cache_layout::records::{ReadKeys, counter_record};
 
-use super::counter::{count_value, parse_number};
-use super::{Cache, Capability, Record, expect_reply, replace, versions, versions_first};
+use super::counter::{Number, count_value, parse_number};
+use super::{Cache, Capability, expect_reply, replace, versions, versions_first};
 use crate::batch::Reply;
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
 use crate::bindings::tenant_cache::cache::memcached::{Command, Item};
 use crate::frame::{self, Counter, Stored, frame};
+use crate::tokens::{self, hex_u64};
 use crate::versions::Versions;
 
 /// Where an entry stood when it was read for a swap.
@@ -35,9 +40,9 @@ pub struct SwapBasis(Basis);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Basis {
-    /// An entry holding a value or nothing: the version records read, and
-    /// its CAS value (`None`: no entry).
-    Entry { records: [Record; 2], cas: Option<u64> },
+    /// An entry holding a value (or anything but a live counter) or
+    /// nothing, under `versions`: its CAS value (`None`: no entry).
+    Entry { versions: Versions, cas: Option<u64> },
     /// A counter made under `versions`, and its count's CAS value.
     Counter {
         versions: Versions,
@@ -47,89 +52,78 @@ enum Basis {
 }
 
 /// What a swap token starts with: its format.
-const TOKEN_FORMAT: &str = "swap1:";
+const TOKEN_FORMAT: &str = "swap2:";
 
-impl SwapBasis {
-    /// The basis as text, for callers that carry it outside the component.
-    pub fn token(&self) -> String {
-        let mut token = String::from(TOKEN_FORMAT);
-        // Writing into a String cannot fail.
-        let _ = match self.0 {
-            Basis::Entry { records, cas } => {
-                let record = |record: Record| match record {
-                    Record::Version(version) => format!("{version:016x}"),
-                    Record::Missing => String::from("m"),
-                    Record::Corrupt => String::from("x"),
-                };
+/// What the caller is told a refused token is.
+const WHAT: &str = "get-for-swap";
+
+impl Basis {
+    /// The fields of its token.
+    fn fields(self) -> String {
+        match self {
+            Basis::Entry { versions, cas } => {
                 let cas = cas.map_or(String::from("-"), |cas| format!("{cas:016x}"));
-                write!(token, "e:{}:{}:{cas}", record(records[0]), record(records[1]))
+                format!("e:{:016x}:{:016x}:{cas}", versions.app, versions.tenant)
             }
-            Basis::Counter { versions, counter, cas } => write!(
-                token,
+            Basis::Counter { versions, counter, cas } => format!(
                 "c:{:016x}:{:016x}:{:016x}:{}:{cas:016x}",
                 versions.app,
                 versions.tenant,
                 counter.era,
                 if counter.signed { 's' } else { 'u' }
             ),
-        };
-        token
+        }
     }
 
-    /// The basis a token names; an error for text that is no token.
-    pub fn from_token(token: &str) -> Result<SwapBasis, Error> {
-        let invalid = || Error::InvalidInput(format!("{token:?} is not a token get-for-swap handed out"));
-        let fields: Vec<&str> = token
-            .strip_prefix(TOKEN_FORMAT)
-            .ok_or_else(invalid)?
-            .split(':')
-            .collect();
-        let hex = |digits: &str| -> Result<u64, Error> {
-            let lowercase = digits.len() == 16 && digits.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'));
-            match lowercase {
-                true => u64::from_str_radix(digits, 16).map_err(|_| invalid()),
-                false => Err(invalid()),
-            }
+    /// The basis `fields` name; `None` for fields of no token.
+    fn parse(fields: &str) -> Option<Basis> {
+        let fields: Vec<&str> = fields.split(':').collect();
+        let versions = |app: &str, tenant: &str| {
+            Some(Versions {
+                app: hex_u64(app)?,
+                tenant: hex_u64(tenant)?,
+            })
         };
-        let record = |field: &str| -> Result<Record, Error> {
-            match field {
-                "m" => Ok(Record::Missing),
-                "x" => Ok(Record::Corrupt),
-                digits => hex(digits).map(Record::Version),
-            }
-        };
-        let basis = match fields.as_slice() {
+        Some(match fields.as_slice() {
             ["e", app, tenant, cas] => Basis::Entry {
-                records: [record(app)?, record(tenant)?],
+                versions: versions(app, tenant)?,
                 cas: match *cas {
                     "-" => None,
-                    digits => Some(hex(digits)?),
+                    digits => Some(hex_u64(digits)?),
                 },
             },
             ["c", app, tenant, era, kind @ ("s" | "u"), cas] => Basis::Counter {
-                versions: Versions {
-                    app: hex(app)?,
-                    tenant: hex(tenant)?,
-                },
+                versions: versions(app, tenant)?,
                 counter: Counter {
-                    era: hex(era)?,
+                    era: hex_u64(era)?,
                     signed: *kind == "s",
                 },
-                cas: hex(cas)?,
+                cas: hex_u64(cas)?,
             },
-            _ => return Err(invalid()),
-        };
-        Ok(SwapBasis(basis))
+            _ => return None,
+        })
     }
 }
 
 impl<C: Capability> Cache<C> {
     /// Reads `key` of `tenant` as `get` does, with where its entry stands:
-    /// one round trip (two for a counter).
+    /// one round trip (two for a counter; a tenant without versions gets
+    /// them first).
     pub fn get_for_swap(&mut self, tenant: &str, key: &str) -> Result<(Option<Vec<u8>>, SwapBasis), Error> {
         let keys = ReadKeys::new(tenant, key);
-        let seen = self.observe(&keys)?;
-        if let (Some(versions), Some(counter)) = (seen.versions(), seen.counter()) {
+        let mut seen = self.observe(&keys)?;
+        if seen.versions().is_none() {
+            // A swap stores under the versions it read: a tenant without
+            // them gets them (only where missing, or over what was read).
+            self.establish(keys.tenant(), keys.tenant_record(), seen.records)?;
+            seen = self.observe(&keys)?;
+        }
+        let versions = seen.versions().ok_or_else(|| {
+            Error::Contention(String::from(
+                "the tenant's namespace versions kept moving while reading for a swap; retry",
+            ))
+        })?;
+        if let Some(counter) = seen.counter() {
             let count = counter_record(keys.tenant(), (versions.app, versions.tenant), counter.era, key);
             let mut batch = self.exchange(keys.tenant(), &[Command::GetWithCas(&count)], 0)?;
             if let Reply::ValueWithCas(range, cas) = expect_reply(&mut batch, 0)? {
@@ -143,14 +137,47 @@ impl<C: Capability> Cache<C> {
             // swap replaces the marker.
         }
         let basis = Basis::Entry {
-            records: seen.records,
+            versions,
             cas: seen.cas(),
         };
         Ok((seen.value().map(<[u8]>::to_vec), SwapBasis(basis)))
     }
 
+    /// The token of `basis`, read from `key` of `tenant`: what a caller
+    /// carries outside the component, sealed for that entry.
+    pub fn swap_token(&self, tenant: &str, key: &str, basis: &SwapBasis) -> Result<String, Error> {
+        let keys = ReadKeys::new(tenant, key);
+        tokens::seal(
+            &self.capability,
+            keys.tenant(),
+            keys.data_record(),
+            TOKEN_FORMAT,
+            &basis.0.fields(),
+        )
+    }
+
+    /// The basis `token` names, if the component handed it out for `key`
+    /// of `tenant`; `invalid-input` otherwise.
+    pub fn swap_basis(&self, tenant: &str, key: &str, token: &str) -> Result<SwapBasis, Error> {
+        let keys = ReadKeys::new(tenant, key);
+        let fields = tokens::open(
+            &self.capability,
+            keys.tenant(),
+            keys.data_record(),
+            token,
+            TOKEN_FORMAT,
+            WHAT,
+        )?;
+        // Sealed by this component, so well formed; checked all the same.
+        Basis::parse(fields)
+            .map(SwapBasis)
+            .ok_or_else(|| Error::InvalidInput(format!("{token:?} is not a token {WHAT} handed out")))
+    }
+
     /// Stores `value` under `key` of `tenant` if its entry still stands
-    /// where `basis` says: whether it did. One round trip.
+    /// where `basis` says: whether it did. One round trip. Nothing but the
+    /// entry (or the counter's count) is written: the versions are only
+    /// read.
     pub fn compare_and_swap(
         &mut self,
         tenant: &str,
@@ -161,19 +188,17 @@ impl<C: Capability> Cache<C> {
         let keys = ReadKeys::new(tenant, key);
         let size = value.len() as u64;
         match basis.0 {
-            Basis::Entry { records, cas } => {
-                // Versions the read found none of are proposed, as a write does.
-                let (under, proposals) = self.propose(records, keys.tenant_record());
+            Basis::Entry { versions: under, cas } => {
                 let framed = frame(under, value);
                 let item = Item {
                     key: keys.data_record(),
                     value: &framed,
                     ttl: None,
                 };
-                let mut commands = versions_first(&proposals, keys.tenant_record());
+                let mut commands = Vec::from(versions_first(keys.tenant_record()));
                 commands.push(replace(item, cas));
                 let mut batch = self.exchange(keys.tenant(), &commands, size)?;
-                let records = self.read_versions_first(keys.tenant(), proposals.len(), &mut batch)?;
+                let records = self.read_versions_first(keys.tenant(), &mut batch)?;
                 let stored = expect_reply(&mut batch, size)? == Reply::Done;
                 Ok(stored && versions(records) == Some(under))
             }
@@ -184,18 +209,25 @@ impl<C: Capability> Cache<C> {
             } => {
                 let count = counter_record(keys.tenant(), (under.app, under.tenant), counter.era, key);
                 let stored_value = match parse_number(value, counter.signed) {
-                    Some(number) => number.to_string().into_bytes(),
-                    None => frame(under, value),
+                    Number::In(number) => number.to_string().into_bytes(),
+                    Number::OutOfRange => {
+                        return Err(Error::InvalidInput(format!(
+                            "{:?} is a number outside the counter's range ({}): a swap keeps a counter counting",
+                            alloc::string::String::from_utf8_lossy(value),
+                            super::counter::range_of(counter.signed)
+                        )));
+                    }
+                    Number::Not => frame(under, value),
                 };
                 let item = Item {
                     key: &count,
                     value: &stored_value,
                     ttl: None,
                 };
-                let mut commands = versions_first(&[], keys.tenant_record());
+                let mut commands = Vec::from(versions_first(keys.tenant_record()));
                 commands.extend([Command::Get(keys.data_record()), replace(item, Some(cas))]);
                 let mut batch = self.exchange(keys.tenant(), &commands, size)?;
-                let records = self.read_versions_first(keys.tenant(), 0, &mut batch)?;
+                let records = self.read_versions_first(keys.tenant(), &mut batch)?;
                 let marker = match expect_reply(&mut batch, 0)? {
                     Reply::Value(range) => batch.values().get(range).and_then(frame::read),
                     _ => None,
@@ -213,14 +245,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_round_trip_and_forgeries_are_refused() {
+    fn token_fields_round_trip_and_others_are_refused() {
         let bases = [
             Basis::Entry {
-                records: [Record::Version(1), Record::Version(u64::MAX)],
+                versions: Versions {
+                    app: 1,
+                    tenant: u64::MAX,
+                },
                 cas: Some(7),
             },
             Basis::Entry {
-                records: [Record::Missing, Record::Corrupt],
+                versions: Versions { app: 0, tenant: 0 },
                 cas: None,
             },
             Basis::Counter {
@@ -230,24 +265,18 @@ mod tests {
             },
         ];
         for basis in bases {
-            let token = SwapBasis(basis).token();
-            assert_eq!(SwapBasis::from_token(&token).ok(), Some(SwapBasis(basis)), "{token}");
+            assert_eq!(Basis::parse(&basis.fields()), Some(basis));
         }
         for forged in [
             "",
-            "swap1:",
-            "swap2:e:m:m:-",
-            "swap1:e:m:m",
-            "swap1:e:m:m:-:",
-            "swap1:e:M:m:-",
-            "swap1:e:0000000000000001:m:+000000000000007",
-            "swap1:c:0000000000000001:0000000000000002:0000000000000003:q:0000000000000004",
-            "lease1:0123456789abcdef0000000000000007",
+            "e:m:m:-",
+            "e:x:x:-",
+            "e:0000000000000001:0000000000000002",
+            "e:0000000000000001:0000000000000002:-:",
+            "e:0000000000000001:0000000000000002:+000000000000007",
+            "c:0000000000000001:0000000000000002:0000000000000003:q:0000000000000004",
         ] {
-            assert!(
-                matches!(SwapBasis::from_token(forged), Err(Error::InvalidInput(_))),
-                "{forged:?}"
-            );
+            assert_eq!(Basis::parse(forged), None, "{forged:?}");
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 
 use super::{BatchResult, BoxFuture, Storage};
-use crate::bindings::capability::{CasItem, Command, Error, Item, Limit, Outcome, Replies, ValueWithCas};
+use crate::bindings::capability::{CasItem, Command, Error, Item, Limit, NewVersion, Outcome, Replies, ValueWithCas};
 
 /// How the embedded store is sized.
 #[derive(Clone, Debug)]
@@ -169,13 +169,21 @@ impl Storage for Embedded {
         };
         for command in commands {
             let outcome = match command {
-                Command::Get(rel) => match items.live(&key(&rel), now) {
-                    Some(entry) => Outcome::Value(reply(&mut replies.values, &entry.value)?),
-                    None => Outcome::Miss,
-                },
+                // The grant turns every new-version into the store of the
+                // version it draws (`capability.rs`); were one to come this
+                // far, it would only be read.
+                Command::Get(rel) | Command::NewVersion(NewVersion { key: rel, .. }) => {
+                    match items.live(&key(&rel), now) {
+                        Some(entry) => Outcome::Value(reply(&mut replies.values, &entry.value)?),
+                        None => Outcome::Miss,
+                    }
+                }
                 Command::GetEarly(early) => match items.live(&key(&early.key), now) {
                     Some(entry) => {
-                        let len = reply(&mut replies.values, &entry.value)?;
+                        let read = ValueWithCas {
+                            len: reply(&mut replies.values, &entry.value)?,
+                            cas: entry.cas,
+                        };
                         // As memcached: the first reader within the window
                         // of the entry's expiry refreshes it, until it is
                         // stored again.
@@ -186,9 +194,9 @@ impl Storage for Embedded {
                         match due && !entry.refreshing {
                             true => {
                                 entry.refreshing = true;
-                                Outcome::Refresh(len)
+                                Outcome::Refresh(read)
                             }
-                            false => Outcome::Value(len),
+                            false => Outcome::ValueWithCas(read),
                         }
                     }
                     None => Outcome::Miss,
@@ -469,13 +477,24 @@ mod tests {
                 window,
             })
         };
+        // What a read finds, without the CAS value (checked apart).
+        let read = |command| match one(&store, command) {
+            (Outcome::ValueWithCas(read), value) => (Outcome::Value(read.len), value),
+            (Outcome::Refresh(read), value) => (Outcome::Refresh(ValueWithCas { cas: 0, ..read }), value),
+            other => other,
+        };
+        let refresh = |len| Outcome::Refresh(ValueWithCas { len, cas: 0 });
         one(&store, Command::Set(item("k", b"v", Some(30))));
-        assert_eq!(one(&store, early(10)), found(b"v"), "30 s left, a 10 s window");
-        assert_eq!(one(&store, early(60)), (Outcome::Refresh(1), b"v".to_vec()));
-        assert_eq!(one(&store, early(60)), found(b"v"), "one reader refreshes");
+        assert_eq!(read(early(10)), found(b"v"), "30 s left, a 10 s window");
+        assert_eq!(read(early(60)), (refresh(1), b"v".to_vec()));
+        assert_eq!(read(early(60)), found(b"v"), "one reader refreshes");
         one(&store, Command::Set(item("k", b"w", Some(30))));
-        assert_eq!(one(&store, early(60)), (Outcome::Refresh(1), b"w".to_vec()));
+        assert_eq!(read(early(60)), (refresh(1), b"w".to_vec()));
+        let (Outcome::ValueWithCas(cas_read), _) = one(&store, Command::GetWithCas("k".into())) else {
+            panic!("no item")
+        };
+        assert!(matches!(one(&store, early(60)).0, Outcome::ValueWithCas(read) if read.cas == cas_read.cas));
         one(&store, Command::Set(item("k", b"x", None)));
-        assert_eq!(one(&store, early(60)), found(b"x"), "no TTL, no refresh");
+        assert_eq!(read(early(60)), found(b"x"), "no TTL, no refresh");
     }
 }

@@ -8,7 +8,7 @@ pub(crate) mod routing;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::bindings::capability::{Command, Error, Replies};
 use crate::memo::{MEMO_ENTRIES, Memo};
@@ -63,6 +63,18 @@ pub(crate) trait Storage: Send + Sync {
 pub struct Backend {
     storage: Arc<dyn Storage>,
     memo: Arc<Memo>,
+    token_key: TokenKey,
+}
+
+/// The key that seals the tokens the component hands out (swap and lease
+/// tokens): 32 bytes.
+pub(crate) type TokenKey = Arc<[u8; 32]>;
+
+/// The token key of backends given no secret: one random key for the
+/// process, so every backend of the process accepts the others' tokens.
+fn process_token_key() -> TokenKey {
+    static KEY: OnceLock<TokenKey> = OnceLock::new();
+    KEY.get_or_init(|| Arc::new(rand::random())).clone()
 }
 
 impl Backend {
@@ -75,6 +87,7 @@ impl Backend {
         Ok(Backend {
             storage: Arc::new(memcached::MemcachedPool::new(&servers, options)?),
             memo: Arc::new(Memo::new(MEMO_ENTRIES)),
+            token_key: process_token_key(),
         })
     }
 
@@ -89,7 +102,36 @@ impl Backend {
         Backend {
             storage: Arc::new(embedded::Embedded::new(options)),
             memo: Arc::new(Memo::new(MEMO_ENTRIES)),
+            token_key: process_token_key(),
         }
+    }
+
+    /// The same backend, sealing the tokens its components hand out
+    /// (`get-for-swap`'s and `get-or-lease`'s) with a key derived from
+    /// `secret`. Without one, a random key of the process seals them, so a
+    /// token is accepted only in the process that handed it out; give
+    /// every process that may receive another's tokens (an HTTP service
+    /// behind a load balancer handing them out as ETags) the same secret,
+    /// of at least 16 bytes, kept from the callers. Refuses a shorter one.
+    pub fn with_token_secret(self, secret: &[u8]) -> anyhow::Result<Backend> {
+        anyhow::ensure!(
+            secret.len() >= 16,
+            "a token secret must be at least 16 bytes, not {}",
+            secret.len()
+        );
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"tenant-cache token secret\n");
+        hasher.update(secret);
+        Ok(Backend {
+            token_key: Arc::new(hasher.finalize().into()),
+            ..self
+        })
+    }
+
+    /// The key that seals this backend's tokens.
+    pub(crate) fn token_key(&self) -> &[u8; 32] {
+        &self.token_key
     }
 
     /// What the backend is, for messages: "memcached at 127.0.0.1:11211".

@@ -64,25 +64,29 @@ async fn cas_new<T: KeyValueView>(
         .call_export(&mut store, provider.cas[CAS_NEW], (bucket, key.as_str()))
         .await?;
     Ok((match made {
-        Ok(handle) => Ok(app_cas(&provider, &mut store, handle).await?),
+        Ok(handle) => app_cas(&provider, &mut store, handle).await?,
         Err(error) => Err(error),
     },))
 }
 
 /// The app's handle for the component's compare-and-swap `handle`, within
-/// the same bound on open handles as buckets.
+/// the same bound on open handles as buckets: past it, an error the app
+/// can act on (drop some), not a trap.
 async fn app_cas<T: KeyValueView>(
     provider: &Provider<T>,
     store: &mut StoreContextMut<'_, T>,
     handle: ResourceAny,
-) -> wasmtime::Result<Resource<AppCas>> {
+) -> wasmtime::Result<Result<Resource<AppCas>, draft2::Error>> {
     let state = store.data_mut().keyvalue();
     if state.open >= MAX_OPEN_BUCKETS {
         provider.drop_handle(store, handle).await?;
-        wasmtime::bail!("the app holds {MAX_OPEN_BUCKETS} open buckets and compare-and-swap handles, the most it may");
+        return Ok(Err(draft2::Error::Other(format!(
+            "this instance holds {MAX_OPEN_BUCKETS} open buckets and compare-and-swap handles, the most it may: drop \
+             some first"
+        ))));
     }
     state.open += 1;
-    Ok(state.buckets.push(AppCas(handle))?)
+    Ok(Ok(state.buckets.push(AppCas(handle))?))
 }
 
 async fn cas_current<T: KeyValueView>(
@@ -110,9 +114,10 @@ async fn swap<T: KeyValueView>(
     Ok((match swapped {
         Ok(()) => Ok(()),
         Err(ProviderCasError::StoreError(error)) => Err(AppCasError::StoreError(error)),
-        Err(ProviderCasError::CasFailed(fresh)) => {
-            Err(AppCasError::CasFailed(app_cas(&provider, &mut store, fresh).await?))
-        }
+        Err(ProviderCasError::CasFailed(fresh)) => match app_cas(&provider, &mut store, fresh).await? {
+            Ok(fresh) => Err(AppCasError::CasFailed(fresh)),
+            Err(error) => Err(AppCasError::StoreError(error)),
+        },
     },))
 }
 

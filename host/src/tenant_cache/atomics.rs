@@ -11,8 +11,13 @@ use crate::error::CacheError;
 use crate::observe::Outcome;
 
 /// Where an entry stood when [`TenantCache::get_for_swap`] read it: what
-/// [`TenantCache::compare_and_swap`] checks. It is text, so it can be kept
-/// and used from another instance or process.
+/// [`TenantCache::compare_and_swap`] checks. It is text, sealed for the
+/// tenant and key it was read from, so it can be handed to callers and
+/// taken back (an ETag, say): one the component did not hand out for that
+/// tenant and key (forged, altered, another key's) fails with
+/// [`CacheError::InvalidInput`] and stores nothing. Another instance
+/// accepts it, and so does another process whose backend has the same
+/// token secret ([`Backend::with_token_secret`](crate::Backend::with_token_secret)).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SwapToken(String);
 

@@ -25,10 +25,10 @@ pub struct LeaseOptions {
     pub accept_stale: bool,
     /// Seconds before an entry with a TTL expires from which one reader is
     /// handed the lease to refresh it early, while the others keep reading
-    /// it; 0 (the default) for none.
+    /// it; 0 (the default) for none, at most 315 360 000 (ten years).
     pub refresh_window: u32,
-    /// Seconds a lease lasts, 2 to 3600 (default 10): a holder that never
-    /// fills holds the key back for no longer (memcached counts whole
+    /// Seconds a lease lasts, 2 to 3600 (default 10): a holder that neither
+    /// fills nor releases holds the key back for no longer (memcached counts whole
     /// seconds: a lease of N ends between N-1 and N seconds after it is
     /// taken).
     pub lease_ttl: u32,
@@ -60,8 +60,10 @@ impl LeaseOptions {
 
 /// The right to compute one key's value and [`fill`](TenantCache::fill)
 /// it, from [`Lookup::Lease`]. It names the namespace versions it was
-/// taken under, so it can be kept as text and used from another instance
-/// or process.
+/// taken under and its place in the key's history, sealed for that tenant
+/// and key, so it can be kept as text and used from another instance, or
+/// from another process whose backend has the same token secret
+/// ([`Backend::with_token_secret`](crate::Backend::with_token_secret)).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LeaseToken(String);
 
@@ -187,9 +189,14 @@ impl TenantCache {
     }
 
     /// Stores the value the holder of `token` computed for `key` of
-    /// `tenant`, as [`set`](Self::set) does, in one round trip. After a
-    /// clear since the lease was taken it stores nothing visible (the value
-    /// was computed from before the clear).
+    /// `tenant` over its lease, in one round trip: whether it is now the
+    /// entry. `false` when nothing visible was stored: the lease is no
+    /// longer this caller's (it ran out and another caller took it), the
+    /// key was written, deleted or swapped since the lease was taken (the
+    /// newer value stays), or the tenant was cleared since (the value was
+    /// computed from before the clear). A token not handed out for this
+    /// tenant and key fails with [`CacheError::InvalidInput`]. A value too
+    /// large to store gives the lease back and fails.
     pub fn fill(
         &mut self,
         tenant: &str,
@@ -197,19 +204,27 @@ impl TenantCache {
         value: &[u8],
         ttl: Option<u32>,
         token: &LeaseToken,
-    ) -> Result<(), CacheError> {
+    ) -> Result<bool, CacheError> {
         let bytes = value.len() as u64;
+        self.observed("fill", Some(tenant), filled(bytes), |slot| {
+            if let Some(error) = slot.too_large(value.len()) {
+                Self::run(slot, |plugin, store| plugin.release(store, tenant, key, token))?;
+                return Err(error);
+            }
+            Self::run(slot, |plugin, store| plugin.fill(store, tenant, key, value, ttl, token))
+        })
+    }
+
+    /// Gives the lease `token` back, for a holder that could not compute
+    /// the value: the next reader takes it at once instead of waiting for
+    /// it to run out. Does nothing if the lease is no longer this
+    /// caller's. Two round trips.
+    pub fn release(&mut self, tenant: &str, key: &str, token: &LeaseToken) -> Result<(), CacheError> {
         self.observed(
-            "fill",
+            "release",
             Some(tenant),
-            |_| Outcome::Stored { bytes },
-            |slot| {
-                if let Some(error) = slot.too_large(value.len()) {
-                    Self::run(slot, |plugin, store| plugin.delete(store, tenant, key))?;
-                    return Err(error);
-                }
-                Self::run(slot, |plugin, store| plugin.fill(store, tenant, key, value, ttl, token))
-            },
+            |_| Outcome::Removed,
+            |slot| Self::run(slot, |plugin, store| plugin.release(store, tenant, key, token)),
         )
     }
 
@@ -240,10 +255,19 @@ impl TenantCache {
                 },
             }
         };
-        let value = compute().map_err(ComputeError::Compute)?;
+        let value = match compute() {
+            Ok(value) => value,
+            Err(error) => {
+                // The lease goes back, so waiting callers need not wait it out.
+                if let Some(token) = &token {
+                    let _ = self.release(tenant, key, token);
+                }
+                return Err(ComputeError::Compute(error));
+            }
+        };
         // The call's own span and counters record a failure to store it.
         let _ = match &token {
-            Some(token) => self.fill(tenant, key, &value, ttl, token),
+            Some(token) => self.fill(tenant, key, &value, ttl, token).map(drop),
             None => self.set(tenant, key, &value, ttl),
         };
         Ok(value)
@@ -270,18 +294,25 @@ impl AsyncTenantCache {
         value: &[u8],
         ttl: Option<u32>,
         token: &LeaseToken,
-    ) -> Result<(), CacheError> {
+    ) -> Result<bool, CacheError> {
         if let Some(error) = self.slot.too_large(value.len()) {
-            self.delete(tenant, key).await?;
+            self.release(tenant, key, token).await?;
             return Err(error);
         }
         let bytes = value.len() as u64;
+        run_async!(self, "fill", Some(tenant), filled(bytes), |plugin, store| {
+            plugin.fill_async(store, tenant, key, value, ttl, token)
+        })
+    }
+
+    /// [`TenantCache::release`], awaited.
+    pub async fn release(&mut self, tenant: &str, key: &str, token: &LeaseToken) -> Result<(), CacheError> {
         run_async!(
             self,
-            "fill",
+            "release",
             Some(tenant),
-            |_: &()| Outcome::Stored { bytes },
-            |plugin, store| { plugin.fill_async(store, tenant, key, value, ttl, token) }
+            |_: &()| Outcome::Removed,
+            |plugin, store| { plugin.release_async(store, tenant, key, token) }
         )
     }
 
@@ -313,11 +344,27 @@ impl AsyncTenantCache {
                 },
             }
         };
-        let value = compute().await.map_err(ComputeError::Compute)?;
+        let value = match compute().await {
+            Ok(value) => value,
+            Err(error) => {
+                if let Some(token) = &token {
+                    let _ = self.release(tenant, key, token).await;
+                }
+                return Err(ComputeError::Compute(error));
+            }
+        };
         let _ = match &token {
-            Some(token) => self.fill(tenant, key, &value, ttl, token).await,
+            Some(token) => self.fill(tenant, key, &value, ttl, token).await.map(drop),
             None => self.set(tenant, key, &value, ttl).await,
         };
         Ok(value)
+    }
+}
+
+/// The outcome a fill records: stored, or nothing visible stored.
+fn filled(bytes: u64) -> impl Fn(&bool) -> Outcome {
+    move |stored| match stored {
+        true => Outcome::Stored { bytes },
+        false => Outcome::Conflict,
     }
 }

@@ -16,7 +16,9 @@ mod bindings {
     });
 }
 
-use bindings::tenant_cache::cache::memcached::{self, CasItem, Command, CounterDelta, Error, Item, Outcome};
+use bindings::tenant_cache::cache::memcached::{
+    self, CasItem, Command, CounterDelta, Error, Item, NewVersion, Outcome, VersionWrite,
+};
 
 fn item(key: &str, value: &[u8], ttl: Option<u32>) -> Item {
     Item {
@@ -112,7 +114,7 @@ fn main() {
     let fresh = memcached::random_u64();
     report(
         "broadcast-app-version",
-        memcached::broadcast(&[Command::Set(item("a", &record(fresh), None))]).map(|()| String::new()),
+        memcached::broadcast(&[Command::Set(item("a", &record(fresh), None))]).map(|_| String::new()),
     );
     let fresh = memcached::random_u64();
     report(
@@ -168,6 +170,29 @@ fn main() {
                 cas: 1,
             })],
         ),
+    );
+    // Versions the host draws: never another tenant's, never the
+    // application version but where missing.
+    let new_version = |key: &str, write| Command::NewVersion(NewVersion { key: key.into(), write });
+    report(
+        "new-version-victim",
+        execute(victim, &[new_version(&victim_version, VersionWrite::Overwrite)]),
+    );
+    report(
+        "new-version-app-version",
+        execute(own, &[new_version("a", VersionWrite::Overwrite)]),
+    );
+    // A version known before it is stored could have entries planted
+    // under it in advance, to come back after the operator's clear: a
+    // value drawn and written later is refused like any chosen one.
+    let drawn = memcached::random_u64();
+    report(
+        "own-version-drawn-in-advance",
+        execute(own, &[Command::Set(item(&own_version, &record(drawn), None))]),
+    );
+    report(
+        "mac-victim-route",
+        memcached::mac(victim, b"swap2:e").map(|_| String::from("a code")),
     );
     report(
         "pool-record",

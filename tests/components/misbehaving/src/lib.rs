@@ -120,7 +120,10 @@ impl Guest for Component {
     fn get_or_lease(_: String, _: String, _: LeaseOptions) -> Result<Lookup, Error> {
         Ok(Lookup::Busy)
     }
-    fn fill(_: String, _: String, _: Vec<u8>, _: Option<u32>, _: String) -> Result<(), Error> {
+    fn fill(_: String, _: String, _: Vec<u8>, _: Option<u32>, _: String) -> Result<bool, Error> {
+        Ok(false)
+    }
+    fn release(_: String, _: String, _: String) -> Result<(), Error> {
         Ok(())
     }
     fn increment(_: String, _: String, delta: i64) -> Result<i64, Error> {

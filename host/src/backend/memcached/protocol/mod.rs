@@ -5,7 +5,7 @@
 
 use memcache::exp::ReturnCode;
 
-use crate::bindings::capability::{Command, Error, Item, Limit, Replies};
+use crate::bindings::capability::{Command, Error, Item, Limit, NewVersion, Replies};
 
 /// The host's record of the pool's membership, on every server.
 pub(crate) const POOL_KEY: &[u8] = b"tc:pool";
@@ -183,7 +183,10 @@ fn encode(request: &Request<'_>, first: u64, now: u64, out: &mut Vec<u8>) -> Vec
             out.extend_from_slice(key.as_bytes());
         };
         kinds.push(match command {
-            Command::Get(rel) => {
+            // The grant turns every new-version into the store of the
+            // version it draws (`capability.rs`); were one to come this far,
+            // it would only be read.
+            Command::Get(rel) | Command::NewVersion(NewVersion { key: rel, .. }) => {
                 out.extend_from_slice(b"mg ");
                 key(out, rel);
                 get_flags(token(), out);
@@ -192,7 +195,7 @@ fn encode(request: &Request<'_>, first: u64, now: u64, out: &mut Vec<u8>) -> Vec
             Command::GetEarly(early) => {
                 out.extend_from_slice(b"mg ");
                 key(out, &early.key);
-                out.extend_from_slice(format!(" R{}", early.window).as_bytes());
+                out.extend_from_slice(format!(" R{} c", early.window).as_bytes());
                 get_flags(token(), out);
                 Kind::GetEarly
             }

@@ -372,11 +372,16 @@ impl<'a> Exchange<'a> {
         self.start += buffered;
         let line = &self.input[line];
         let outcome = match kind {
-            Kind::GetEarly if Tokens(line).skip(1).any(|flag| flag == b"W") => Outcome::Refresh(len as u32),
-            Kind::Survey => Outcome::ValueWithCas(ValueWithCas {
-                len: len as u32,
-                cas: cas(line).ok_or(Failure::Garbled("a value without the CAS value asked for"))?,
-            }),
+            Kind::GetEarly | Kind::Survey => {
+                let read = ValueWithCas {
+                    len: len as u32,
+                    cas: cas(line).ok_or(Failure::Garbled("a value without the CAS value asked for"))?,
+                };
+                match kind == Kind::GetEarly && Tokens(line).skip(1).any(|flag| flag == b"W") {
+                    true => Outcome::Refresh(read),
+                    false => Outcome::ValueWithCas(read),
+                }
+            }
             _ => Outcome::Value(len as u32),
         };
         self.answer.replies.outcomes.push(outcome);
