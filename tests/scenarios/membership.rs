@@ -257,12 +257,14 @@ fn a_fresh_process_never_adopts_a_record_that_does_not_list_its_servers() -> any
         }
     };
     let p1 = on(&[a_proxy.address(), b.address()], 5000)?;
-    let p1_thread = std::thread::spawn(move || cache(&p1, "app").and_then(|mut fresh| Ok(fresh.get("t", "k")?)));
+    // (A write: reads never record a pool.)
+    let p1_thread =
+        std::thread::spawn(move || cache(&p1, "app").and_then(|mut fresh| Ok(fresh.set("t", "k", b"p1", None)?)));
     // P1 found no record anywhere and is about to record its pool on A...
     assert!(gate.reached(Duration::from_secs(5)), "P1 never recorded a pool");
     // ...when P2 records a pool of A and C there first.
     let p2 = backend(&[&a, &c])?;
-    assert_eq!(cache(&p2, "app")?.get("t", "k")?, None);
+    cache(&p2, "app")?.set("t", "k", b"p2", None)?;
     gate.open();
     let refused = p1_thread.join().expect("P1's thread");
     assert!(
@@ -446,5 +448,66 @@ fn a_new_process_listing_the_wrong_servers_writes_nothing_before_it_is_refused()
         refused_naming(cache(&backend(&[&a])?, "app")?.clear(&tenant(n)), &["pool set"]);
     }
     assert_eq!((items_stored(&a)?, items_stored(&b)?), stored);
+    Ok(())
+}
+
+/// A read writes no pool record, not even on servers that hold none: a
+/// process whose list is wrong cannot record its pool by reading.
+#[test]
+fn a_read_never_records_a_pool() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    let mut reader = cache(&backend, "app")?;
+    for n in 0..3 {
+        assert_eq!(reader.get(&tenant(n), "/info")?, None);
+        assert_eq!(reader.get_many(&tenant(n), &["/a".into(), "/b".into()])?, [None, None]);
+    }
+    assert_eq!(server.raw_get("tc:pool")?, None, "a read recorded a pool");
+    // The first write does.
+    reader.set(&tenant(0), "/info", b"v", None)?;
+    assert!(server.raw_get("tc:pool")?.is_some());
+    assert_eq!(reader.get(&tenant(0), "/info")?.as_deref(), Some(&b"v"[..]));
+    Ok(())
+}
+
+/// The review's case: pool B,C with tenants on both; B restarts empty; a
+/// process listing only B reads, then writes (so records a pool of B
+/// alone there). Processes with the right list carry on without an
+/// operator, give B the pool's record back, keep every tenant of C, and
+/// the wrong process is fenced.
+#[test]
+fn a_wrong_list_process_after_a_restart_cannot_take_the_pool_down() -> anyhow::Result<()> {
+    let (mut b, c) = (MemcachedProcess::start()?, MemcachedProcess::start()?);
+    let right = backend(&[&b, &c])?;
+    let mut writer = cache(&right, "app")?;
+    fill(&mut writer, TENANTS, "kept")?;
+    let keys_on_c = c.keys()?;
+    let on_c: Vec<usize> = (0..TENANTS)
+        .filter(|&n| keys_on_c.iter().any(|key| key.ends_with(&format!(":n:{}", tenant(n)))))
+        .collect();
+    assert!(!on_c.is_empty(), "some tenants live on C");
+    b.restart()?;
+    let only_b = backend(&[&b])?;
+    let mut wrong = cache(&only_b, "app")?;
+    assert_eq!(wrong.get(&tenant(0), "/info")?, None);
+    assert_eq!(b.raw_get("tc:pool")?, None, "the wrong list's read recorded nothing");
+    wrong.set("wrong-tenant", "/info", b"w", None)?;
+    assert!(b.raw_get("tc:pool")?.is_some(), "its write recorded a pool of B alone");
+    // The right list serves, from a fresh process, without an operator,
+    // and C's tenants kept their entries.
+    let fresh = backend(&[&b, &c])?;
+    let mut reader = cache(&fresh, "app")?;
+    for &n in &on_c {
+        assert_eq!(
+            reader.get(&tenant(n), "/info")?,
+            Some(format!("kept{n}").into_bytes()),
+            "{} lives on C, which kept it",
+            tenant(n)
+        );
+    }
+    fill(&mut reader, TENANTS, "again")?;
+    assert_eq!(writer.get(&tenant(1), "/info")?, Some(b"again1".to_vec()));
+    // The wrong process is fenced now, and told why.
+    refused_naming(wrong.set("wrong-tenant", "/info", b"w", None), &["pool set"]);
     Ok(())
 }

@@ -43,6 +43,10 @@ pub(crate) struct Membership {
     pub(crate) members: Vec<(String, u32)>,
     /// Servers that left, sorted, each with the last generation it was in.
     pub(crate) departed: Vec<(String, u32)>,
+    /// Recorded by the first process to use servers that held none, and
+    /// never changed by `pool set` since: what a process with a wrong
+    /// server list may have recorded on a server that lost the pool's.
+    pub(crate) first_use: bool,
 }
 
 /// The tag of a route's keys: nothing for generation 1, `~<id><gen>:`
@@ -95,6 +99,7 @@ impl Membership {
             commit_at: None,
             members: sorted(servers).into_iter().map(|server| (server, generation)).collect(),
             departed: Vec::new(),
+            first_use: true,
         }
     }
 
@@ -128,6 +133,7 @@ impl Membership {
             commit_at: None,
             members: servers.into_iter().map(|server| (server, generation)).collect(),
             departed,
+            first_use: false,
         })
     }
 
@@ -173,6 +179,7 @@ impl Membership {
             commit_at: None,
             members,
             departed,
+            first_use: false,
         })
     }
 
@@ -300,8 +307,12 @@ impl Membership {
             (_, true) => String::from("changing"),
             (_, false) => String::from("active"),
         };
+        let origin = match self.first_use {
+            true => " origin=first-use",
+            false => "",
+        };
         format!(
-            "tc-pool/1 id={:08x} generation={} floor={} state={state} members={} departed={}",
+            "tc-pool/1 id={:08x} generation={} floor={} state={state} members={} departed={}{origin}",
             self.id,
             self.generation,
             self.floor,
@@ -326,6 +337,7 @@ impl Membership {
             commit_at: None,
             members: Vec::new(),
             departed: Vec::new(),
+            first_use: false,
         };
         let list = |value: &str| -> Result<Vec<(String, u32)>, String> {
             let mut servers: Vec<(String, u32)> = value
@@ -351,6 +363,7 @@ impl Membership {
                 "commit" => record.commit_at = Some(value.to_owned()),
                 "members" => record.members = list(value)?,
                 "departed" => record.departed = list(value)?,
+                "origin" => record.first_use = value == "first-use",
                 _ => {}
             }
         }
@@ -383,6 +396,7 @@ mod tests {
         let first = Membership::first(&servers(&["b", "a"]), 0xdead_beef, true);
         let next = first.next(&servers(&["a", "c"])).unwrap();
         let changing = next.changing_at("a:11211");
+        assert!(first.first_use && !next.first_use && !changing.first_use);
         for record in [first, next, changing] {
             assert_eq!(Membership::parse(&record.encode()), Ok(record));
         }

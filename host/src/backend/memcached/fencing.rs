@@ -20,6 +20,25 @@ fn tagged(prefix: &str, tag: Tag) -> Vec<u8> {
     tagged
 }
 
+/// The replies of a read that ran where no listed server holds a pool
+/// record (a pool nobody has written to yet, or every server restarted):
+/// every read misses. Whatever such servers hold was written under no
+/// record this process could check, and the pool the first write records
+/// tags its keys anew unless the servers were empty, so a read returns
+/// only what reads after that write would return: nothing.
+fn unrecorded(mut replies: Replies) -> Replies {
+    for outcome in &mut replies.outcomes {
+        if matches!(
+            outcome,
+            Outcome::Value(_) | Outcome::ValueWithCas(_) | Outcome::Refresh(_)
+        ) {
+            *outcome = Outcome::Miss;
+        }
+    }
+    replies.values.clear();
+    replies
+}
+
 /// The pool record an answer ends with (the last of its own replies).
 pub(super) fn closing_record(answer: &Answer) -> Option<&[u8]> {
     answer.own.iter().rev().find_map(|reply| match reply {
@@ -47,11 +66,11 @@ impl MemcachedPool {
         let mut known = self.known();
         let writes = commands
             .iter()
-            .any(|command| !matches!(command, Command::Get(_) | Command::GetWithCas(_)));
+            .any(|command| !matches!(command, Command::Get(_) | Command::GetWithCas(_) | Command::GetEarly(_)));
         if known.is_none() && writes {
             // A process that knows no record yet learns it before it
             // writes: a list that is not the pool's writes nothing.
-            known = Some(self.learn(driver).await?.known);
+            known = Some(self.learn_to_write(driver).await?.known);
         }
         // The second attempt runs only if the record moved the route's keys
         // while the first ran.
@@ -74,7 +93,10 @@ impl MemcachedPool {
                     // same round trip.
                     let (answer, survey) = self.run_with_survey(driver, server, batch, reply_bytes).await?;
                     let closing = closing_record(&answer).map(<[u8]>::to_vec);
-                    (answer.replies, closing, self.conclude(driver, survey).await?)
+                    match self.conclude(driver, survey, false).await? {
+                        Some(learned) => (answer.replies, closing, learned),
+                        None => return Ok(unrecorded(answer.replies)),
+                    }
                 }
                 Some(current) => {
                     let answer = self.run_one(driver, server, batch, reply_bytes, writes).await?;
@@ -86,7 +108,10 @@ impl MemcachedPool {
                     // pool's, and keep the answer if it tags the route the same.
                     tracing::info!(server = %owner, "the pool record changed: reading every server's");
                     let closing = closing.map(<[u8]>::to_vec);
-                    (answer.replies, closing, self.learn(driver).await?)
+                    match self.learn(driver, writes).await? {
+                        Some(learned) => (answer.replies, closing, learned),
+                        None => return Ok(unrecorded(answer.replies)),
+                    }
                 }
             };
             if learned.vouches_for(server, closing.as_deref()) && learned.known.record.tag(route, owner) == tag {
@@ -113,7 +138,7 @@ impl MemcachedPool {
     ) -> Result<(), Error> {
         let mut known = match self.known() {
             Some(known) => known,
-            None => self.learn(driver).await?.known,
+            None => self.learn_to_write(driver).await?.known,
         };
         for _ in 0..2 {
             let requests: Vec<(usize, Request<'_>)> = (0..self.servers.len())
@@ -154,7 +179,7 @@ impl MemcachedPool {
                 }
                 return Ok(());
             }
-            known = self.learn(driver).await?.known;
+            known = self.learn_to_write(driver).await?.known;
         }
         Err(Error::Unavailable(format!(
             "the pool record of memcached at {} kept changing during one call; retry",

@@ -87,31 +87,49 @@ impl MemcachedPool {
     }
 
     /// Finds the pool record on the servers and remembers it (see
-    /// [`conclude`](Self::conclude)).
-    pub(super) async fn learn<D: Driver>(&self, driver: &D) -> Result<Learned, Error> {
+    /// [`conclude`](Self::conclude)); for a batch that writes (`writes`),
+    /// when no server holds one, records the pool. `None`: no server holds
+    /// one, and nothing was written.
+    pub(super) async fn learn<D: Driver>(&self, driver: &D, writes: bool) -> Result<Option<Learned>, Error> {
         let survey = self.survey(driver).await;
-        self.conclude(driver, survey).await
+        self.conclude(driver, survey, writes).await
+    }
+
+    /// [`learn`](Self::learn) before a batch that writes: a record, found
+    /// or made.
+    pub(super) async fn learn_to_write<D: Driver>(&self, driver: &D) -> Result<Learned, Error> {
+        self.learn(driver, true)
+            .await?
+            .ok_or_else(|| Error::Protocol(String::from("no pool record was found or made")))
     }
 
     /// The pool record the survey shows, remembered: every listed server
     /// that answers holds exactly one record, active, that lists exactly
     /// this process's servers. Servers that hold none (restarted, or it was
-    /// evicted) get it back; when no server holds one, the pool is recorded.
+    /// evicted) get it back, and so do servers holding a record that a
+    /// process with a shorter list made when it found none there (see
+    /// [`strays`]); when no server holds one, the pool is recorded if
+    /// `may_record` (a batch that writes), never for a read (`None`).
     pub(super) async fn conclude<D: Driver>(
         &self,
         driver: &D,
         survey: Vec<Result<Surveyed, Error>>,
-    ) -> Result<Learned, Error> {
+        may_record: bool,
+    ) -> Result<Option<Learned>, Error> {
         let mut records: Vec<(usize, Membership, &[u8])> = Vec::new();
+        let mut cas_of = Vec::new();
         let mut missing = Vec::new();
         let mut empty = true;
         let mut unreachable = None;
         for (server, result) in survey.iter().enumerate() {
             match result {
                 Ok(Surveyed {
-                    record: Some((stored, _)),
+                    record: Some((stored, cas)),
                     ..
-                }) => records.push((server, self.parse_record(server, stored)?, stored)),
+                }) => {
+                    records.push((server, self.parse_record(server, stored)?, stored));
+                    cas_of.push((server, *cas));
+                }
                 Ok(Surveyed {
                     record: None,
                     current,
@@ -123,11 +141,38 @@ impl MemcachedPool {
                 Err(error) => unreachable = unreachable.or(Some((server, error.clone()))),
             }
         }
-        let Some((newest_at, newest, stored)) = records.iter().max_by_key(|(_, record, _)| record.generation) else {
+        if records.is_empty() {
             if let Some((_, error)) = unreachable {
                 return Err(error);
             }
-            return self.record_new_pool(driver, empty).await;
+            return match may_record {
+                true => self.record_new_pool(driver, empty).await.map(Some),
+                false => Ok(None),
+            };
+        }
+        // Records a process with a shorter list made where it found none:
+        // replaced by this pool's (swapped by their CAS value), given
+        // back like a lost record.
+        let strays = strays(&self.ids, &records);
+        let mut given_back = Vec::new();
+        if let Some((ours, stored, strays)) = strays {
+            let anchor = self.ids.iter().position(|server| server == ours.anchor());
+            if anchor.is_some_and(|anchor| survey[anchor].is_ok()) {
+                let over: Vec<(usize, Option<u64>)> = strays
+                    .iter()
+                    .map(|server| (*server, cas_of.iter().find(|(at, _)| at == server).map(|(_, cas)| *cas)))
+                    .collect();
+                tracing::warn!(
+                    servers = %strays.iter().map(|&server| self.ids[server].as_str()).collect::<Vec<_>>().join(","),
+                    "a server held the record of a pool a shorter server list made where it found none: giving it \
+                     this pool's"
+                );
+                given_back = self.restore(driver, &ours, &stored, over).await?;
+                records.retain(|(server, ..)| !strays.contains(server));
+            }
+        }
+        let Some((newest_at, newest, stored)) = records.iter().max_by_key(|(_, record, _)| record.generation) else {
+            return Err(Error::Protocol(String::from("no pool record left to use")));
         };
         if let Some((server, _, _)) = records.iter().find(|(_, record, _)| record.id != newest.id) {
             return Err(Error::Unavailable(format!(
@@ -164,41 +209,54 @@ impl MemcachedPool {
         let (newest, stored) = (newest.clone(), stored.to_vec());
         let anchor = self.ids.iter().position(|server| server == newest.anchor());
         let anchor_answers = anchor.is_some_and(|anchor| survey[anchor].is_ok());
-        let restored = match missing.is_empty() || !anchor_answers {
+        let mut restored = match missing.is_empty() || !anchor_answers {
             // Without the anchor no server is given the record back: only
             // the anchor tells that no change has begun meanwhile.
             true => Vec::new(),
-            false => self.restore(driver, &newest, &stored, missing).await?,
+            false => {
+                let missing = missing.into_iter().map(|server| (server, None)).collect();
+                self.restore(driver, &newest, &stored, missing).await?
+            }
         };
-        Ok(Learned {
+        restored.extend(given_back);
+        Ok(Some(Learned {
             known: self.remember(newest),
             restored,
-        })
+        }))
     }
 
     /// Gives `record` (stored as `stored`) back to the `missing` servers,
-    /// only where they still hold none, and keeps it there only if the
-    /// pool's anchor still holds it afterwards: a change of the pool claims
-    /// the anchor before it writes anywhere else, so then none began
-    /// before the record was given back, and any that begins later will
-    /// replace it like every other server's.
+    /// only where they still hold what was read (none, or what has the CAS
+    /// value given), and keeps it there only if the pool's anchor still
+    /// holds it afterwards: a change of the pool claims the anchor before
+    /// it writes anywhere else, so then none began before the record was
+    /// given back, and any that begins later will replace it like every
+    /// other server's.
     async fn restore<D: Driver>(
         &self,
         driver: &D,
         record: &Membership,
         stored: &[u8],
-        missing: Vec<usize>,
+        missing: Vec<(usize, Option<u64>)>,
     ) -> Result<Vec<usize>, Error> {
         let requests = missing
             .iter()
-            .map(|&server| {
+            .map(|&(server, cas)| {
+                let write = match cas {
+                    None => Own::AddPool(stored.to_vec()),
+                    Some(cas) => Own::SwapPool {
+                        record: stored.to_vec(),
+                        cas,
+                    },
+                };
                 let request = Request {
-                    own: vec![Own::AddPool(stored.to_vec()), Own::ReadPool],
+                    own: vec![write, Own::ReadPool],
                     ..Request::default()
                 };
                 (server, request)
             })
             .collect();
+        let missing: Vec<usize> = missing.into_iter().map(|(server, _)| server).collect();
         let mut added = Vec::new();
         let mut raced = false;
         for (&server, result) in missing.iter().zip(self.run_all(driver, requests, u64::MAX).await) {
@@ -392,4 +450,34 @@ pub(super) fn surveyed(answer: &Answer) -> Result<Surveyed, Error> {
             "memcached answered a survey out of shape",
         ))),
     }
+}
+
+/// The records among `records` (server, record, stored) that a process
+/// with a shorter server list made where it found none, when the rest hold
+/// one record listing exactly `servers`: that record, its stored form, and
+/// the servers holding strays. A stray is a first-use record (no `pool
+/// set` made or changed it) of another pool whose servers are a strict
+/// subset of `servers`: the server it is on had lost this pool's record
+/// (a restart emptied it), and a process listing fewer servers found none
+/// there. Replacing it hides nothing this pool wrote, and the other
+/// process, listing servers that are not the pool's, is fenced from then
+/// on. The subset rule keeps two lists from replacing each other's
+/// records back and forth: only the longer one replaces.
+fn strays(servers: &[String], records: &[(usize, Membership, &[u8])]) -> Option<(Membership, Vec<u8>, Vec<usize>)> {
+    let (_, ours, stored) = records
+        .iter()
+        .find(|(_, record, _)| !record.changing && record.lists(servers))?;
+    let mut strays = Vec::new();
+    for (server, record, other) in records {
+        if other == stored {
+            continue;
+        }
+        let subset =
+            record.members.len() < servers.len() && record.servers().iter().all(|member| servers.contains(member));
+        if record.id == ours.id || !record.first_use || record.changing || !subset {
+            return None;
+        }
+        strays.push(*server);
+    }
+    (!strays.is_empty()).then(|| (ours.clone(), stored.to_vec(), strays))
 }
