@@ -9,6 +9,7 @@ mod concurrent_writes;
 mod errors;
 mod isolation;
 mod keys;
+mod linearizability;
 mod resurrection;
 mod round_trips;
 mod ttl;

@@ -4,6 +4,7 @@
 
 mod apps;
 mod fake;
+pub mod history;
 
 use std::path::Path;
 use std::sync::OnceLock;
