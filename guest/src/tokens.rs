@@ -15,7 +15,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
+use tenant_cache_layout::records::ReadKeys;
+
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
+use crate::versions::Versions;
 
 /// What seals a token: the capability's `mac` for a route.
 pub trait Seal {
@@ -32,8 +35,13 @@ fn message(text: &str, record: &str) -> Vec<u8> {
     message
 }
 
-/// `format` and `fields`, sealed for the entry `record` on `route`.
-pub fn seal(sealer: &impl Seal, route: &str, record: &str, format: &str, fields: &str) -> Result<String, Error> {
+/// `format` and `fields`, sealed for the entry of `keys`.
+pub fn seal(sealer: &impl Seal, keys: &ReadKeys, format: &str, fields: &str) -> Result<String, Error> {
+    seal_for(sealer, keys.tenant(), keys.data_record(), format, fields)
+}
+
+/// [`seal`] for the entry `record` on `route`.
+fn seal_for(sealer: &impl Seal, route: &str, record: &str, format: &str, fields: &str) -> Result<String, Error> {
     let mut token = String::with_capacity(format.len() + fields.len() + 33);
     token.push_str(format);
     token.push_str(fields);
@@ -47,8 +55,19 @@ pub fn seal(sealer: &impl Seal, route: &str, record: &str, format: &str, fields:
 }
 
 /// The fields of `token`, if it is one of `format` that was sealed for the
-/// entry `record` on `route`; `invalid-input` naming `what` otherwise.
+/// entry of `keys`; `invalid-input` naming `what` otherwise.
 pub fn open<'t>(
+    sealer: &impl Seal,
+    keys: &ReadKeys,
+    token: &'t str,
+    format: &str,
+    what: &str,
+) -> Result<&'t str, Error> {
+    open_for(sealer, keys.tenant(), keys.data_record(), token, format, what)
+}
+
+/// [`open`] for the entry `record` on `route`.
+fn open_for<'t>(
     sealer: &impl Seal,
     route: &str,
     record: &str,
@@ -105,6 +124,14 @@ pub fn hex_u64(digits: &str) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
+/// The versions two fields of 16 hex digits name (application, tenant).
+pub fn hex_versions(app: &str, tenant: &str) -> Option<Versions> {
+    Some(Versions {
+        app: hex_u64(app)?,
+        tenant: hex_u64(tenant)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,11 +153,11 @@ mod tests {
     #[test]
     fn a_token_opens_only_for_its_entry_and_unaltered() {
         let host = Keyed(1);
-        let token = seal(&host, "t", "d:t:k", "swap2:", "e:1:2").unwrap();
-        assert_eq!(open(&host, "t", "d:t:k", &token, "swap2:", "x").ok(), Some("e:1:2"));
+        let token = seal_for(&host, "t", "d:t:k", "swap2:", "e:1:2").unwrap();
+        assert_eq!(open_for(&host, "t", "d:t:k", &token, "swap2:", "x").ok(), Some("e:1:2"));
         let refused = |route, record, token: &str, format| {
             matches!(
-                open(&host, route, record, token, format, "x"),
+                open_for(&host, route, record, token, format, "x"),
                 Err(Error::InvalidInput(_))
             )
         };
@@ -150,7 +177,7 @@ mod tests {
             assert!(refused("t", "d:t:k", &forged, "swap2:"), "{forged}");
         }
         // Another host secret: refused too.
-        assert!(open(&Keyed(2), "t", "d:t:k", &token, "swap2:", "x").is_err());
+        assert!(open_for(&Keyed(2), "t", "d:t:k", &token, "swap2:", "x").is_err());
     }
 
     #[test]

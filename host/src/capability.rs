@@ -207,7 +207,7 @@ impl Grant {
     /// Checks a batch for `route` against every rule of the grant (its
     /// binding first), and rewrites what is not sent as it is (see
     /// [`check_commands`](Self::check_commands)).
-    fn admit(&mut self, route: &str, commands: &mut [Command]) -> Result<Rewrites, Error> {
+    fn admit(&mut self, route: &str, commands: &mut Vec<Command>) -> Result<Rewrites, Error> {
         let admitted = match &self.bound {
             Some(bound) => bound.admit(route, commands),
             None => Ok(()),
@@ -217,13 +217,13 @@ impl Grant {
 
     /// [`admit`](Self::admit) for a broadcast: no store may be too large.
     /// Returns the versions drawn for its `new-version` commands.
-    fn admit_broadcast(&mut self, commands: &mut [Command]) -> Result<Vec<u64>, Error> {
+    fn admit_broadcast(&mut self, commands: &mut Vec<Command>) -> Result<Vec<u64>, Error> {
         let admitted = match &self.bound {
             Some(bound) => bound.admit_broadcast(),
             None => Ok(()),
         };
         let rewrites = self.observe_refusal(admitted.and_then(|()| self.check_commands(commands)))?;
-        match rewrites.refused.first() {
+        match rewrites.refused.first().or(rewrites.skipped.first()) {
             Some(&(_, limit)) => Err(Error::ValueTooLarge(limit)),
             None => Ok(rewrites.minted.into_iter().map(|(_, version)| version).collect()),
         }
@@ -242,17 +242,21 @@ impl Grant {
         admitted
     }
 
-    /// Checks every command's key and arguments, and rewrites two kinds
+    /// Checks every command's key and arguments, and rewrites three kinds
     /// of command before they are sent:
-    /// - a store whose item cannot fit becomes a `delete` of its key (as
+    /// - a `set` whose item cannot fit becomes a `delete` of its key (as
     ///   memcached itself drops the old item when a store is too large, so
     ///   a failed write never leaves a stale value behind), and its reply
     ///   will be `value-too-large`;
+    /// - an `add` or `set-if-cas` whose item cannot fit is not sent at all
+    ///   (its reply will be `value-too-large`): a store that was to happen
+    ///   only over what was read must not become a removal of whatever is
+    ///   there now;
     /// - a `new-version` becomes the store of a version drawn here and now
     ///   (the same one on every server of a broadcast), and its reply
     ///   `minted` with it: no component knows a version before it is
     ///   stored.
-    fn check_commands(&self, commands: &mut [Command]) -> Result<Rewrites, Error> {
+    fn check_commands(&self, commands: &mut Vec<Command>) -> Result<Rewrites, Error> {
         if commands.len() > self.limits.commands as usize {
             return Err(Error::OverLimit(Limit::CommandsPerBatch(self.limits.commands)));
         }
@@ -275,12 +279,19 @@ impl Grant {
                 Command::Increment(delta) => Self::check_key(&delta.key)?,
                 // A store that cannot fit removes its key, as memcached
                 // does with one it refuses.
-                Command::Set(item) | Command::Add(item) | Command::SetIfCas(CasItem { item, .. }) => {
+                Command::Set(item) => {
                     Self::check_key(&item.key)?;
                     if let Some(limit) = self.refuses_item(item) {
                         rewrites.refused.push((index, limit));
                         let key = std::mem::take(&mut item.key);
                         *command = Command::Delete(key);
+                    }
+                }
+                // A conditional one is not sent.
+                Command::Add(item) | Command::SetIfCas(CasItem { item, .. }) => {
+                    Self::check_key(&item.key)?;
+                    if let Some(limit) = self.refuses_item(item) {
+                        rewrites.skipped.push((index, limit));
                     }
                 }
                 Command::NewVersion(NewVersion { key, write }) => {
@@ -299,6 +310,9 @@ impl Grant {
                     rewrites.minted.push((index, version));
                 }
             }
+        }
+        for &(index, _) in rewrites.skipped.iter().rev() {
+            commands.remove(index);
         }
         Ok(rewrites)
     }
@@ -330,12 +344,24 @@ struct Rewrites {
     /// `new-version` commands, sent as stores: their index and the version
     /// drawn.
     minted: Vec<(usize, u64)>,
+    /// Conditional stores that could not fit, not sent: their index (in
+    /// the batch as the component sent it, ascending) and the item size
+    /// limit.
+    skipped: Vec<(usize, u64)>,
 }
 
 impl Rewrites {
-    /// Puts the failures of stores sent as deletes, and the versions of
-    /// those stored, into the replies.
+    /// Puts the failures of stores not sent or sent as deletes, and the
+    /// versions of those stored, into the replies. Indices are the
+    /// component's: the replies of the commands not sent go back in their
+    /// places first.
     fn apply(self, replies: &mut Replies) {
+        for (index, limit) in self.skipped {
+            let index = index.min(replies.outcomes.len());
+            replies
+                .outcomes
+                .insert(index, Outcome::Failed(Error::ValueTooLarge(limit)));
+        }
         for (index, limit) in self.refused {
             if let Some(outcome) = replies.outcomes.get_mut(index) {
                 *outcome = Outcome::Failed(Error::ValueTooLarge(limit));
@@ -533,20 +559,60 @@ mod tests {
     }
 
     #[test]
-    fn an_oversized_store_removes_its_key_and_fails_alone() {
+    fn an_oversized_set_removes_its_key_and_fails_alone() {
         let mut grant = Grant::new(Backend::embedded(), "shop");
         let limit = grant.backend().item_size_limit();
-        for oversized in [Command::Set, Command::Add] {
-            grant
-                .execute("t".into(), vec![Command::Set(item("k", b"old".to_vec()))])
-                .unwrap();
+        grant
+            .execute("t".into(), vec![Command::Set(item("k", b"old".to_vec()))])
+            .unwrap();
+        let replies = grant
+            .execute(
+                "t".into(),
+                vec![
+                    Command::Set(item("other", b"v".to_vec())),
+                    Command::Set(item("k", vec![0; limit as usize])),
+                    Command::Get("k".into()),
+                    Command::Get("other".into()),
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            replies.outcomes,
+            [
+                Outcome::Done,
+                Outcome::Failed(Error::ValueTooLarge(limit)),
+                Outcome::Miss,
+                Outcome::Value(1)
+            ]
+        );
+    }
+
+    /// An `add` or a compare-and-swap is a store only over what was read:
+    /// one that cannot fit changes nothing (a removal would be a write of
+    /// its own, over whatever is there now).
+    #[test]
+    fn an_oversized_conditional_store_is_not_sent_and_changes_nothing() {
+        let mut grant = Grant::new(Backend::embedded(), "shop");
+        let limit = grant.backend().item_size_limit();
+        grant
+            .execute("t".into(), vec![Command::Set(item("k", b"old".to_vec()))])
+            .unwrap();
+        let oversized = [
+            Command::Add(item("k", vec![0; limit as usize])),
+            Command::SetIfCas(CasItem {
+                item: item("k", vec![0; limit as usize]),
+                cas: 1,
+            }),
+        ];
+        for conditional in oversized {
             let replies = grant
                 .execute(
                     "t".into(),
                     vec![
                         Command::Set(item("other", b"v".to_vec())),
-                        oversized(item("k", vec![0; limit as usize])),
+                        conditional.clone(),
                         Command::Get("k".into()),
+                        conditional,
                         Command::Get("other".into()),
                     ],
                 )
@@ -556,10 +622,12 @@ mod tests {
                 [
                     Outcome::Done,
                     Outcome::Failed(Error::ValueTooLarge(limit)),
-                    Outcome::Miss,
+                    Outcome::Value(3),
+                    Outcome::Failed(Error::ValueTooLarge(limit)),
                     Outcome::Value(1)
                 ]
             );
+            assert_eq!(replies.values, b"oldv");
         }
     }
 

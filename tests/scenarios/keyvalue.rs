@@ -249,7 +249,7 @@ fn keyvalue_calls_cost_one_round_trip_each_in_steady_state() -> anyhow::Result<(
     let server = MemcachedProcess::start()?;
     let backend = backend(&[&server])?;
     // A brand-new process records the pool on its first batch: not counted.
-    printed(app(&backend, None, &["get", "warm-up", "k"]));
+    printed(app(&backend, None, &["set", "warm-up", "k", "v"]));
     for tenant in [Some("acme"), None] {
         let before = backend.batches_sent();
         // One get to learn the versions, 10 rounds of the seven calls, and

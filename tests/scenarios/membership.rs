@@ -486,7 +486,14 @@ fn a_wrong_list_process_after_a_restart_cannot_take_the_pool_down() -> anyhow::R
         .filter(|&n| keys_on_c.iter().any(|key| key.ends_with(&format!(":n:{}", tenant(n)))))
         .collect();
     assert!(!on_c.is_empty(), "some tenants live on C");
+    let on_b = (0..TENANTS)
+        .find(|n| !on_c.contains(n))
+        .expect("some tenants live on B");
     b.restart()?;
+    // A read of the right list on the restarted server writes nothing
+    // either (its next write gives the record back), and misses.
+    assert_eq!(cache(&backend(&[&b, &c])?, "app")?.get(&tenant(on_b), "/info")?, None);
+    assert_eq!(b.raw_get("tc:pool")?, None, "a read gave the record back");
     let only_b = backend(&[&b])?;
     let mut wrong = cache(&only_b, "app")?;
     assert_eq!(wrong.get(&tenant(0), "/info")?, None);
@@ -505,6 +512,10 @@ fn a_wrong_list_process_after_a_restart_cannot_take_the_pool_down() -> anyhow::R
             tenant(n)
         );
     }
+    // A write on B, which held the stray until now, runs once: an
+    // increment counts once.
+    assert_eq!(reader.increment(&tenant(on_b), "hits", 1)?, 1);
+    assert_eq!(reader.increment(&tenant(on_b), "hits", 1)?, 2);
     fill(&mut reader, TENANTS, "again")?;
     assert_eq!(writer.get(&tenant(1), "/info")?, Some(b"again1".to_vec()));
     // The wrong process is fenced now, and told why.

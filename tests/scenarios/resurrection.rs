@@ -3,15 +3,6 @@
 
 use tenant_cache_tests::{MemcachedProcess, cache_on};
 
-/// The namespace records (application and tenant versions) in memcached.
-fn namespace_records(server: &MemcachedProcess) -> anyhow::Result<Vec<String>> {
-    Ok(server
-        .keys()?
-        .into_iter()
-        .filter(|key| key == "tc:app:a" || key.starts_with("tc:app:n:"))
-        .collect())
-}
-
 #[test]
 fn deleting_namespace_records_after_a_clear_never_resurrects_data() -> anyhow::Result<()> {
     // Every subset of the two records of the tenant, deleted after a clear.
@@ -24,9 +15,10 @@ fn deleting_namespace_records_after_a_clear_never_resurrects_data() -> anyhow::R
         let mut cache = cache_on(&server, "app")?;
         cache.set("Lisboa", "/info", b"before", None)?;
         cache.clear("Lisboa")?;
-        let records = namespace_records(&server)?;
         for record in lost {
-            assert!(records.contains(&record.to_string()), "{record} not among {records:?}");
+            // Read directly: `lru_crawler metadump` can miss an item that is
+            // being bumped in the LRU at that moment.
+            assert!(server.raw_get(record)?.is_some(), "{record} is not there");
             assert!(server.raw_delete(record)?);
         }
         assert_eq!(

@@ -565,3 +565,29 @@ fn refresh_windows_out_of_range_are_refused() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A value that passes the host's first check but not memcached's item
+/// limit once framed: a fill or a swap with a stale token must fail
+/// without removing the newer value (a conditional store is never turned
+/// into a removal).
+#[test]
+fn a_stale_fill_or_swap_too_large_to_store_removes_nothing() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let backend = backend(&[&server])?;
+    let (mut stale, mut writer) = (cache(&backend, "app")?, cache(&backend, "app")?);
+    let big = vec![b'x'; backend.item_size_limit() as usize - 8];
+    let Lookup::Lease(token) = stale.get_or_lease("acme", "f", &LeaseOptions::default())? else {
+        panic!("a miss takes the lease");
+    };
+    writer.set("acme", "f", b"newer", None)?;
+    let result = stale.fill("acme", "f", &big, None, &token);
+    assert!(matches!(result, Err(CacheError::ValueTooLarge { .. })), "{result:?}");
+    assert_eq!(writer.get("acme", "f")?.as_deref(), Some(&b"newer"[..]));
+    writer.set("acme", "s", b"read", None)?;
+    let read = stale.get_for_swap("acme", "s")?;
+    writer.set("acme", "s", b"newer", None)?;
+    let result = stale.compare_and_swap("acme", "s", &big, &read.token);
+    assert!(matches!(result, Err(CacheError::ValueTooLarge { .. })), "{result:?}");
+    assert_eq!(writer.get("acme", "s")?.as_deref(), Some(&b"newer"[..]));
+    Ok(())
+}

@@ -47,7 +47,7 @@ use crate::batch::Reply;
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::{Error, LeaseOptions, Lookup};
 use crate::bindings::tenant_cache::cache::memcached::{CasItem, Command, EarlyGet, Item};
 use crate::frame::{self, RELEASED, Stored, frame, placeholder, unframe};
-use crate::tokens::{self, hex_u64};
+use crate::tokens::{self, hex_u64, hex_versions};
 use crate::versions::Versions;
 
 /// The shortest lease: memcached's clock ticks in whole seconds, so a TTL
@@ -56,6 +56,11 @@ const MIN_LEASE_TTL: u32 = 2;
 
 /// The longest lease: an hour.
 const MAX_LEASE_TTL: u32 = 3600;
+
+/// Seconds a lease given back stays, carrying the stale value for callers
+/// that accept it, unless a reader takes the lease first: a stale value
+/// outlives its lease by no more.
+const RELEASED_TTL: u32 = 2;
 
 /// What a lease token starts with: its format.
 const TOKEN_FORMAT: &str = "lease2:";
@@ -92,20 +97,14 @@ impl Lease {
 
     fn parse(fields: &str) -> Option<Lease> {
         let fields: Vec<&str> = fields.split(':').collect();
-        let versions = |app: &str, tenant: &str| {
-            Some(Versions {
-                app: hex_u64(app)?,
-                tenant: hex_u64(tenant)?,
-            })
-        };
         Some(match fields.as_slice() {
             ["m", app, tenant, holder, cas] => Lease::Miss {
-                versions: versions(app, tenant)?,
+                versions: hex_versions(app, tenant)?,
                 holder: hex_u64(holder)?,
                 cas: hex_u64(cas)?,
             },
             ["r", app, tenant, cas] => Lease::Refresh {
-                versions: versions(app, tenant)?,
+                versions: hex_versions(app, tenant)?,
                 cas: hex_u64(cas)?,
             },
             _ => return None,
@@ -306,25 +305,12 @@ impl<C: Capability> Cache<C> {
 
     /// The token of `lease` on `keys`' entry.
     fn lease_token(&self, keys: &ReadKeys, lease: Lease) -> Result<String, Error> {
-        tokens::seal(
-            &self.capability,
-            keys.tenant(),
-            keys.data_record(),
-            TOKEN_FORMAT,
-            &lease.fields(),
-        )
+        tokens::seal(&self.capability, keys, TOKEN_FORMAT, &lease.fields())
     }
 
     /// The lease `token` names, if it was handed out for `keys`' entry.
     fn open_lease(&self, keys: &ReadKeys, token: &str) -> Result<Lease, Error> {
-        let fields = tokens::open(
-            &self.capability,
-            keys.tenant(),
-            keys.data_record(),
-            token,
-            TOKEN_FORMAT,
-            WHAT,
-        )?;
+        let fields = tokens::open(&self.capability, keys, token, TOKEN_FORMAT, WHAT)?;
         Lease::parse(fields).ok_or_else(|| Error::InvalidInput(format!("{token:?} is not a token {WHAT} handed out")))
     }
 
@@ -384,7 +370,7 @@ impl<C: Capability> Cache<C> {
         let item = Item {
             key: keys.data_record(),
             value: &released,
-            ttl: None,
+            ttl: Some(RELEASED_TTL),
         };
         let mut batch = self.exchange(keys.tenant(), &[replace(item, Some(cas))], 0)?;
         expect_reply(&mut batch, 0)?;

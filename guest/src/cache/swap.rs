@@ -31,7 +31,7 @@ use crate::batch::Reply;
 use crate::bindings::exports::tenant_cache::cache::tenant_cache::Error;
 use crate::bindings::tenant_cache::cache::memcached::{Command, Item};
 use crate::frame::{self, Counter, Stored, frame};
-use crate::tokens::{self, hex_u64};
+use crate::tokens::{self, hex_u64, hex_versions};
 use crate::versions::Versions;
 
 /// Where an entry stood when it was read for a swap.
@@ -78,22 +78,16 @@ impl Basis {
     /// The basis `fields` name; `None` for fields of no token.
     fn parse(fields: &str) -> Option<Basis> {
         let fields: Vec<&str> = fields.split(':').collect();
-        let versions = |app: &str, tenant: &str| {
-            Some(Versions {
-                app: hex_u64(app)?,
-                tenant: hex_u64(tenant)?,
-            })
-        };
         Some(match fields.as_slice() {
             ["e", app, tenant, cas] => Basis::Entry {
-                versions: versions(app, tenant)?,
+                versions: hex_versions(app, tenant)?,
                 cas: match *cas {
                     "-" => None,
                     digits => Some(hex_u64(digits)?),
                 },
             },
             ["c", app, tenant, era, kind @ ("s" | "u"), cas] => Basis::Counter {
-                versions: versions(app, tenant)?,
+                versions: hex_versions(app, tenant)?,
                 counter: Counter {
                     era: hex_u64(era)?,
                     signed: *kind == "s",
@@ -147,27 +141,14 @@ impl<C: Capability> Cache<C> {
     /// carries outside the component, sealed for that entry.
     pub fn swap_token(&self, tenant: &str, key: &str, basis: &SwapBasis) -> Result<String, Error> {
         let keys = ReadKeys::new(tenant, key);
-        tokens::seal(
-            &self.capability,
-            keys.tenant(),
-            keys.data_record(),
-            TOKEN_FORMAT,
-            &basis.0.fields(),
-        )
+        tokens::seal(&self.capability, &keys, TOKEN_FORMAT, &basis.0.fields())
     }
 
     /// The basis `token` names, if the component handed it out for `key`
     /// of `tenant`; `invalid-input` otherwise.
     pub fn swap_basis(&self, tenant: &str, key: &str, token: &str) -> Result<SwapBasis, Error> {
         let keys = ReadKeys::new(tenant, key);
-        let fields = tokens::open(
-            &self.capability,
-            keys.tenant(),
-            keys.data_record(),
-            token,
-            TOKEN_FORMAT,
-            WHAT,
-        )?;
+        let fields = tokens::open(&self.capability, &keys, token, TOKEN_FORMAT, WHAT)?;
         // Sealed by this component, so well formed; checked all the same.
         Basis::parse(fields)
             .map(SwapBasis)

@@ -31,21 +31,32 @@ pub(super) struct Surveyed {
     pub(super) total: u64,
 }
 
-/// The pool record a process found, and the listed servers that held none
-/// and were given it back.
+/// The pool record a process found, the listed servers that held none (or
+/// a stray, see [`strays`]) and were given it back, the strays seen, and
+/// whether the survey tells that no change of the pool can have begun.
 pub(super) struct Learned {
     pub(super) known: Arc<Known>,
     restored: Vec<usize>,
+    strays: Vec<Vec<u8>>,
+    /// The pool's anchor answered holding the record, or every listed
+    /// server answered and none holds another record of the pool: a change
+    /// claims the anchor first and converts every server before it
+    /// commits, so none has begun.
+    unchanged: bool,
 }
 
 impl Learned {
     /// Whether a batch that ended by reading `closing` on `server` ran
-    /// under this record: the server held it, or held none and was given
-    /// it back while no change of the pool could have begun.
+    /// under this record: the server held it; or it held none (restarted)
+    /// or a stray, and was given the record back, or no change of the pool
+    /// can have begun since (a batch on an emptied server under the pool's
+    /// tag reads nothing from before, and what it writes is the pool's).
     pub(super) fn vouches_for(&self, server: usize, closing: Option<&[u8]>) -> bool {
+        let excused = self.restored.contains(&server) || self.unchanged;
         match closing {
-            Some(closing) => closing == self.known.stored,
-            None => self.restored.contains(&server),
+            Some(closing) if closing == self.known.stored => true,
+            Some(closing) => excused && self.strays.iter().any(|stray| stray == closing),
+            None => excused,
         }
     }
 }
@@ -105,11 +116,12 @@ impl MemcachedPool {
 
     /// The pool record the survey shows, remembered: every listed server
     /// that answers holds exactly one record, active, that lists exactly
-    /// this process's servers. Servers that hold none (restarted, or it was
-    /// evicted) get it back, and so do servers holding a record that a
-    /// process with a shorter list made when it found none there (see
-    /// [`strays`]); when no server holds one, the pool is recorded if
-    /// `may_record` (a batch that writes), never for a read (`None`).
+    /// this process's servers. Before a batch that writes (`may_record`),
+    /// servers that hold none (restarted, or it was evicted) get it back,
+    /// and so do servers holding a record that a process with another
+    /// list made when it found none there (see [`strays`]), and when no
+    /// server holds one, the pool is recorded. A read writes nothing: where
+    /// no server holds a record it is `None`.
     pub(super) async fn conclude<D: Driver>(
         &self,
         driver: &D,
@@ -155,9 +167,17 @@ impl MemcachedPool {
         // back like a lost record.
         let strays = strays(&self.ids, &records);
         let mut given_back = Vec::new();
+        let mut stray_records = Vec::new();
         if let Some((ours, stored, strays)) = strays {
+            stray_records = records
+                .iter()
+                .filter(|(server, ..)| strays.contains(server))
+                .map(|(_, _, stray)| stray.to_vec())
+                .collect();
             let anchor = self.ids.iter().position(|server| server == ours.anchor());
-            if anchor.is_some_and(|anchor| survey[anchor].is_ok()) {
+            if !may_record {
+                records.retain(|(server, ..)| !strays.contains(server));
+            } else if anchor.is_some_and(|anchor| survey[anchor].is_ok()) {
                 let over: Vec<(usize, Option<u64>)> = strays
                     .iter()
                     .map(|server| (*server, cas_of.iter().find(|(at, _)| at == server).map(|(_, cas)| *cas)))
@@ -209,7 +229,9 @@ impl MemcachedPool {
         let (newest, stored) = (newest.clone(), stored.to_vec());
         let anchor = self.ids.iter().position(|server| server == newest.anchor());
         let anchor_answers = anchor.is_some_and(|anchor| survey[anchor].is_ok());
-        let mut restored = match missing.is_empty() || !anchor_answers {
+        let anchor_holds = anchor.is_some_and(|anchor| records.iter().any(|(server, ..)| *server == anchor));
+        let unchanged = anchor_holds || unreachable.is_none();
+        let mut restored = match missing.is_empty() || !anchor_answers || !may_record {
             // Without the anchor no server is given the record back: only
             // the anchor tells that no change has begun meanwhile.
             true => Vec::new(),
@@ -222,6 +244,8 @@ impl MemcachedPool {
         Ok(Some(Learned {
             known: self.remember(newest),
             restored,
+            strays: stray_records,
+            unchanged,
         }))
     }
 
@@ -354,6 +378,8 @@ impl MemcachedPool {
         Ok(Learned {
             known: self.remember(record),
             restored: (0..self.ids.len()).collect(),
+            strays: Vec::new(),
+            unchanged: true,
         })
     }
 
@@ -453,16 +479,18 @@ pub(super) fn surveyed(answer: &Answer) -> Result<Surveyed, Error> {
 }
 
 /// The records among `records` (server, record, stored) that a process
-/// with a shorter server list made where it found none, when the rest hold
+/// with another server list made where it found none, when the rest hold
 /// one record listing exactly `servers`: that record, its stored form, and
 /// the servers holding strays. A stray is a first-use record (no `pool
-/// set` made or changed it) of another pool whose servers are a strict
-/// subset of `servers`: the server it is on had lost this pool's record
-/// (a restart emptied it), and a process listing fewer servers found none
-/// there. Replacing it hides nothing this pool wrote, and the other
-/// process, listing servers that are not the pool's, is fenced from then
-/// on. The subset rule keeps two lists from replacing each other's
-/// records back and forth: only the longer one replaces.
+/// set` made or changed it) of another pool, whose servers are a strict
+/// subset of `servers` or which stands against a record a `pool set`
+/// made: the server it is on had lost this pool's record (a restart
+/// emptied it), and a process with another list found none there.
+/// Replacing it hides nothing this pool wrote, and the other process,
+/// listing servers that are not the pool's, is fenced from then on. The
+/// rule keeps two lists from replacing each other's records back and
+/// forth: of two first-use records only the longer list's replaces, and a
+/// record `pool set` made is never replaced.
 fn strays(servers: &[String], records: &[(usize, Membership, &[u8])]) -> Option<(Membership, Vec<u8>, Vec<usize>)> {
     let (_, ours, stored) = records
         .iter()
@@ -474,7 +502,7 @@ fn strays(servers: &[String], records: &[(usize, Membership, &[u8])]) -> Option<
         }
         let subset =
             record.members.len() < servers.len() && record.servers().iter().all(|member| servers.contains(member));
-        if record.id == ours.id || !record.first_use || record.changing || !subset {
+        if record.id == ours.id || !record.first_use || record.changing || !(subset || !ours.first_use) {
             return None;
         }
         strays.push(*server);
