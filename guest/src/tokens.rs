@@ -100,7 +100,7 @@ fn open_for<'t>(
 
 /// Lowercase hex digits as bytes.
 fn hex_bytes(digits: &str) -> Option<Vec<u8>> {
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits

@@ -500,12 +500,17 @@ pub fn run_workload(cache: &mut TenantCache, thread: u32, operations: usize, mut
                 }
             }
             73..=75 => {
-                // A token handed out for another key of the tenant.
+                // A token handed out for another key of the tenant, or one
+                // made up (the review's `swap1:e:x:x:-`, and the like).
                 let other = format!("k{}", (key[1..].parse::<usize>().unwrap_or(0) + 1) % KEYS);
-                match cache.get_for_swap(&tenant, &other) {
-                    Ok(read) => {
+                let made_up = ["swap1:e:x:x:-", "swap2:e:x:x:-", "swap1:e:m:m:-"];
+                let forged = match draw.next(2) {
+                    0 => cache.get_for_swap(&tenant, &other).map(|read| read.token),
+                    _ => Ok(SwapToken::from(String::from(made_up[draw.next(3) as usize]))),
+                };
+                match forged {
+                    Ok(forged) => {
                         let v = fresh();
-                        let forged = SwapToken::from(read.token.as_str().to_owned());
                         one(Some(&key), Op::Forged(v), &mut || match cache.compare_and_swap(
                             &tenant,
                             &key,
