@@ -522,3 +522,51 @@ fn a_wrong_list_process_after_a_restart_cannot_take_the_pool_down() -> anyhow::R
     refused_naming(wrong.set("wrong-tenant", "/info", b"w", None), &["pool set"]);
     Ok(())
 }
+
+/// Two forced `pool set`s, each finding another server out of reach, claim
+/// different anchors; the first server they share lets one through and
+/// refuses the other, so at most one list ever serves.
+#[test]
+fn two_forced_pool_sets_that_find_different_servers_down_are_arbitrated() -> anyhow::Result<()> {
+    // A < B < the proxy to C, as the pool sorts them: A anchors the pool,
+    // and B is where a change that cannot reach A commits instead.
+    let mut tries = 0;
+    let (a, b, _c, c_proxy, gate) = loop {
+        tries += 1;
+        anyhow::ensure!(tries <= 30, "no ports in the order the test needs");
+        let c = MemcachedProcess::start()?;
+        let (c_proxy, gate) = gated(&c, 2)?;
+        let (first, second) = (MemcachedProcess::start()?, MemcachedProcess::start()?);
+        let (a, b) = match first.address() < second.address() {
+            true => (first, second),
+            false => (second, first),
+        };
+        if b.address() < c_proxy.address() {
+            break (a, b, c, c_proxy, gate);
+        }
+    };
+    let all = vec![a.address(), b.address(), c_proxy.address()];
+    fill(&mut cache(&on(&all, 300)?, "app")?, TENANTS, "old")?;
+    // X, with A frozen, removes A: it claims B and is held at C (long
+    // enough for Y, within X's deadline).
+    a.signal("STOP")?;
+    let bc = on(&[b.address(), c_proxy.address()], 2500)?;
+    let x = std::thread::spawn(move || bc.set_pool(true));
+    assert!(gate.reached(Duration::from_secs(5)), "X never wrote to C");
+    // Y, with A back and B frozen, removes B: it claims A, and gets to C
+    // first.
+    a.signal("CONT")?;
+    b.signal("STOP")?;
+    let ac = on(&[a.address(), c_proxy.address()], 300)?;
+    ac.set_pool(true)?;
+    // Every server answers again when X goes on.
+    b.signal("CONT")?;
+    gate.open();
+    let refused = x.join().expect("X's thread").expect_err("X must not commit once Y did");
+    assert!(format!("{refused:#}").contains("another `pool set`"), "{refused:#}");
+    // One list serves; the other is refused.
+    assert!(works(&ac));
+    let bc = on(&[b.address(), c_proxy.address()], 300)?;
+    refused_naming(cache(&bc, "app")?.get("t", "k"), &["pool"]);
+    Ok(())
+}

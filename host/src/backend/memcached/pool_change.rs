@@ -163,8 +163,12 @@ impl MemcachedPool {
             .cloned()
             .collect();
         // 2. Every other server gets the changing record.
-        all.converge(driver, &others, &mut held, &changing, &plan.target, &listed)
-            .await?;
+        let change = Change {
+            planned: &pools,
+            ours: [&changing, &active],
+            listed: &listed,
+        };
+        all.converge(driver, &others, &mut held, &changing, &change).await?;
         // 3. Commit at the first anchor.
         let committed = all
             .swap(driver, &anchors[0], held_now(&held, &anchors[0]), &active)
@@ -178,8 +182,7 @@ impl MemcachedPool {
         held.insert(anchors[0].clone(), committed);
         // 4. Every other server gets the active record.
         let rest: Vec<String> = writes.iter().filter(|server| **server != anchors[0]).cloned().collect();
-        all.converge(driver, &rest, &mut held, &active, &plan.target, &listed)
-            .await?;
+        all.converge(driver, &rest, &mut held, &active, &change).await?;
         Ok(self.remember(plan.target).record.clone())
     }
 
@@ -267,19 +270,20 @@ impl MemcachedPool {
         Ok((index, request))
     }
 
-    /// Brings every server of `servers` to `record` (a record of the change
-    /// to `target`), swapping what each holds. Fails if one does not answer,
-    /// or holds a later record of the same pool (another change built on
-    /// this one); gives up after a few rounds of others writing between.
+    /// Brings every server of `servers` to `record` (a record of `change`),
+    /// swapping what each holds. Fails if one does not answer, or holds a
+    /// record the change did not plan from (another change's, made since:
+    /// a concurrent `pool set`, forced maybe, that claimed another anchor);
+    /// gives up after a few rounds of others writing between.
     async fn converge<D: Driver>(
         &self,
         driver: &D,
         servers: &[String],
         held: &mut BTreeMap<String, Held>,
         record: &[u8],
-        target: &Membership,
-        listed: &str,
+        change: &Change<'_>,
     ) -> Result<(), Error> {
+        let listed = change.listed;
         for _ in 0..4 {
             let waiting: Vec<&String> = servers.iter().filter(|server| !holds(held, server, record)).collect();
             if waiting.is_empty() {
@@ -288,14 +292,14 @@ impl MemcachedPool {
             let mut requests = Vec::new();
             for server in &waiting {
                 if let Some(Ok(Some((stored, _)))) = held.get(*server)
-                    && let Ok(there) = Membership::parse(stored)
-                    && there.id == target.id
-                    && there.generation > target.generation
+                    && !change.may_replace(stored)
                 {
+                    let there = Membership::parse(stored)
+                        .map(|there| format!("generation {} of pool {:08x}", there.generation, there.id))
+                        .unwrap_or_else(|_| String::from("a record this host cannot read"));
                     return Err(Error::Unavailable(format!(
-                        "another `pool set` built on the change to {listed} (memcached at {server} holds \
-                         generation {}); run `pool show`",
-                        there.generation
+                        "another `pool set` changed the pool while the change to {listed} was under way (memcached \
+                         at {server} holds {there}, which this change did not start from); run `pool show`"
                     )));
                 }
                 requests.push(self.swap_request(server, held_now(held, server), record)?);
@@ -312,6 +316,36 @@ impl MemcachedPool {
             }
         }
         Err(concurrent(listed))
+    }
+}
+
+/// A change being made: the records it was planned from, its own records
+/// (changing and active) and its server list, for messages.
+struct Change<'a> {
+    planned: &'a [Membership],
+    ours: [&'a [u8]; 2],
+    listed: &'a str,
+}
+
+impl Change<'_> {
+    /// Whether a server found holding `stored` may have it swapped for
+    /// this change's record: the change's own, or a state of a pool it was
+    /// planned from, no later than the one planned from (a server lagging
+    /// behind, given back an old record, or still holding the changing
+    /// record of a change that committed). Anything else was written
+    /// since by another change, which then holds that server: two changes
+    /// that claimed different anchors (forced, with different servers out
+    /// of reach) are arbitrated by the first server they share.
+    fn may_replace(&self, stored: &[u8]) -> bool {
+        if self.ours.contains(&stored) {
+            return true;
+        }
+        let Ok(there) = Membership::parse(stored) else {
+            return false;
+        };
+        self.planned
+            .iter()
+            .any(|pool| pool.id == there.id && !newer(&there, pool))
     }
 }
 
