@@ -3,17 +3,17 @@
 //! `confinement`), every command is checked against the grant's rules
 //! before anything is sent, and there is no flush.
 
-use std::sync::Arc;
+mod linker;
+mod rewrites;
 
-use wasmtime::StoreContextMut;
-use wasmtime::component::{HasData, Linker};
+use std::sync::Arc;
 
 use crate::backend::Backend;
 use crate::backend::membership::MAX_TAG;
-use crate::bindings::capability::{
-    CasItem, Command, Error, Host, Item, Limit, NewVersion, Outcome, Replies, VersionWrite,
-};
+use crate::bindings::capability::{CasItem, Command, Error, Host, Item, Limit, NewVersion, Replies, VersionWrite};
 use crate::confinement::Confinement;
+pub use linker::{add_to_linker, add_to_linker_async};
+use rewrites::Rewrites;
 
 /// memcached's limit on a key, in bytes.
 const MAX_MEMCACHED_KEY: usize = 250;
@@ -334,49 +334,6 @@ impl Grant {
     }
 }
 
-/// What the grant changed in a batch before sending it, to be put back into
-/// its replies.
-#[derive(Default)]
-struct Rewrites {
-    /// Stores that could not fit, sent as deletes: their index and the
-    /// item size limit.
-    refused: Vec<(usize, u64)>,
-    /// `new-version` commands, sent as stores: their index and the version
-    /// drawn.
-    minted: Vec<(usize, u64)>,
-    /// Conditional stores that could not fit, not sent: their index (in
-    /// the batch as the component sent it, ascending) and the item size
-    /// limit.
-    skipped: Vec<(usize, u64)>,
-}
-
-impl Rewrites {
-    /// Puts the failures of stores not sent or sent as deletes, and the
-    /// versions of those stored, into the replies. Indices are the
-    /// component's: the replies of the commands not sent go back in their
-    /// places first.
-    fn apply(self, replies: &mut Replies) {
-        for (index, limit) in self.skipped {
-            let index = index.min(replies.outcomes.len());
-            replies
-                .outcomes
-                .insert(index, Outcome::Failed(Error::ValueTooLarge(limit)));
-        }
-        for (index, limit) in self.refused {
-            if let Some(outcome) = replies.outcomes.get_mut(index) {
-                *outcome = Outcome::Failed(Error::ValueTooLarge(limit));
-            }
-        }
-        for (index, version) in self.minted {
-            if let Some(outcome) = replies.outcomes.get_mut(index)
-                && *outcome == Outcome::Done
-            {
-                *outcome = Outcome::Minted(version);
-            }
-        }
-    }
-}
-
 /// The application name as it appears in keys: percent-encoded like the
 /// guest's parts, or `#` + 128 bits of its SHA-256 when that is too long.
 fn app_part(app: &str) -> String {
@@ -452,92 +409,20 @@ impl Host for Grant {
     }
 }
 
-struct HasGrant;
-
-impl HasData for HasGrant {
-    type Data<'a> = &'a mut Grant;
-}
-
-/// Adds the memcached capability to `linker`: a component instantiated
-/// with it reaches the backend of the [`Grant`] that `get` returns from the
-/// store's data, and nothing else.
-pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut Grant) -> wasmtime::Result<()> {
-    crate::bindings::capability::add_to_linker::<T, HasGrant>(linker, get)
-}
-
-/// [`add_to_linker`] for async hosts: the capability's calls wait for
-/// memcached without blocking a thread (on the tokio driver), so the
-/// component must be called with `call_async` (as [`AsyncTenantCache`]
-/// and the `*_async` methods of [`Plugin`] do). Needs a tokio runtime with
-/// I/O and time enabled.
-///
-/// [`AsyncTenantCache`]: crate::AsyncTenantCache
-/// [`Plugin`]: crate::Plugin
-pub fn add_to_linker_async<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut Grant,
-) -> wasmtime::Result<()> {
-    let mut interface = linker.instance(INTERFACE)?;
-    interface.func_wrap_async(
-        "execute",
-        move |mut store: StoreContextMut<'_, T>, (route, mut commands): (String, Vec<Command>)| {
-            // Admitted here, on the store's grant; run on a clone (a few
-            // reference counts), so the future holds no borrow of the store.
-            let grant = get(store.data_mut());
-            let admitted = grant.admit(&route, &mut commands);
-            let grant = grant.clone();
-            Box::new(async move {
-                Ok((match admitted {
-                    Ok(rewrites) => grant.run_async(&route, commands, rewrites).await,
-                    Err(error) => Err(error),
-                },))
-            })
-        },
-    )?;
-    interface.func_wrap_async(
-        "broadcast",
-        move |mut store: StoreContextMut<'_, T>, (mut commands,): (Vec<Command>,)| {
-            let grant = get(store.data_mut());
-            let admitted = grant.admit_broadcast(&mut commands);
-            let grant = grant.clone();
-            Box::new(async move {
-                Ok((match admitted {
-                    Ok(minted) => grant.run_broadcast_async(commands).await.map(|()| minted),
-                    Err(error) => Err(error),
-                },))
-            })
-        },
-    )?;
-    // Randomness, codes, the memo and the binding wait on nothing: the
-    // blocking `Host` methods serve the async linker too.
-    interface.func_wrap("random-u64", move |mut store: StoreContextMut<'_, T>, (): ()| {
-        Ok((Host::random_u64(get(store.data_mut())),))
-    })?;
-    interface.func_wrap(
-        "mac",
-        move |mut store: StoreContextMut<'_, T>, (route, message): (String, Vec<u8>)| {
-            Ok((Host::mac(get(store.data_mut()), route, message),))
-        },
-    )?;
-    interface.func_wrap(
-        "memo-get",
-        move |mut store: StoreContextMut<'_, T>, (key,): (String,)| Ok((Host::memo_get(get(store.data_mut()), key),)),
-    )?;
-    interface.func_wrap(
-        "memo-put",
-        move |mut store: StoreContextMut<'_, T>, (key, value): (String, Option<Vec<u8>>)| {
-            Host::memo_put(get(store.data_mut()), key, value);
-            Ok(())
-        },
-    )?;
-    interface.func_wrap("bound-tenant", move |mut store: StoreContextMut<'_, T>, (): ()| {
-        Ok((Host::bound_tenant(get(store.data_mut())),))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::capability::Outcome;
+
+    /// An embedded grant whose key `k` holds `old`, and its item size limit.
+    fn holding_old() -> (Grant, u64) {
+        let mut grant = Grant::new(Backend::embedded(), "shop");
+        let limit = grant.backend().item_size_limit();
+        grant
+            .execute("t".into(), vec![Command::Set(item("k", b"old".to_vec()))])
+            .unwrap();
+        (grant, limit)
+    }
 
     fn item(key: &str, value: Vec<u8>) -> Item {
         Item {
@@ -560,11 +445,7 @@ mod tests {
 
     #[test]
     fn an_oversized_set_removes_its_key_and_fails_alone() {
-        let mut grant = Grant::new(Backend::embedded(), "shop");
-        let limit = grant.backend().item_size_limit();
-        grant
-            .execute("t".into(), vec![Command::Set(item("k", b"old".to_vec()))])
-            .unwrap();
+        let (mut grant, limit) = holding_old();
         let replies = grant
             .execute(
                 "t".into(),
@@ -592,11 +473,7 @@ mod tests {
     /// its own, over whatever is there now).
     #[test]
     fn an_oversized_conditional_store_is_not_sent_and_changes_nothing() {
-        let mut grant = Grant::new(Backend::embedded(), "shop");
-        let limit = grant.backend().item_size_limit();
-        grant
-            .execute("t".into(), vec![Command::Set(item("k", b"old".to_vec()))])
-            .unwrap();
+        let (mut grant, limit) = holding_old();
         let oversized = [
             Command::Add(item("k", vec![0; limit as usize])),
             Command::SetIfCas(CasItem {
