@@ -477,7 +477,22 @@ fn a_read_never_records_a_pool() -> anyhow::Result<()> {
 /// the wrong process is fenced.
 #[test]
 fn a_wrong_list_process_after_a_restart_cannot_take_the_pool_down() -> anyhow::Result<()> {
-    let (mut b, c) = (MemcachedProcess::start()?, MemcachedProcess::start()?);
+    a_wrong_list_after_a_restart(false)
+}
+
+/// The same with a wrong list that is no subset of the pool's: B and a
+/// server D outside the pool (a pool of B,D recorded on both).
+#[test]
+fn a_wrong_list_reaching_beyond_the_pool_after_a_restart_cannot_take_it_down() -> anyhow::Result<()> {
+    a_wrong_list_after_a_restart(true)
+}
+
+fn a_wrong_list_after_a_restart(beyond: bool) -> anyhow::Result<()> {
+    let (mut b, c, d) = (
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+    );
     let right = backend(&[&b, &c])?;
     let mut writer = cache(&right, "app")?;
     fill(&mut writer, TENANTS, "kept")?;
@@ -494,12 +509,15 @@ fn a_wrong_list_process_after_a_restart_cannot_take_the_pool_down() -> anyhow::R
     // either (its next write gives the record back), and misses.
     assert_eq!(cache(&backend(&[&b, &c])?, "app")?.get(&tenant(on_b), "/info")?, None);
     assert_eq!(b.raw_get("tc:pool")?, None, "a read gave the record back");
-    let only_b = backend(&[&b])?;
-    let mut wrong = cache(&only_b, "app")?;
+    let wrong_list = match beyond {
+        true => backend(&[&b, &d])?,
+        false => backend(&[&b])?,
+    };
+    let mut wrong = cache(&wrong_list, "app")?;
     assert_eq!(wrong.get(&tenant(0), "/info")?, None);
     assert_eq!(b.raw_get("tc:pool")?, None, "the wrong list's read recorded nothing");
     wrong.set("wrong-tenant", "/info", b"w", None)?;
-    assert!(b.raw_get("tc:pool")?.is_some(), "its write recorded a pool of B alone");
+    assert!(b.raw_get("tc:pool")?.is_some(), "its write recorded a pool of its list");
     // The right list serves, from a fresh process, without an operator,
     // and C's tenants kept their entries.
     let fresh = backend(&[&b, &c])?;

@@ -47,6 +47,9 @@ pub(crate) struct Membership {
     /// never changed by `pool set` since: what a process with a wrong
     /// server list may have recorded on a server that lost the pool's.
     pub(crate) first_use: bool,
+    /// For a first-use record: when it was recorded (milliseconds since the
+    /// Unix epoch, by the recording process's clock), if it says.
+    pub(crate) recorded_at: Option<u64>,
 }
 
 /// The tag of a route's keys: nothing for generation 1, `~<id><gen>:`
@@ -85,11 +88,12 @@ pub(crate) fn sorted(servers: &[String]) -> Vec<String> {
 }
 
 impl Membership {
-    /// The first record of a pool of `servers`. On servers that held
-    /// nothing (`empty`), generation 1, whose keys carry no tag; otherwise
+    /// The first record of a pool of `servers`, recorded at `recorded_at`
+    /// (milliseconds since the Unix epoch). On servers that held nothing
+    /// (`empty`), generation 1, whose keys carry no tag; otherwise
     /// generation 2 and up only, so nothing a server kept from an earlier
     /// pool is read.
-    pub(crate) fn first(servers: &[String], id: u32, empty: bool) -> Membership {
+    pub(crate) fn first(servers: &[String], id: u32, empty: bool, recorded_at: u64) -> Membership {
         let generation = if empty { 1 } else { 2 };
         Membership {
             id,
@@ -100,6 +104,7 @@ impl Membership {
             members: sorted(servers).into_iter().map(|server| (server, generation)).collect(),
             departed: Vec::new(),
             first_use: true,
+            recorded_at: Some(recorded_at),
         }
     }
 
@@ -134,6 +139,7 @@ impl Membership {
             members: servers.into_iter().map(|server| (server, generation)).collect(),
             departed,
             first_use: false,
+            recorded_at: None,
         })
     }
 
@@ -180,6 +186,7 @@ impl Membership {
             members,
             departed,
             first_use: false,
+            recorded_at: None,
         })
     }
 
@@ -307,9 +314,10 @@ impl Membership {
             (_, true) => String::from("changing"),
             (_, false) => String::from("active"),
         };
-        let origin = match self.first_use {
-            true => " origin=first-use",
-            false => "",
+        let origin = match (self.first_use, self.recorded_at) {
+            (true, Some(at)) => format!(" origin=first-use recorded={at}"),
+            (true, None) => String::from(" origin=first-use"),
+            (false, _) => String::new(),
         };
         format!(
             "tc-pool/1 id={:08x} generation={} floor={} state={state} members={} departed={}{origin}",
@@ -338,6 +346,7 @@ impl Membership {
             members: Vec::new(),
             departed: Vec::new(),
             first_use: false,
+            recorded_at: None,
         };
         let list = |value: &str| -> Result<Vec<(String, u32)>, String> {
             let mut servers: Vec<(String, u32)> = value
@@ -364,6 +373,7 @@ impl Membership {
                 "members" => record.members = list(value)?,
                 "departed" => record.departed = list(value)?,
                 "origin" => record.first_use = value == "first-use",
+                "recorded" => record.recorded_at = Some(value.parse().map_err(|_| "a bad recorded")?),
                 _ => {}
             }
         }
@@ -393,7 +403,7 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let first = Membership::first(&servers(&["b", "a"]), 0xdead_beef, true);
+        let first = Membership::first(&servers(&["b", "a"]), 0xdead_beef, true, 1);
         let next = first.next(&servers(&["a", "c"])).unwrap();
         let changing = next.changing_at("a:11211");
         assert!(first.first_use && !next.first_use && !changing.first_use);
@@ -412,8 +422,8 @@ mod tests {
 
     #[test]
     fn a_fresh_pool_tags_nothing_and_one_over_old_data_tags_everything() {
-        let fresh = Membership::first(&servers(&["a", "b"]), 7, true);
-        let reused = Membership::first(&servers(&["a", "b"]), 8, false);
+        let fresh = Membership::first(&servers(&["a", "b"]), 7, true, 1);
+        let reused = Membership::first(&servers(&["a", "b"]), 8, false, 1);
         for n in 0..100 {
             let route = format!("tenant-{n}");
             assert_eq!(tag_of(&fresh, &route).1, Tag::UNRECORDED);
@@ -442,7 +452,7 @@ mod tests {
         .iter()
         .map(|names| servers(names))
         .collect();
-        let mut record = Membership::first(&lists[0], 1, true);
+        let mut record = Membership::first(&lists[0], 1, true, 1);
         let routes: Vec<String> = (0..500).map(|n| format!("tenant-{n}")).collect();
         let mut history: Vec<Vec<(String, Tag)>> = vec![routes.iter().map(|route| tag_of(&record, route)).collect()];
         for list in &lists[1..] {
@@ -481,7 +491,7 @@ mod tests {
 
     #[test]
     fn a_change_writes_the_old_and_the_new_servers_and_commits_at_the_old_anchor() {
-        let first = Membership::first(&servers(&["b", "c"]), 1, true);
+        let first = Membership::first(&servers(&["b", "c"]), 1, true, 1);
         assert_eq!(first.anchor(), "b:11211");
         let next = first.next(&servers(&["a", "c"])).unwrap();
         assert_eq!(next.written_by_change(), servers(&["a", "b", "c"]));
@@ -504,7 +514,7 @@ mod tests {
 
     #[test]
     fn too_many_departed_raise_the_floor() {
-        let mut record = Membership::first(&servers(&["keep"]), 1, true);
+        let mut record = Membership::first(&servers(&["keep"]), 1, true, 1);
         for n in 0..40 {
             let name = format!("s{n}");
             record = record.next(&servers(&["keep", &name])).unwrap();

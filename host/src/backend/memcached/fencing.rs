@@ -5,8 +5,7 @@
 //! blocking driver's futures complete when first polled. How a process
 //! learns the record: `learning`; how the record changes: `pool_change`.
 
-use super::learning::{Surveyed, surveyed};
-use super::protocol::{Answer, Group, Own, OwnReply, Request};
+use super::protocol::{Answer, Group, Own, Request, Surveyed};
 use super::{Driver, MemcachedPool};
 use crate::backend::membership::Tag;
 use crate::backend::routing::{self, Route};
@@ -37,15 +36,6 @@ fn unrecorded(mut replies: Replies) -> Replies {
     }
     replies.values.clear();
     replies
-}
-
-/// The pool record an answer ends with (the last of its own replies).
-pub(super) fn closing_record(answer: &Answer) -> Option<&[u8]> {
-    answer.own.iter().rev().find_map(|reply| match reply {
-        OwnReply::Pool(record) => Some(record.as_deref()),
-        OwnReply::Surveyed(record) => Some(record.as_ref().map(|(stored, _)| &stored[..])),
-        _ => None,
-    })?
 }
 
 impl MemcachedPool {
@@ -92,7 +82,7 @@ impl MemcachedPool {
                     // carries the survey of every server with it, in the
                     // same round trip.
                     let (answer, survey) = self.run_with_survey(driver, server, batch, reply_bytes).await?;
-                    let closing = closing_record(&answer).map(<[u8]>::to_vec);
+                    let closing = answer.closing_record().map(<[u8]>::to_vec);
                     match self.conclude(driver, survey, false).await? {
                         Some(learned) => (answer.replies, closing, learned),
                         None => return Ok(unrecorded(answer.replies)),
@@ -100,7 +90,7 @@ impl MemcachedPool {
                 }
                 Some(current) => {
                     let answer = self.run_one(driver, server, batch, reply_bytes, writes).await?;
-                    let closing = closing_record(&answer);
+                    let closing = answer.closing_record();
                     if closing == Some(&current.stored[..]) {
                         return Ok(answer.replies);
                     }
@@ -164,7 +154,7 @@ impl MemcachedPool {
             let mut current = true;
             for answer in &answers {
                 let answer = answer.as_ref().map_err(Clone::clone)?;
-                current &= closing_record(answer) == Some(&known.stored[..]);
+                current &= answer.closing_record() == Some(&known.stored[..]);
             }
             if current {
                 for answer in answers.into_iter().flatten() {
@@ -252,7 +242,7 @@ impl MemcachedPool {
         {
             match result {
                 Ok(reply) => {
-                    survey.push(surveyed(&reply));
+                    survey.push(reply.surveyed());
                     if index == server {
                         answer = Some(reply);
                     }

@@ -7,8 +7,7 @@
 
 use std::sync::Arc;
 
-use super::fencing::closing_record;
-use super::protocol::{Answer, Own, OwnReply, Request, describe};
+use super::protocol::{Own, OwnReply, Request, Surveyed, describe};
 use super::{Driver, Known, MemcachedPool};
 use crate::backend::membership::Membership;
 use crate::bindings::capability::{Error, Replies};
@@ -21,14 +20,6 @@ pub struct PoolReport {
     /// Its record, as text (`None` if it holds none), or why it could not
     /// be read.
     pub record: Result<Option<String>, String>,
-}
-
-/// What a server holds: its pool record with its CAS value, and how many
-/// items it holds now and has stored since it started.
-pub(super) struct Surveyed {
-    pub(super) record: Option<(Vec<u8>, u64)>,
-    pub(super) current: u64,
-    pub(super) total: u64,
 }
 
 /// The pool record a process found, the listed servers that held none (or
@@ -91,7 +82,7 @@ impl MemcachedPool {
             .into_iter()
             .map(|answer| {
                 let answer = answer?;
-                let surveyed = surveyed(&answer)?;
+                let surveyed = answer.surveyed()?;
                 Ok((answer.replies, surveyed))
             })
             .collect()
@@ -288,7 +279,7 @@ impl MemcachedPool {
             match answer.own.first() {
                 Some(OwnReply::Stored(Some(cas))) => added.push((server, *cas)),
                 // Another process gave it the same record first.
-                _ if closing_record(&answer) == Some(stored) => {}
+                _ if answer.closing_record() == Some(stored) => {}
                 _ => raced = true,
             }
         }
@@ -302,7 +293,7 @@ impl MemcachedPool {
             ..Request::default()
         };
         let anchor_holds = match self.run_one(driver, anchor, check, u64::MAX, false).await {
-            Ok(answer) => closing_record(&answer) == Some(stored),
+            Ok(answer) => answer.closing_record() == Some(stored),
             Err(_) => false,
         };
         if raced || !anchor_holds {
@@ -323,7 +314,10 @@ impl MemcachedPool {
     /// fails; one that finds another record on a later server takes back
     /// what it wrote and fails.
     async fn record_new_pool<D: Driver>(&self, driver: &D, empty: bool) -> Result<Learned, Error> {
-        let proposal = Membership::first(&self.ids, rand::random(), empty).encode();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let proposal = Membership::first(&self.ids, rand::random(), empty, now).encode();
         let seed = (0..self.ids.len()).min_by_key(|&server| &self.ids[server]).unwrap_or(0);
         let request = Request {
             own: vec![Own::AddPool(proposal), Own::ReadPool],
@@ -334,7 +328,8 @@ impl MemcachedPool {
             Some(OwnReply::Stored(Some(cas))) => vec![(seed, *cas)],
             _ => Vec::new(),
         };
-        let chosen = closing_record(&answer)
+        let chosen = answer
+            .closing_record()
             .map(<[u8]>::to_vec)
             .ok_or_else(|| Error::Protocol(format!("memcached at {} did not keep the pool record", self.ids[seed])))?;
         let record = self.parse_record(seed, &chosen)?;
@@ -364,7 +359,7 @@ impl MemcachedPool {
             if let Some(OwnReply::Stored(Some(cas))) = answer.own.first() {
                 added.push((server, *cas));
             }
-            if closing_record(&answer) != Some(&chosen[..]) {
+            if answer.closing_record() != Some(&chosen[..]) {
                 disagree = disagree.or(Some(format!("memcached at {} holds another record", self.ids[server])));
             }
         }
@@ -464,33 +459,22 @@ impl MemcachedPool {
     }
 }
 
-/// What an answer that ends with a survey says the server holds.
-pub(super) fn surveyed(answer: &Answer) -> Result<Surveyed, Error> {
-    match answer.own.as_slice() {
-        [.., OwnReply::Surveyed(record), OwnReply::Stats { current, total }] => Ok(Surveyed {
-            record: record.clone(),
-            current: *current,
-            total: *total,
-        }),
-        _ => Err(Error::Protocol(String::from(
-            "memcached answered a survey out of shape",
-        ))),
-    }
-}
-
 /// The records among `records` (server, record, stored) that a process
 /// with another server list made where it found none, when the rest hold
 /// one record listing exactly `servers`: that record, its stored form, and
 /// the servers holding strays. A stray is a first-use record (no `pool
-/// set` made or changed it) of another pool, whose servers are a strict
-/// subset of `servers` or which stands against a record a `pool set`
-/// made: the server it is on had lost this pool's record (a restart
-/// emptied it), and a process with another list found none there.
-/// Replacing it hides nothing this pool wrote, and the other process,
-/// listing servers that are not the pool's, is fenced from then on. The
-/// rule keeps two lists from replacing each other's records back and
-/// forth: of two first-use records only the longer list's replaces, and a
-/// record `pool set` made is never replaced.
+/// set` made or changed it) of another pool that came after ours: ours is
+/// held by the other servers and names this one, so this one held ours
+/// too (a first use that meets another record takes back what it added),
+/// until it lost it (a restart emptied it) and a process with another list
+/// found none there. Replacing it hides nothing this pool wrote, and the
+/// other process, listing servers that are not the pool's, is fenced from
+/// then on. *After ours*: ours was made by `pool set`, or both were
+/// recorded at first use and theirs later (its recording time, then its
+/// id, the larger; records that do not say when they were recorded, made
+/// by earlier versions: theirs lists a strict subset of our servers). The
+/// order is total, so two lists never replace each other's records back
+/// and forth, and a record `pool set` made is never replaced.
 fn strays(servers: &[String], records: &[(usize, Membership, &[u8])]) -> Option<(Membership, Vec<u8>, Vec<usize>)> {
     let (_, ours, stored) = records
         .iter()
@@ -500,9 +484,12 @@ fn strays(servers: &[String], records: &[(usize, Membership, &[u8])]) -> Option<
         if other == stored {
             continue;
         }
-        let subset =
-            record.members.len() < servers.len() && record.servers().iter().all(|member| servers.contains(member));
-        if record.id == ours.id || !record.first_use || record.changing || !(subset || !ours.first_use) {
+        let after_ours = match (record.recorded_at, ours.recorded_at) {
+            _ if !ours.first_use => true,
+            (Some(theirs), Some(mine)) => (theirs, record.id) > (mine, ours.id),
+            _ => record.members.len() < servers.len() && record.servers().iter().all(|member| servers.contains(member)),
+        };
+        if record.id == ours.id || !record.first_use || record.changing || !after_ours {
             return None;
         }
         strays.push(*server);

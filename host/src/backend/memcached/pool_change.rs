@@ -22,7 +22,6 @@
 
 use std::collections::BTreeMap;
 
-use super::learning::surveyed;
 use super::protocol::{Own, Request, describe};
 use super::{Driver, MemcachedPool};
 use crate::backend::membership::{Membership, sorted};
@@ -240,7 +239,7 @@ impl MemcachedPool {
     ) -> Result<Held, Error> {
         let (index, request) = self.swap_request(server, held, record)?;
         let answer = self.run_one(driver, index, request, u64::MAX, true).await?;
-        Ok(Ok(surveyed(&answer)?.record))
+        Ok(Ok(answer.surveyed()?.record))
     }
 
     /// The request that stores `record` on `server` over what it was read
@@ -307,7 +306,7 @@ impl MemcachedPool {
             let answers = self.run_all(driver, requests, u64::MAX).await;
             for (server, answer) in waiting.into_iter().zip(answers) {
                 let now = answer
-                    .and_then(|answer| surveyed(&answer))
+                    .and_then(|answer| answer.surveyed())
                     .map(|surveyed| surveyed.record);
                 if let Err(error) = &now {
                     return Err(pending(listed, &describe(error)));

@@ -102,6 +102,39 @@ pub(crate) struct Answer {
     pub(crate) own: Vec<OwnReply>,
 }
 
+/// What a server holds: its pool record with its CAS value, and how many
+/// items it holds now and has stored since it started.
+pub(crate) struct Surveyed {
+    pub(crate) record: Option<(Vec<u8>, u64)>,
+    pub(crate) current: u64,
+    pub(crate) total: u64,
+}
+
+impl Answer {
+    /// The pool record the answer ends with (the last of its own replies).
+    pub(crate) fn closing_record(&self) -> Option<&[u8]> {
+        self.own.iter().rev().find_map(|reply| match reply {
+            OwnReply::Pool(record) => Some(record.as_deref()),
+            OwnReply::Surveyed(record) => Some(record.as_ref().map(|(stored, _)| &stored[..])),
+            _ => None,
+        })?
+    }
+
+    /// What an answer that ends with a survey says the server holds.
+    pub(crate) fn surveyed(&self) -> Result<Surveyed, Error> {
+        match self.own.as_slice() {
+            [.., OwnReply::Surveyed(record), OwnReply::Stats { current, total }] => Ok(Surveyed {
+                record: record.clone(),
+                current: *current,
+                total: *total,
+            }),
+            _ => Err(Error::Protocol(String::from(
+                "memcached answered a survey out of shape",
+            ))),
+        }
+    }
+}
+
 /// How a reply is read: what the command it answers was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {

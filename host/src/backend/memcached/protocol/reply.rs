@@ -468,7 +468,8 @@ fn any_header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>),
         b"SERVER_ERROR" | b"CLIENT_ERROR" | b"ERROR" => {
             return Err(Failure::Rejected(String::from_utf8_lossy(line).trim().to_owned()));
         }
-        code => ReturnCode::from_wire(code).map_err(|_| Failure::Garbled("an unknown reply code"))?,
+        code => ReturnCode::from_wire(code)
+            .map_err(|_| Failure::Garbled("an unknown reply code (is this a memcached server, 1.6 or later?)"))?,
     };
     let len = match code {
         ReturnCode::Va => Some(
