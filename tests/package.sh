@@ -3,7 +3,10 @@
 # it: packages `tenant-cache-host` and the crates it needs, then builds and
 # runs a small program depending on the packaged crate, in a project outside
 # this workspace, with a toolchain that has no wasm32-wasip2 target (the
-# crate carries the component; nothing is compiled to wasm).
+# crate carries the component; nothing is compiled to wasm). The project
+# depends on wasmtime with its default features, as platforms build it
+# (component-model async on), and runs the packaged wasi:keyvalue examples
+# (blocking and on tokio) on the README's visits app against memcached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -14,7 +17,8 @@ repo=$(pwd)
 # gone again once packaged.
 shipped=host/component/tenant-cache.wasm
 scratch=$(mktemp -d)
-trap 'rm -rf "$scratch" "$repo/host/component"; rustup toolchain uninstall tenant-cache-no-wasm >/dev/null 2>&1 || true' EXIT
+memcached_pid=""
+trap 'rm -rf "$scratch" "$repo/host/component"; rustup toolchain uninstall tenant-cache-no-wasm >/dev/null 2>&1 || true; [ -z "$memcached_pid" ] || kill "$memcached_pid" 2>/dev/null || true' EXIT
 mkdir -p host/component
 cargo run --release --quiet -- component -o "$shipped"
 cargo package --quiet --no-verify --allow-dirty \
@@ -64,6 +68,10 @@ publish = false
 [dependencies]
 tenant-cache-host = { version = "0.1", default-features = false }
 anyhow = "1"
+# As platforms build them: default features.
+wasmtime = "=50.0.1"
+wasmtime-wasi = "=50.0.1"
+tokio = { version = "1", features = ["rt-multi-thread", "macros"] }
 
 # What a registry would serve: the packaged crates.
 [patch.crates-io]
@@ -87,13 +95,46 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 RUST
-# The same versions as this workspace, so the build can share its
-# compiled dependencies.
+# The packaged wasi:keyvalue examples, as the platform's own programs.
+mkdir -p "$app/src/bin"
+cp "$scratch/$host/examples/keyvalue_sync.rs" "$scratch/$host/examples/keyvalue_async.rs" "$app/src/bin/"
+# The same versions as this workspace where they overlap.
 cp Cargo.lock "$app/"
+# The README's visits app (built here, with the workspace's toolchain).
+cargo build --release --quiet --target wasm32-wasip2 -p visits
+visits="$repo/target/wasm32-wasip2/release/visits.wasm"
+
+# A memcached of its own, on a free loopback port.
+for attempt in $(seq 1 20); do
+    port=$((20000 + RANDOM % 30000))
+    memcached -u root -U 0 -l 127.0.0.1 -p "$port" &
+    memcached_pid=$!
+    sleep 0.3
+    if kill -0 "$memcached_pid" 2>/dev/null; then break; fi
+    memcached_pid=""
+done
+[ -n "$memcached_pid" ] || { echo "package.sh: no memcached could start" >&2; exit 1; }
+
 cd "$app"
-out=$(CARGO_TARGET_DIR="$repo/target/adopter" cargo +tenant-cache-no-wasm run --quiet --release)
+export CARGO_TARGET_DIR="$repo/target/adopter"
+out=$(cargo +tenant-cache-no-wasm run --quiet --release --bin adopter)
 if [ "$out" != "hello 2" ]; then
     echo "package.sh: the adopter printed '$out', not 'hello 2'" >&2
     exit 1
 fi
-echo "package.sh: the packaged tenant-cache-host builds and runs outside the workspace, without wasm32-wasip2"
+# The app's visits, through both forwarders, bound to its tenant.
+cargo +tenant-cache-no-wasm build --quiet --release --bins
+expect_visit() {
+    local example=$1 tenant=$2 expected=$3 got
+    got=$("$CARGO_TARGET_DIR/release/$example" "127.0.0.1:$port" "$visits" "$tenant" ana)
+    if [ "$got" != "$expected" ]; then
+        echo "package.sh: $example for $tenant printed '$got', not '$expected'" >&2
+        exit 1
+    fi
+}
+expect_visit keyvalue_async acme "hello ana, visit 1"
+expect_visit keyvalue_sync acme "hello ana, visit 2"
+expect_visit keyvalue_async globex "hello ana, visit 1"
+expect_visit keyvalue_async acme "hello ana, visit 3"
+echo "package.sh: the packaged tenant-cache-host builds and runs outside the workspace, without wasm32-wasip2,"
+echo "package.sh: and serves wasi:keyvalue blocking and on tokio with a default-features wasmtime"

@@ -71,8 +71,9 @@ impl fmt::Display for CacheError {
             CacheError::Unavailable(text) => write!(f, "{text}"),
             CacheError::ValueTooLarge { size, limit } => write!(
                 f,
-                "value is {}; memcached's item limit is {} (memcached -I), and each entry also carries its key \
-                 and a 17-byte header: store a smaller value or raise -I",
+                "value is {}; memcached's item limit is {} (memcached -I), and an entry also holds \
+                 tenant-cache's 17-byte header, its key and 64 bytes of memcached's own: store a smaller value or \
+                 raise -I",
                 human(*size),
                 human(*limit)
             ),

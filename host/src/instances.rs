@@ -188,32 +188,39 @@ impl Instances {
     /// A new store holding `grant`, contained; `asynchronous` picks the
     /// engine side of the capability that waits without blocking.
     fn store(&self, grant: Grant, asynchronous: bool) -> Store<State> {
-        // What the host gathers for one call stays within what the
-        // component could hold anyway.
-        let memory = self.options.memory_limit as u64;
-        let limits = grant.limits();
-        let grant = grant.with_limits(BatchLimits {
-            reply_bytes: limits.reply_bytes.min(memory),
-            ..limits
-        });
-        let limits = MemoryLimit {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.options.memory_limit)
-                .instances(4)
-                .build(),
-            bytes: self.options.memory_limit,
-            refused: false,
-        };
         let pre = if asynchronous { &self.pre_async } else { &self.pre };
-        let mut store = Store::new(pre.engine(), State { grant, limits });
-        store.limiter(|state| &mut state.limits);
-        // wasmtime's bound on the bytes one call of the component may make
-        // the host copy (many commands borrowing one buffer): no more than
-        // the component's memory (wasmtime's default is 128 MiB).
-        store.set_hostcall_fuel(self.options.memory_limit);
-        store.set_epoch_deadline(u64::MAX);
-        store
+        store(pre.engine(), grant, self.options.memory_limit)
     }
+}
+
+/// A store of the component on `engine` holding `grant`, contained: its
+/// memory held to `memory_limit` bytes, and what the host gathers for one
+/// of its calls too. No deadline until a caller sets one; on an engine
+/// that meters fuel, fuel without end (the caller bounds the component's
+/// work by its deadline, or trusts it).
+pub(crate) fn store(engine: &Engine, grant: Grant, memory_limit: usize) -> Store<State> {
+    // What the host gathers for one call stays within what the component
+    // could hold anyway.
+    let limits = grant.limits();
+    let grant = grant.with_limits(BatchLimits {
+        reply_bytes: limits.reply_bytes.min(memory_limit as u64),
+        ..limits
+    });
+    let limits = MemoryLimit {
+        limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(4).build(),
+        bytes: memory_limit,
+        refused: false,
+    };
+    let mut store = Store::new(engine, State { grant, limits });
+    store.limiter(|state| &mut state.limits);
+    // wasmtime's bound on the bytes one call of the component may make the
+    // host copy (many commands borrowing one buffer): no more than the
+    // component's memory (wasmtime's default is 128 MiB).
+    store.set_hostcall_fuel(memory_limit);
+    store.set_epoch_deadline(u64::MAX);
+    // Fails (and changes nothing) on an engine without fuel metering.
+    let _ = store.set_fuel(u64::MAX);
+    store
 }
 
 /// The engine configuration for `options`.

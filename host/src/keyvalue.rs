@@ -4,14 +4,21 @@
 //! `@0.2.0-draft2` (Spin's SDK, with its compare-and-swap), both on the
 //! same buckets.
 //!
-//! The app and a tenant-cache instance live in the same store: the app's
-//! `wasi:keyvalue` imports are host functions that forward each call to
-//! the tenant-cache instance's `wasi:keyvalue` exports, so the namespacing
-//! logic stays in the component (this module only hands calls, and bucket
-//! and compare-and-swap handles, across). The tenant-cache instance is
-//! made on the app's first `open`, with the memcached capability of the
-//! store's [`KeyValue`] grant; an app that never opens a bucket never pays
-//! for it.
+//! The app's `wasi:keyvalue` imports are host functions that forward each
+//! call to the `wasi:keyvalue` exports of a tenant-cache instance, so the
+//! namespacing logic stays in the component (this module only hands calls,
+//! and bucket and compare-and-swap handles, across). That instance is made
+//! on the app's first `open`, with the memcached capability of the store's
+//! [`KeyValue`] grant, in a store of its own that the app's store holds
+//! (an app that never opens a bucket never pays for it). Its own store,
+//! not the app's: a host function may not call back into its caller's
+//! store once wasmtime runs calls concurrently (component-model async, a
+//! default feature of wasmtime, which a default [`Config`](wasmtime::Config)
+//! turns on), so sharing one would work only on engines with
+//! `concurrency_support(false)`. Apart from the app's store, the instance
+//! has its own limits: 64 MiB of memory, no deadline or fuel of the app's
+//! (it does a bounded amount of work per call, and waits on memcached
+//! within the grant's own deadlines).
 //!
 //! ```no_run
 //! use tenant_cache_host::keyvalue::{self, KeyValue, KeyValueView};
@@ -52,10 +59,11 @@ use wasmtime::component::{
     Component, ComponentExportIndex, ComponentNamedList, ComponentType, Instance, InstancePre, Lift, Linker, Lower,
     Resource, ResourceAny, ResourceTable, ResourceType, TypedFunc,
 };
-use wasmtime::{AsContextMut, StoreContextMut};
+use wasmtime::{Store, StoreContextMut};
 
 use crate::bindings::{keyvalue_draft as draft, keyvalue_draft2 as draft2};
 use crate::capability::Grant;
+use crate::instances::State;
 
 /// Buckets and compare-and-swap handles one store may hold open at once:
 /// each holds an entry in the host's table and a handle in the component's.
@@ -67,10 +75,21 @@ pub const MAX_OPEN_BUCKETS: usize = 10_000;
 /// buckets.
 pub struct KeyValue {
     grant: Grant,
-    provider: Option<Instance>,
+    provider: Option<Provided>,
     buckets: ResourceTable,
     open: usize,
 }
+
+/// The tenant-cache instance serving one app's store, in a store of its
+/// own.
+struct Provided {
+    store: Store<State>,
+    instance: Instance,
+}
+
+/// The most memory the tenant-cache instance of one app's store may use:
+/// [`RuntimeOptions`](crate::RuntimeOptions)' default.
+const PROVIDER_MEMORY: usize = 64 * 1024 * 1024;
 
 impl KeyValue {
     /// `wasi:keyvalue` served from `grant`.
@@ -83,8 +102,9 @@ impl KeyValue {
         }
     }
 
-    /// The grant the buckets are served from: also what to grant an app
-    /// composed with tenant-cache ahead of time, which imports the
+    /// The grant the buckets are served from (the tenant-cache instance
+    /// takes a clone of it on the app's first `open`): also what to grant
+    /// an app composed with tenant-cache ahead of time, which imports the
     /// capability itself (`tenant_cache_host::add_to_linker(&mut linker,
     /// |data| data.keyvalue().grant_mut())`).
     pub fn grant_mut(&mut self) -> &mut Grant {
@@ -239,24 +259,24 @@ const FUNCTIONS: [(Interface, &str); 10] = [
 /// What every host function needs: how to make the tenant-cache instance,
 /// where its exports are (per version, and compare-and-swap's), and how to
 /// call them.
-struct Provider<T: 'static> {
-    pre: InstancePre<T>,
+struct Provider {
+    pre: InstancePre<State>,
     exports: [[ComponentExportIndex; 10]; 2],
     cas: [ComponentExportIndex; cas::FUNCTIONS],
     calls: Calls,
 }
 
-impl<T: KeyValueView + 'static> Provider<T> {
+impl Provider {
     /// `component` (tenant-cache, compiled for `engine`), linked with the
     /// capability `calls` asks for.
-    fn new(component: &Component, engine: &wasmtime::Engine, calls: Calls) -> anyhow::Result<Provider<T>> {
-        let mut linker = Linker::<T>::new(engine);
-        fn grant<T: KeyValueView>(data: &mut T) -> &mut Grant {
-            &mut data.keyvalue().grant
+    fn new(component: &Component, engine: &wasmtime::Engine, calls: Calls) -> anyhow::Result<Provider> {
+        let mut linker = Linker::<State>::new(engine);
+        fn grant(state: &mut State) -> &mut Grant {
+            &mut state.grant
         }
         match calls {
-            Calls::Blocking => crate::capability::add_to_linker(&mut linker, grant::<T>)?,
-            Calls::Async => crate::capability::add_to_linker_async(&mut linker, grant::<T>)?,
+            Calls::Blocking => crate::capability::add_to_linker(&mut linker, grant)?,
+            Calls::Async => crate::capability::add_to_linker_async(&mut linker, grant)?,
         }
         let pre = linker
             .instantiate_pre(component)
@@ -270,37 +290,23 @@ impl<T: KeyValueView + 'static> Provider<T> {
         })
     }
 
-    /// Export `index` of version `V` of the store's tenant-cache instance
-    /// (made now if the store has none yet), typed. Looked up and checked
-    /// on every call: caching them per store would take an unchecked
-    /// `TypedFunc` (as `plugin.rs` does, for a measured reason), and no
-    /// measure here asked for it next to the call's memcached round trip.
-    async fn func<P, R>(
-        &self,
-        store: &mut StoreContextMut<'_, T>,
-        export: ComponentExportIndex,
-    ) -> wasmtime::Result<TypedFunc<P, R>>
-    where
-        P: ComponentNamedList + Lower,
-        R: ComponentNamedList + Lift,
-    {
-        let instance = match store.data_mut().keyvalue().provider {
-            Some(instance) => instance,
-            None => {
-                let instance = match self.calls {
-                    Calls::Blocking => self.pre.instantiate(&mut *store)?,
-                    Calls::Async => self.pre.instantiate_async(&mut *store).await?,
-                };
-                store.data_mut().keyvalue().provider = Some(instance);
-                instance
-            }
-        };
-        instance.get_typed_func(store.as_context_mut(), export)
+    /// The tenant-cache instance of the app's store, made now if it has
+    /// none yet.
+    async fn provided<'a>(&self, state: &'a mut KeyValue) -> wasmtime::Result<&'a mut Provided> {
+        if state.provider.is_none() {
+            let mut store = crate::instances::store(self.pre.engine(), state.grant.clone(), PROVIDER_MEMORY);
+            let instance = match self.calls {
+                Calls::Blocking => self.pre.instantiate(&mut store)?,
+                Calls::Async => self.pre.instantiate_async(&mut store).await?,
+            };
+            state.provider = Some(Provided { store, instance });
+        }
+        Ok(state.provider.as_mut().expect("made above"))
     }
 
     /// Calls export `index` of version `V` with `args`: a trap (outer) or
     /// its answer.
-    async fn call<V: Version, P, R>(
+    async fn call<V: Version, T: KeyValueView, P, R>(
         &self,
         store: &mut StoreContextMut<'_, T>,
         index: usize,
@@ -313,8 +319,12 @@ impl<T: KeyValueView + 'static> Provider<T> {
         self.call_export(store, self.exports[V::SLOT][index], args).await
     }
 
-    /// Calls `export` with `args`: a trap (outer) or its answer.
-    async fn call_export<P, R>(
+    /// Calls `export` of the app's tenant-cache instance with `args`: a
+    /// trap (outer) or its answer. The export is looked up and its type
+    /// checked on every call: caching it would take an unchecked
+    /// `TypedFunc` (as `plugin.rs` does, for a measured reason), and no
+    /// measure here asked for it next to the call's memcached round trip.
+    async fn call_export<T: KeyValueView, P, R>(
         &self,
         store: &mut StoreContextMut<'_, T>,
         export: ComponentExportIndex,
@@ -324,19 +334,25 @@ impl<T: KeyValueView + 'static> Provider<T> {
         P: ComponentNamedList + Lower + Send + Sync,
         R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
-        let func = self.func::<P, R>(store, export).await?;
+        let Provided { store, instance } = self.provided(store.data_mut().keyvalue()).await?;
+        let func: TypedFunc<P, R> = instance.get_typed_func(&mut *store, export)?;
         match self.calls {
-            Calls::Blocking => func.call(&mut *store, args),
-            Calls::Async => func.call_async(&mut *store, args).await,
+            Calls::Blocking => func.call(store, args),
+            Calls::Async => func.call_async(store, args).await,
         }
     }
 
     /// Drops a handle of the tenant-cache instance's (a bucket, or a
     /// compare-and-swap handle).
-    async fn drop_handle(&self, store: &mut StoreContextMut<'_, T>, handle: ResourceAny) -> wasmtime::Result<()> {
+    async fn drop_handle<T: KeyValueView>(
+        &self,
+        store: &mut StoreContextMut<'_, T>,
+        handle: ResourceAny,
+    ) -> wasmtime::Result<()> {
+        let Provided { store, .. } = self.provided(store.data_mut().keyvalue()).await?;
         match self.calls {
-            Calls::Blocking => handle.resource_drop(&mut *store),
-            Calls::Async => handle.resource_drop_async(&mut *store).await,
+            Calls::Blocking => handle.resource_drop(store),
+            Calls::Async => handle.resource_drop_async(store).await,
         }
     }
 }
@@ -377,12 +393,12 @@ fn guest_bucket<T: KeyValueView, V: Version>(
 // tenant-cache instance.
 
 async fn open<T: KeyValueView, V: Version>(
-    provider: Arc<Provider<T>>,
+    provider: Arc<Provider>,
     mut store: StoreContextMut<'_, T>,
     (identifier,): (String,),
 ) -> wasmtime::Result<(Result<Resource<AppBucket<V>>, V::Error>,)> {
     let (opened,): (Result<ResourceAny, V::Error>,) = provider
-        .call::<V, _, _>(&mut store, OPEN, (identifier.as_str(),))
+        .call::<V, T, _, _>(&mut store, OPEN, (identifier.as_str(),))
         .await?;
     let opened = match opened {
         Ok(opened) => opened,
@@ -400,7 +416,7 @@ async fn open<T: KeyValueView, V: Version>(
 }
 
 async fn drop_bucket<T: KeyValueView, V: Version>(
-    provider: Arc<Provider<T>>,
+    provider: Arc<Provider>,
     mut store: StoreContextMut<'_, T>,
     rep: u32,
 ) -> wasmtime::Result<()> {
@@ -415,12 +431,12 @@ async fn drop_bucket<T: KeyValueView, V: Version>(
 macro_rules! on_bucket {
     ($( $name:ident $index:ident ($arg:ident: $ty:ty, $borrowed:ty) -> $ret:ty; )+) => {$(
         async fn $name<T: KeyValueView, V: Version>(
-            provider: Arc<Provider<T>>,
+            provider: Arc<Provider>,
             mut store: StoreContextMut<'_, T>,
             (bucket, $arg): (Resource<AppBucket<V>>, $ty),
         ) -> wasmtime::Result<(Result<$ret, V::Error>,)> {
             let bucket = guest_bucket(&mut store, &bucket)?;
-            provider.call::<V, (ResourceAny, $borrowed), _>(&mut store, $index, (bucket, &$arg)).await
+            provider.call::<V, T, (ResourceAny, $borrowed), _>(&mut store, $index, (bucket, &$arg)).await
         }
     )+};
 }
@@ -436,24 +452,24 @@ on_bucket! {
 }
 
 async fn increment<T: KeyValueView, V: Version>(
-    provider: Arc<Provider<T>>,
+    provider: Arc<Provider>,
     mut store: StoreContextMut<'_, T>,
     (bucket, key, delta): (Resource<AppBucket<V>>, String, V::Count),
 ) -> wasmtime::Result<(Result<V::Count, V::Error>,)> {
     let bucket = guest_bucket(&mut store, &bucket)?;
     provider
-        .call::<V, (ResourceAny, &str, V::Count), _>(&mut store, INCREMENT, (bucket, &key, delta))
+        .call::<V, T, (ResourceAny, &str, V::Count), _>(&mut store, INCREMENT, (bucket, &key, delta))
         .await
 }
 
 async fn set<T: KeyValueView, V: Version>(
-    provider: Arc<Provider<T>>,
+    provider: Arc<Provider>,
     mut store: StoreContextMut<'_, T>,
     (bucket, key, value): (Resource<AppBucket<V>>, String, Vec<u8>),
 ) -> wasmtime::Result<(Result<(), V::Error>,)> {
     let bucket = guest_bucket(&mut store, &bucket)?;
     provider
-        .call::<V, (ResourceAny, &str, &[u8]), _>(&mut store, SET, (bucket, &key, &value))
+        .call::<V, T, (ResourceAny, &str, &[u8]), _>(&mut store, SET, (bucket, &key, &value))
         .await
 }
 
@@ -482,7 +498,7 @@ pub fn add_component_to_linker<T: KeyValueView + 'static>(
     component: &Component,
     calls: Calls,
 ) -> anyhow::Result<()> {
-    let provider = Arc::new(Provider::<T>::new(component, linker.engine(), calls)?);
+    let provider = Arc::new(Provider::new(component, linker.engine(), calls)?);
     add_version::<T, Draft>(linker, &provider)?;
     add_version::<T, Draft2>(linker, &provider)?;
     cas::add_to_linker::<T>(linker, &provider)
@@ -491,7 +507,7 @@ pub fn add_component_to_linker<T: KeyValueView + 'static>(
 /// The host functions of version `V`, on `provider`.
 fn add_version<T: KeyValueView + 'static, V: Version>(
     linker: &mut Linker<T>,
-    provider: &Arc<Provider<T>>,
+    provider: &Arc<Provider>,
 ) -> anyhow::Result<()> {
     {
         let dropping = provider.clone();

@@ -25,6 +25,7 @@
 
 mod backend;
 mod bindings;
+mod calls;
 mod capability;
 mod confinement;
 mod digest;
@@ -43,12 +44,11 @@ pub mod bench_seam;
 
 pub use backend::memcached::{MemcachedOptions, PoolReport};
 pub use backend::{Backend, EmbeddedOptions};
+pub use calls::{LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable};
 pub use capability::{BatchLimits, Grant, MAX_RELATIVE_KEY, add_to_linker, add_to_linker_async};
 pub use error::{CacheError, Limit};
 pub use instances::RuntimeOptions;
 pub use memo::{MEMO_ENTRIES, MEMO_VALUE};
 pub use plugin::Plugin;
 pub use runtime::{COMPONENT, Runtime};
-pub use tenant_cache::{
-    AsyncTenantCache, ComputeError, LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable, TenantCache,
-};
+pub use tenant_cache::{AsyncTenantCache, ComputeError, TenantCache};

@@ -15,7 +15,7 @@ use crate::CacheError;
 use crate::bindings::exported::{
     Error as WitError, LeaseOptions as WitLeaseOptions, Lookup as WitLookup, Swappable as WitSwappable,
 };
-use crate::tenant_cache::{LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable};
+use crate::calls::{LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable};
 
 /// The interface the component exports.
 const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.7.0";

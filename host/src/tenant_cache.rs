@@ -13,8 +13,7 @@ use crate::instances::{Instances, State};
 use crate::observe::{Call, Meter, Outcome};
 use crate::plugin::Plugin;
 
-pub use atomics::{SwapToken, Swappable};
-pub use lease::{ComputeError, LeaseOptions, LeaseToken, Lookup};
+pub use lease::ComputeError;
 
 /// An instance, its store, and whether it trapped.
 struct Slot {

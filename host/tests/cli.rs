@@ -98,9 +98,23 @@ fn errors_are_one_line_and_exit_2() -> anyhow::Result<()> {
     let down = run(&server, &["get", "Lisboa", "/info"])?;
     assert!(started.elapsed() < Duration::from_secs(5));
     let running = MemcachedProcess::start()?;
+    // A peer that is not memcached: an HTTP server answering anything.
+    let http = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let http_address = http.local_addr()?.to_string();
+    std::thread::spawn(move || {
+        for mut stream in http.incoming().flatten() {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
     for (output, needle) in [
         (down, address.as_str()),
         (run(&running, &["set", "t", "k", "v", "--ttl", "0"])?, "ttl"),
+        (run(&running, &["set", "t", "k", "v", "--ttl", "-5"])?, "not a TTL"),
+        (run(&running, &["--timeout-ms", "0", "get", "t", "k"])?, "--timeout-ms"),
+        (
+            cli(&["--memcached", &http_address, "get", "t", "k"]).output()?,
+            "is this a memcached server",
+        ),
         (
             cli(&["--component", "/nonexistent/c.wasm", "demo"]).output()?,
             "/nonexistent/c.wasm",

@@ -7,7 +7,7 @@ use std::process::Command;
 use tenant_cache_memcached_process::MemcachedProcess;
 
 /// `target/<profile>/examples/<name>`, next to this test's `deps/`.
-fn example(name: &str) -> anyhow::Result<PathBuf> {
+fn example_path(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe
         .parent()
@@ -20,7 +20,7 @@ fn example(name: &str) -> anyhow::Result<PathBuf> {
 
 /// Runs example `name` against `server`; its stdout once it succeeded.
 fn run_example(name: &str, server: &MemcachedProcess) -> anyhow::Result<String> {
-    let output = Command::new(example(name)?).arg(server.address()).output()?;
+    let output = Command::new(example_path(name)?).arg(server.address()).output()?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     anyhow::ensure!(
         output.status.success(),
@@ -89,7 +89,7 @@ impl Drop for Service {
 fn start_service(servers: &[&MemcachedProcess]) -> anyhow::Result<Service> {
     use std::io::BufRead;
     let list: Vec<String> = servers.iter().map(|server| server.address()).collect();
-    let mut child = Command::new(example("http_server")?)
+    let mut child = Command::new(example_path("http_server")?)
         .args([list.join(","), "127.0.0.1:0".into()])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
@@ -190,5 +190,93 @@ fn a_frozen_memcached_does_not_stall_the_single_executor_thread() -> anyhow::Res
     assert_eq!(status, 503);
     assert!(served_in < Duration::from_millis(700), "{served_in:?}");
     assert!(stuck_for >= Duration::from_millis(900), "{stuck_for:?}");
+    Ok(())
+}
+
+#[test]
+fn the_runtime_examples_run_blocking_and_on_tokio() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    for name in ["runtime", "runtime_async"] {
+        assert_eq!(run_example(name, &server)?, "Lisboa: 2 days\n", "{name}");
+    }
+    Ok(())
+}
+
+/// The README's visits app (`tests/components/visits-app`), built for
+/// wasm32-wasip2.
+fn visits_app() -> PathBuf {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is in the workspace");
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("example-components");
+    tenant_cache_component_build::build_component("visits", workspace, &out)
+}
+
+#[test]
+fn the_keyvalue_examples_serve_an_app_inside_its_tenant_blocking_and_on_tokio() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let app = visits_app();
+    let visit = |example: &str, tenant: &str| -> anyhow::Result<String> {
+        let output = Command::new(example_path(example)?)
+            .args([
+                server.address().as_str(),
+                app.to_str().expect("a UTF-8 path"),
+                tenant,
+                "ana",
+            ])
+            .output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        anyhow::ensure!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(stdout)
+    };
+    assert_eq!(visit("keyvalue_sync", "acme")?, "hello ana, visit 1\n");
+    assert_eq!(visit("keyvalue_async", "acme")?, "hello ana, visit 2\n");
+    // Another tenant counts apart.
+    assert_eq!(visit("keyvalue_async", "globex")?, "hello ana, visit 1\n");
+    assert_eq!(visit("keyvalue_sync", "acme")?, "hello ana, visit 3\n");
+    Ok(())
+}
+
+/// Every Rust block of the README and of docs/ is a part, line for line, of
+/// a file the build compiles (an example here, or the README's visits
+/// app), so none can drift from the code.
+#[test]
+fn every_rust_block_of_the_readme_and_the_docs_is_part_of_compiled_code() -> anyhow::Result<()> {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is in the workspace");
+    let mut sources = vec![std::fs::read_to_string(
+        workspace.join("tests/components/visits-app/src/main.rs"),
+    )?];
+    let mut documents = vec![workspace.join("README.md")];
+    for (directory, extension, into) in [("host/examples", "rs", 0), ("docs", "md", 1)] {
+        for entry in std::fs::read_dir(workspace.join(directory))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|found| found == extension) {
+                match into {
+                    0 => sources.push(std::fs::read_to_string(&path)?),
+                    _ => documents.push(path),
+                }
+            }
+        }
+    }
+    let mut blocks = 0;
+    for document in &documents {
+        let text = std::fs::read_to_string(document)?;
+        for block in text.split("```rust\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            blocks += 1;
+            assert!(
+                sources.iter().any(|source| source.contains(block)),
+                "{}: this Rust block is part of no example (host/examples/) nor of the visits app:\n{block}",
+                document.display()
+            );
+        }
+    }
+    assert!(blocks >= 7, "only {blocks} Rust blocks found");
     Ok(())
 }

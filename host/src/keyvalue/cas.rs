@@ -55,7 +55,7 @@ pub(super) fn exports(component: &Component) -> anyhow::Result<[ComponentExportI
 }
 
 async fn cas_new<T: KeyValueView>(
-    provider: Arc<Provider<T>>,
+    provider: Arc<Provider>,
     mut store: StoreContextMut<'_, T>,
     (bucket, key): (Resource<AppBucket<Draft2>>, String),
 ) -> wasmtime::Result<(Result<Resource<AppCas>, draft2::Error>,)> {
@@ -73,7 +73,7 @@ async fn cas_new<T: KeyValueView>(
 /// the same bound on open handles as buckets: past it, an error the app
 /// can act on (drop some), not a trap.
 async fn app_cas<T: KeyValueView>(
-    provider: &Provider<T>,
+    provider: &Provider,
     store: &mut StoreContextMut<'_, T>,
     handle: ResourceAny,
 ) -> wasmtime::Result<Result<Resource<AppCas>, draft2::Error>> {
@@ -90,7 +90,7 @@ async fn app_cas<T: KeyValueView>(
 }
 
 async fn cas_current<T: KeyValueView>(
-    provider: Arc<Provider<T>>,
+    provider: Arc<Provider>,
     mut store: StoreContextMut<'_, T>,
     (cas,): (Resource<AppCas>,),
 ) -> wasmtime::Result<(Result<Option<Vec<u8>>, draft2::Error>,)> {
@@ -101,7 +101,7 @@ async fn cas_current<T: KeyValueView>(
 }
 
 async fn swap<T: KeyValueView>(
-    provider: Arc<Provider<T>>,
+    provider: Arc<Provider>,
     mut store: StoreContextMut<'_, T>,
     (cas, value): (Resource<AppCas>, Vec<u8>),
 ) -> wasmtime::Result<(Result<(), AppCasError>,)> {
@@ -122,7 +122,7 @@ async fn swap<T: KeyValueView>(
 }
 
 async fn drop_cas<T: KeyValueView>(
-    provider: Arc<Provider<T>>,
+    provider: Arc<Provider>,
     mut store: StoreContextMut<'_, T>,
     rep: u32,
 ) -> wasmtime::Result<()> {
@@ -135,7 +135,7 @@ async fn drop_cas<T: KeyValueView>(
 /// `@0.2.0-draft2`'s compare-and-swap, on `provider`.
 pub(super) fn add_to_linker<T: KeyValueView + 'static>(
     linker: &mut Linker<T>,
-    provider: &Arc<Provider<T>>,
+    provider: &Arc<Provider>,
 ) -> anyhow::Result<()> {
     type V = Draft2;
     {

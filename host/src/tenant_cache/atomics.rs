@@ -6,51 +6,9 @@
 use tracing::Instrument;
 
 use super::{AsyncTenantCache, Slot, TenantCache, read};
-use crate::bindings::exported::Swappable as WitSwappable;
+use crate::calls::{SwapToken, Swappable};
 use crate::error::CacheError;
 use crate::observe::Outcome;
-
-/// Where an entry stood when [`TenantCache::get_for_swap`] read it: what
-/// [`TenantCache::compare_and_swap`] checks. It is text, sealed for the
-/// tenant and key it was read from, so it can be handed to callers and
-/// taken back (an ETag, say): one the component did not hand out for that
-/// tenant and key (forged, altered, another key's) fails with
-/// [`CacheError::InvalidInput`] and stores nothing. Another instance
-/// accepts it, and so does another process whose backend has the same
-/// token secret ([`Backend::with_token_secret`](crate::Backend::with_token_secret)).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SwapToken(String);
-
-impl SwapToken {
-    /// The token as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for SwapToken {
-    fn from(text: String) -> SwapToken {
-        SwapToken(text)
-    }
-}
-
-/// What [`TenantCache::get_for_swap`] read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Swappable {
-    /// The value, as [`get`](TenantCache::get) reads it.
-    pub value: Option<Vec<u8>>,
-    /// What a compare-and-swap of this key checks.
-    pub token: SwapToken,
-}
-
-impl From<WitSwappable> for Swappable {
-    fn from(read: WitSwappable) -> Swappable {
-        Swappable {
-            value: read.value,
-            token: SwapToken(read.token),
-        }
-    }
-}
 
 fn swapped(stored: &bool) -> Outcome {
     match stored {

@@ -172,7 +172,7 @@ pub fn load(
     let raw_key = format!("tc-bench:{run_id:x}:raw");
     raw_set(&backend, &raw_key, &[b'v'; 117], Some(3600))?;
     let get4_keys = raw_get4_keys(&backend, &raw_key)?;
-    let runtime = crate::bench::pooled_runtime()?;
+    let runtime = crate::pooled::pooled_runtime()?;
     let grant = Grant::new(backend.clone(), &format!("tenant-cache-bench-{run_id:x}"));
     runtime
         .instantiate(grant.clone())?

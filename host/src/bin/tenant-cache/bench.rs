@@ -12,6 +12,7 @@ use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOption
 
 use crate::async_rates::{self, AsyncRate};
 use crate::naive::Naive;
+use crate::pooled::pooled_runtime;
 use crate::raw::{raw, raw_get, raw_get_async, raw_set, raw_set_async};
 use crate::stampede::{self, KEYS, PROCESSES, Stampede, TASKS};
 
@@ -147,18 +148,6 @@ fn throughput<S: Send>(
 /// Throughput runs alternate between the raw client and tenant-cache this
 /// many times, so a slow moment of the machine weighs on both.
 const THROUGHPUT_ROUNDS: usize = 5;
-
-/// The built-in component with the pooling allocator, as a platform making
-/// an instance per request runs it: what every tenant-cache measure uses.
-pub fn pooled_runtime() -> anyhow::Result<Runtime> {
-    Runtime::from_bytes(
-        tenant_cache_host::COMPONENT,
-        RuntimeOptions {
-            pooling: true,
-            ..Default::default()
-        },
-    )
-}
 
 /// Runs the whole bench on the first server of `servers`.
 pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool) -> anyhow::Result<()> {

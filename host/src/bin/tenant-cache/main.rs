@@ -13,6 +13,7 @@ use tenant_cache_host::{Backend, EmbeddedOptions, Grant, MemcachedOptions, Runti
 mod async_rates;
 mod bench;
 mod naive;
+mod pooled;
 mod raw;
 mod run;
 mod stampede;
@@ -38,11 +39,13 @@ struct Cli {
     #[arg(long, value_name = "PATH", global = true)]
     component: Option<PathBuf>,
     /// Deadline for each exchange with memcached, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 1000, global = true)]
+    #[arg(long, value_name = "MS", default_value_t = 1000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: u64,
-    /// memcached's item size limit (its -I): an item (value, key and 64
-    /// bytes of memcached's own) larger than this is refused, and a stored
-    /// one read as a miss. Bytes, or with k or m.
+    /// memcached's item size limit (its -I): an entry (its value,
+    /// tenant-cache's 17-byte header, its key, and 64 bytes of memcached's
+    /// own) larger than this is refused, and a stored one read as a miss.
+    /// Bytes, or with k or m.
     #[arg(long, value_name = "SIZE", default_value = "1m", value_parser = parse_size, global = true)]
     item_size_limit: u64,
     /// Where the compiled component is cached between runs [default:
@@ -66,7 +69,7 @@ enum Command {
         key: String,
         value: OsString,
         /// Time to live in seconds (at least 1).
-        #[arg(long, value_name = "S")]
+        #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = parse_ttl)]
         ttl: Option<u32>,
     },
     /// Print the value of KEY of TENANT; exit 1 on a miss.
@@ -166,6 +169,18 @@ enum PoolAction {
 }
 
 /// A size in bytes: digits, optionally followed by k or m (binary units).
+/// A TTL: whole seconds, at least 1 (a negative number is read as one, to
+/// be refused with this message rather than taken for an option).
+fn parse_ttl(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|seconds| u32::try_from(seconds).ok())
+        .filter(|&seconds| seconds >= 1)
+        // The longest TTL is the component's rule; it says so past it.
+        .ok_or_else(|| format!("{text:?} is not a TTL: a whole number of seconds, at least 1"))
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     let lower = text.trim().to_ascii_lowercase();
     let (digits, unit) = match lower.strip_suffix(['k', 'm']) {
@@ -341,7 +356,7 @@ fn servers(cli: &Cli) -> anyhow::Result<Option<Vec<String>>> {
 
 fn memcached_options(cli: &Cli) -> MemcachedOptions {
     MemcachedOptions {
-        timeout: Duration::from_millis(cli.timeout_ms.max(1)),
+        timeout: Duration::from_millis(cli.timeout_ms),
         item_size_limit: cli.item_size_limit,
     }
 }
