@@ -663,3 +663,68 @@ fn the_component_command_writes_the_component_other_hosts_load() -> anyhow::Resu
     assert_eq!(cache.get("t", "k")?.as_deref(), Some(&b"v"[..]));
     Ok(())
 }
+
+/// A process listing B and a server outside the pool B,C writes on B after
+/// B restarted, with its clock a day behind, so its record claims to be
+/// older than the pool's. The pool is then refused, naming the other list;
+/// the `pool set` the error names keeps the tenants of C, which kept
+/// them.
+#[test]
+fn a_wrong_list_with_a_clock_behind_is_named_and_pool_set_keeps_what_c_kept() -> anyhow::Result<()> {
+    let (mut b, c, d) = (
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+        MemcachedProcess::start()?,
+    );
+    let pool = format!("{},{}", b.address(), c.address());
+    let wrong = format!("{},{}", b.address(), d.address());
+    let with = |list: &str, args: &[&str]| -> anyhow::Result<Output> {
+        let mut full = vec!["--memcached", list];
+        full.extend_from_slice(args);
+        Ok(cli(&full).output()?)
+    };
+    for n in 0..12 {
+        assert!(
+            with(&pool, &["set", &format!("t{n}"), "k", &format!("v{n}")])?
+                .status
+                .success()
+        );
+    }
+    let on_c: Vec<usize> = (0..12)
+        .filter(|n| {
+            c.raw_get(&format!("tc:default:n:t{n}"))
+                .is_ok_and(|found| found.is_some())
+        })
+        .collect();
+    assert!(!on_c.is_empty(), "some tenants live on C");
+    b.restart()?;
+    let behind = Command::new("faketime")
+        .args(["-f", "-1d", env!("CARGO_BIN_EXE_tenant-cache"), "--memcached", &wrong])
+        .args(["set", "x", "k", "w"])
+        .output()?;
+    assert!(behind.status.success(), "{}", stderr(&behind));
+    let refused = with(&pool, &["set", &format!("t{}", on_c[0]), "k", "again"])?;
+    assert_eq!(refused.status.code(), Some(2));
+    let mut named = [b.address(), d.address()];
+    named.sort();
+    assert!(
+        stderr(&refused).contains(&format!("of {}", named.join(","))),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(stderr(&refused).contains("pool set"), "{}", stderr(&refused));
+    let set = with(&pool, &["pool", "set"])?;
+    assert!(set.status.success(), "{}", stderr(&set));
+    for &n in &on_c {
+        let read = with(&pool, &["get", &format!("t{n}"), "k"])?;
+        assert_eq!(
+            stdout(&read),
+            format!("v{n}"),
+            "t{n} lives on C, which kept it: {}",
+            stderr(&read)
+        );
+    }
+    // The wrong list is refused from now on.
+    assert_eq!(with(&wrong, &["set", "x", "k", "w"])?.status.code(), Some(2));
+    Ok(())
+}

@@ -300,6 +300,32 @@ impl Membership {
             .collect()
     }
 
+    /// Whether this record, found on a server of the pool `ours` lists,
+    /// is a stray there: a first-use record (no `pool set` made or changed
+    /// it) of another pool that came after `ours`. `ours` is held by the
+    /// pool's other servers and names this one, so this one held it too (a
+    /// first use that meets another record takes back what it added), until
+    /// it lost it (a restart emptied it) and a process with another list
+    /// found none there. *After*: `ours` was made by `pool set`, or both
+    /// were recorded at first use and this one later (its recording time,
+    /// then its id, the larger; records that do not say when, from earlier
+    /// versions: this one lists a strict subset of `ours`' servers). The
+    /// order is total, so two lists never take each other's servers back
+    /// and forth, and a record `pool set` made is never a stray.
+    pub(crate) fn strays_from(&self, ours: &Membership) -> bool {
+        if self.id == ours.id || !self.first_use || self.changing {
+            return false;
+        }
+        match (self.recorded_at, ours.recorded_at) {
+            _ if !ours.first_use => true,
+            (Some(theirs), Some(mine)) => (theirs, self.id) > (mine, ours.id),
+            _ => {
+                let servers = ours.servers();
+                self.members.len() < servers.len() && self.servers().iter().all(|member| servers.contains(member))
+            }
+        }
+    }
+
     /// The record's stored form: one line of text.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let list = |servers: &[(String, u32)]| {
@@ -399,6 +425,28 @@ mod tests {
         let owner = list[routing::owner(route, &list)].clone();
         let tag = record.tag(route, &owner);
         (owner, tag)
+    }
+
+    #[test]
+    fn a_later_first_use_record_is_a_stray_and_never_the_other_way_round() {
+        let pool = Membership::first(&servers(&["a", "b", "c"]), 1, true, 1_000);
+        let later = Membership::first(&servers(&["b", "d"]), 2, true, 2_000);
+        let longer = Membership::first(&servers(&["b", "d", "e", "f"]), 3, true, 2_000);
+        assert!(later.strays_from(&pool) && !pool.strays_from(&later));
+        assert!(longer.strays_from(&pool) && !pool.strays_from(&longer));
+        // Recorded in the same millisecond: the larger id is the stray.
+        let tie = Membership::first(&servers(&["b", "d"]), 0, true, 1_000);
+        assert!(pool.strays_from(&tie) && !tie.strays_from(&pool));
+        // A record `pool set` made is never one, and always wins.
+        let set = pool.next(&servers(&["a", "b", "c", "d"])).unwrap();
+        assert!(later.strays_from(&set) && !set.strays_from(&later));
+        // Records that do not say when: only a strict subset is.
+        let (mut old, mut subset) = (pool.clone(), Membership::first(&servers(&["b"]), 4, true, 0));
+        (old.recorded_at, subset.recorded_at) = (None, None);
+        assert!(subset.strays_from(&old) && !old.strays_from(&subset));
+        assert!(!later.strays_from(&old) && !old.strays_from(&later));
+        // Its own pool's record is no stray.
+        assert!(!pool.strays_from(&pool.clone()));
     }
 
     #[test]

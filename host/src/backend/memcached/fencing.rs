@@ -107,7 +107,7 @@ impl MemcachedPool {
             if learned.vouches_for(server, closing.as_deref()) && learned.known.record.tag(route, owner) == tag {
                 return Ok(replies);
             }
-            if closing.is_none() && !learned.vouches_for(server, None) {
+            if learned.unrecorded_at(closing.as_deref()) && !learned.vouches_for(server, closing.as_deref()) {
                 return Err(self.unrecorded(server, &learned.known.record));
             }
             known = Some(learned.known);

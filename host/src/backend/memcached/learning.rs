@@ -37,6 +37,12 @@ pub(super) struct Learned {
 }
 
 impl Learned {
+    /// Whether a batch that ended by reading `closing` found no record of
+    /// this pool there: none, or a stray.
+    pub(super) fn unrecorded_at(&self, closing: Option<&[u8]>) -> bool {
+        closing.is_none_or(|closing| self.strays.iter().any(|stray| stray == closing))
+    }
+
     /// Whether a batch that ended by reading `closing` on `server` ran
     /// under this record: the server held it; or it held none (restarted)
     /// or a stray, and was given the record back, or no change of the pool
@@ -46,7 +52,7 @@ impl Learned {
         let excused = self.restored.contains(&server) || self.unchanged;
         match closing {
             Some(closing) if closing == self.known.stored => true,
-            Some(closing) => excused && self.strays.iter().any(|stray| stray == closing),
+            Some(_) => excused && self.unrecorded_at(closing),
             None => excused,
         }
     }
@@ -165,10 +171,10 @@ impl MemcachedPool {
                 .filter(|(server, ..)| strays.contains(server))
                 .map(|(_, _, stray)| stray.to_vec())
                 .collect();
+            // Without the anchor (or for a read) they are left as they are,
+            // and their servers serve as servers that lost the record do.
             let anchor = self.ids.iter().position(|server| server == ours.anchor());
-            if !may_record {
-                records.retain(|(server, ..)| !strays.contains(server));
-            } else if anchor.is_some_and(|anchor| survey[anchor].is_ok()) {
+            if may_record && anchor.is_some_and(|anchor| survey[anchor].is_ok()) {
                 let over: Vec<(usize, Option<u64>)> = strays
                     .iter()
                     .map(|server| (*server, cas_of.iter().find(|(at, _)| at == server).map(|(_, cas)| *cas)))
@@ -179,17 +185,24 @@ impl MemcachedPool {
                      this pool's"
                 );
                 given_back = self.restore(driver, &ours, &stored, over).await?;
-                records.retain(|(server, ..)| !strays.contains(server));
             }
+            records.retain(|(server, ..)| !strays.contains(server));
         }
         let Some((newest_at, newest, stored)) = records.iter().max_by_key(|(_, record, _)| record.generation) else {
             return Err(Error::Protocol(String::from("no pool record left to use")));
         };
-        if let Some((server, _, _)) = records.iter().find(|(_, record, _)| record.id != newest.id) {
+        if let Some((server, other, _)) = records.iter().find(|(_, record, _)| record.id != newest.id) {
+            let made = match other.first_use {
+                true => "recorded by a first process to use them",
+                false => "made by `pool set`",
+            };
             return Err(Error::Unavailable(format!(
-                "memcached at {} holds the record of another pool than the rest of {}: make one pool of them with \
-                 `tenant-cache --memcached {} pool set`",
+                "memcached at {} holds the record of another pool, of {} ({made}), than the rest of {}: if that is \
+                 the pool, list its servers; to make this list the pool, run `tenant-cache --memcached {} pool set` \
+                 (it replaces a record made at first use; records of two pools made by `pool set` are merged, and \
+                 every tenant starts empty)",
                 self.ids[*server],
+                other.servers().join(","),
                 self.ids.join(","),
                 self.ids.join(",")
             )));
@@ -432,8 +445,9 @@ impl MemcachedPool {
     /// be given it back.
     pub(super) fn unrecorded(&self, server: usize, record: &Membership) -> Error {
         Error::Unavailable(format!(
-            "memcached at {} holds no pool record (it restarted, or evicted it), and it is given the record back \
-             only while the pool's first server, {}, answers; retry once it does",
+            "memcached at {} holds no record of this pool (it restarted, or evicted it; a process listing other \
+             servers may have recorded its own there since), and it is given the pool's record back only while \
+             the pool's first server, {}, answers; retry once it does",
             self.ids[server],
             record.anchor()
         ))
@@ -459,22 +473,13 @@ impl MemcachedPool {
     }
 }
 
-/// The records among `records` (server, record, stored) that a process
-/// with another server list made where it found none, when the rest hold
-/// one record listing exactly `servers`: that record, its stored form, and
-/// the servers holding strays. A stray is a first-use record (no `pool
-/// set` made or changed it) of another pool that came after ours: ours is
-/// held by the other servers and names this one, so this one held ours
-/// too (a first use that meets another record takes back what it added),
-/// until it lost it (a restart emptied it) and a process with another list
-/// found none there. Replacing it hides nothing this pool wrote, and the
-/// other process, listing servers that are not the pool's, is fenced from
-/// then on. *After ours*: ours was made by `pool set`, or both were
-/// recorded at first use and theirs later (its recording time, then its
-/// id, the larger; records that do not say when they were recorded, made
-/// by earlier versions: theirs lists a strict subset of our servers). The
-/// order is total, so two lists never replace each other's records back
-/// and forth, and a record `pool set` made is never replaced.
+/// The records among `records` (server, record, stored) that are strays
+/// ([`Membership::strays_from`]) when the rest hold one record listing
+/// exactly `servers`: that record, its stored form, and the servers holding
+/// strays. Replacing them hides nothing this pool wrote (they were made
+/// over emptied servers, or under a tag of their own), and the processes
+/// that made them, listing servers that are not the pool's, are fenced
+/// from then on.
 fn strays(servers: &[String], records: &[(usize, Membership, &[u8])]) -> Option<(Membership, Vec<u8>, Vec<usize>)> {
     let (_, ours, stored) = records
         .iter()
@@ -484,12 +489,7 @@ fn strays(servers: &[String], records: &[(usize, Membership, &[u8])]) -> Option<
         if other == stored {
             continue;
         }
-        let after_ours = match (record.recorded_at, ours.recorded_at) {
-            _ if !ours.first_use => true,
-            (Some(theirs), Some(mine)) => (theirs, record.id) > (mine, ours.id),
-            _ => record.members.len() < servers.len() && record.servers().iter().all(|member| servers.contains(member)),
-        };
-        if record.id == ours.id || !record.first_use || record.changing || !after_ours {
+        if !record.strays_from(ours) {
             return None;
         }
         strays.push(*server);

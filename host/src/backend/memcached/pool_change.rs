@@ -97,6 +97,13 @@ impl MemcachedPool {
             }
             return Err(concurrent(&listed));
         };
+        // Records processes with other lists made at first use on listed
+        // servers that had lost the pool's are replaced, not merged, when
+        // the listed servers hold the pool's record of exactly this list:
+        // the operator says which list is the pool (whichever was recorded
+        // first), the pool keeps its id and every route its tag, and no
+        // tenant whose server kept its entries loses them.
+        let (pools, strays) = without_strays(pools, &self.ids);
         if let [pool] = pools.as_slice()
             && !pool.changing
             && pool.lists(&self.ids)
@@ -162,8 +169,9 @@ impl MemcachedPool {
             .cloned()
             .collect();
         // 2. Every other server gets the changing record.
+        let planned: Vec<Membership> = pools.iter().chain(&strays).cloned().collect();
         let change = Change {
-            planned: &pools,
+            planned: &planned,
             ours: [&changing, &active],
             listed: &listed,
         };
@@ -345,6 +353,25 @@ impl Change<'_> {
         self.planned
             .iter()
             .any(|pool| pool.id == there.id && !newer(&there, pool))
+    }
+}
+
+/// `pools` without the records other lists made at first use, and those:
+/// when one pool lists exactly `servers` and every other was recorded at
+/// first use (and is not being changed), that pool alone; otherwise every
+/// pool, and none.
+fn without_strays(pools: Vec<Membership>, servers: &[String]) -> (Vec<Membership>, Vec<Membership>) {
+    let ours = pools.iter().find(|pool| !pool.changing && pool.lists(servers)).cloned();
+    match ours {
+        Some(ours)
+            if pools
+                .iter()
+                .all(|pool| pool.id == ours.id || (pool.first_use && !pool.changing)) =>
+        {
+            let strays = pools.into_iter().filter(|pool| pool.id != ours.id).collect();
+            (vec![ours], strays)
+        }
+        _ => (pools, Vec::new()),
     }
 }
 
