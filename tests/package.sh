@@ -6,7 +6,8 @@
 # crate carries the component; nothing is compiled to wasm). The project
 # depends on wasmtime with its default features, as platforms build it
 # (component-model async on), and runs the packaged wasi:keyvalue examples
-# (blocking and on tokio) on the README's visits app against memcached.
+# (blocking and on tokio) on the README's visits app, and embed_async (the
+# capability in the platform's own store, on tokio), against memcached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -97,7 +98,7 @@ fn main() -> anyhow::Result<()> {
 RUST
 # The packaged wasi:keyvalue examples, as the platform's own programs.
 mkdir -p "$app/src/bin"
-cp "$scratch/$host/examples/keyvalue_sync.rs" "$scratch/$host/examples/keyvalue_async.rs" "$app/src/bin/"
+cp "$scratch/$host/examples/"{keyvalue_sync,keyvalue_async,embed_async}.rs "$app/src/bin/"
 # The same versions as this workspace where they overlap.
 cp Cargo.lock "$app/"
 # The README's visits app (built here, with the workspace's toolchain).
@@ -136,5 +137,11 @@ expect_visit keyvalue_async acme "hello ana, visit 1"
 expect_visit keyvalue_sync acme "hello ana, visit 2"
 expect_visit keyvalue_async globex "hello ana, visit 1"
 expect_visit keyvalue_async acme "hello ana, visit 3"
+# The capability in the platform's own store, on tokio.
+got=$("$CARGO_TARGET_DIR/release/embed_async" "127.0.0.1:$port")
+if [ "$got" != $'Lisboa: Some("2 days")\nBarcelona: None' ]; then
+    echo "package.sh: embed_async printed '$got'" >&2
+    exit 1
+fi
 echo "package.sh: the packaged tenant-cache-host builds and runs outside the workspace, without wasm32-wasip2,"
 echo "package.sh: and serves wasi:keyvalue blocking and on tokio with a default-features wasmtime"

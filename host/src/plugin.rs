@@ -94,6 +94,23 @@ impl Plugin {
         Ok(Plugin::new(instance, exports))
     }
 
+    /// [`instantiate`](Self::instantiate) for async hosts: `linker` holds
+    /// the capability of [`add_to_linker_async`](crate::add_to_linker_async),
+    /// and the calls are the `*_async` methods.
+    pub async fn instantiate_async<T: Send + 'static>(
+        mut store: impl AsContextMut<Data = T>,
+        component: &Component,
+        linker: &Linker<T>,
+    ) -> anyhow::Result<Plugin> {
+        let exports = Exports::of(component)?;
+        let instance = linker
+            .instantiate_async(&mut store, component)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("instantiating the component")?;
+        Ok(Plugin::new(instance, exports))
+    }
+
     pub(crate) fn new(instance: Instance, exports: Exports) -> Plugin {
         Plugin {
             instance,

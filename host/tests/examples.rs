@@ -31,8 +31,10 @@ fn run_example(name: &str, server: &MemcachedProcess) -> anyhow::Result<String> 
 }
 
 #[test]
-fn the_embedding_example_runs() -> anyhow::Result<()> {
+fn the_embedding_examples_run_blocking_and_on_tokio() -> anyhow::Result<()> {
     let server = MemcachedProcess::start()?;
+    let stdout = run_example("embed_async", &server)?;
+    assert_eq!(stdout, "Lisboa: Some(\"2 days\")\nBarcelona: None\n");
     let stdout = run_example("embed", &server)?;
     assert_eq!(stdout, "Lisboa: Some(\"2 days\")\nBarcelona: None\n");
     // Besides the application's keys, only the host's record of the pool.
