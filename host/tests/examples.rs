@@ -20,7 +20,12 @@ fn example_path(name: &str) -> anyhow::Result<PathBuf> {
 
 /// Runs example `name` against `server`; its stdout once it succeeded.
 fn run_example(name: &str, server: &MemcachedProcess) -> anyhow::Result<String> {
-    let output = Command::new(example_path(name)?).arg(server.address()).output()?;
+    run_example_with(name, &[&server.address()])
+}
+
+/// Runs example `name` with `args`; its stdout once it succeeded.
+fn run_example_with(name: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(example_path(name)?).args(args).output()?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     anyhow::ensure!(
         output.status.success(),
@@ -219,21 +224,10 @@ fn the_keyvalue_examples_serve_an_app_inside_its_tenant_blocking_and_on_tokio() 
     let server = MemcachedProcess::start()?;
     let app = visits_app();
     let visit = |example: &str, tenant: &str| -> anyhow::Result<String> {
-        let output = Command::new(example_path(example)?)
-            .args([
-                server.address().as_str(),
-                app.to_str().expect("a UTF-8 path"),
-                tenant,
-                "ana",
-            ])
-            .output()?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        anyhow::ensure!(
-            output.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(stdout)
+        run_example_with(
+            example,
+            &[&server.address(), app.to_str().expect("a UTF-8 path"), tenant, "ana"],
+        )
     };
     assert_eq!(visit("keyvalue_sync", "acme")?, "hello ana, visit 1\n");
     assert_eq!(visit("keyvalue_async", "acme")?, "hello ana, visit 2\n");

@@ -496,10 +496,7 @@ fn a_wrong_list_after_a_restart(beyond: bool) -> anyhow::Result<()> {
     let right = backend(&[&b, &c])?;
     let mut writer = cache(&right, "app")?;
     fill(&mut writer, TENANTS, "kept")?;
-    let keys_on_c = c.keys()?;
-    let on_c: Vec<usize> = (0..TENANTS)
-        .filter(|&n| keys_on_c.iter().any(|key| key.ends_with(&format!(":n:{}", tenant(n)))))
-        .collect();
+    let on_c = tenants_on(&c)?;
     assert!(!on_c.is_empty(), "some tenants live on C");
     let on_b = (0..TENANTS)
         .find(|n| !on_c.contains(n))
