@@ -30,8 +30,13 @@ const TICK: Duration = Duration::from_millis(10);
 pub struct RuntimeOptions {
     /// Use wasmtime's pooling allocator: instantiation takes about ten
     /// microseconds, for hosts that create an instance per request. The
-    /// pool holds up to 256 live instances of this runtime at once.
+    /// pool holds up to `max_instances` live instances of this runtime at
+    /// once.
     pub pooling: bool,
+    /// With `pooling`, how many instances may live at once (256 by
+    /// default); one more fails to instantiate. Each takes address space
+    /// (not memory) for its linear memory when the runtime is made.
+    pub max_instances: u32,
     /// Keep the compiled component in this directory, keyed by the
     /// component's hash and the engine configuration, so the next process
     /// skips compilation. `None` compiles every time.
@@ -49,6 +54,7 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             pooling: false,
+            max_instances: 256,
             cache_dir: None,
             memory_limit: 64 * 1024 * 1024,
             call_timeout: Duration::from_secs(5),
@@ -235,10 +241,10 @@ fn config(options: &RuntimeOptions) -> Config {
     config.wasm_backtrace_max_frames(None);
     if options.pooling {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(256)
-            .total_core_instances(256)
-            .total_memories(256)
-            .total_tables(256)
+        pool.total_component_instances(options.max_instances)
+            .total_core_instances(options.max_instances)
+            .total_memories(options.max_instances)
+            .total_tables(options.max_instances)
             .max_memory_size(options.memory_limit)
             // Reset the first pages of a freed instance's memory with a
             // memset instead of giving them back to the kernel: the next

@@ -34,6 +34,7 @@ fn backend_on(address: String, timeout: Duration) -> anyhow::Result<Backend> {
         MemcachedOptions {
             timeout,
             item_size_limit: 4 * MIB as u64,
+            ..MemcachedOptions::default()
         },
     )
 }

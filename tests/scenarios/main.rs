@@ -32,6 +32,7 @@ mod stampede;
 mod async_host;
 mod binding;
 mod cluster;
+mod coalescing;
 mod keyvalue;
 mod membership;
 mod portability;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
-use super::protocol::{Answer, Exchange, Failure, INPUT_BUFFER, ReadLimits, Request};
+use super::protocol::{Answer, Exchange, Failure, Input, ReadLimits, Request};
 
 /// Idle connections kept per server; more are closed when returned.
 const MAX_IDLE: usize = 64;
@@ -22,7 +22,7 @@ const MAX_IDLE: usize = 64;
 pub(crate) struct Connection {
     stream: TcpStream,
     /// The read buffer; empty between exchanges.
-    input: Box<[u8]>,
+    input: Input,
     /// The request being written, kept to reuse its capacity.
     output: Vec<u8>,
     /// Opaque tokens handed out so far on this connection.
@@ -75,7 +75,7 @@ impl Connection {
         stream.set_nonblocking(true)?;
         Ok(Connection {
             stream,
-            input: vec![0; INPUT_BUFFER].into_boxed_slice(),
+            input: Input::new(),
             output: Vec::with_capacity(1024),
             tokens: 0,
         })
@@ -99,7 +99,8 @@ impl Connection {
         limits: ReadLimits,
         deadline: Instant,
     ) -> Result<(Answer, bool), Failure> {
-        let mut exchange = Exchange::new(request, self.tokens, now, limits, &mut self.output, &mut self.input);
+        let input = std::mem::take(&mut self.input);
+        let mut exchange = Exchange::new(request, self.tokens, now, limits, &mut self.output, input);
         self.tokens += exchange.tokens();
         let output = &self.output;
         let mut written = 0;
@@ -129,8 +130,9 @@ impl Connection {
                 Err(error) => return Err(Failure::Io(error)),
             }
         }
-        let (answer, leftover) = exchange.finish();
-        Ok((answer, !leftover))
+        let (answer, input) = exchange.finish();
+        self.input = input;
+        Ok((answer?, !self.input.holds_bytes()))
     }
 }
 

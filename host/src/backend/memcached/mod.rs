@@ -8,6 +8,7 @@
 //! memcached transport").
 
 mod blocking;
+mod coalescing;
 mod fencing;
 mod learning;
 mod pool_change;
@@ -38,6 +39,11 @@ pub struct MemcachedOptions {
     /// Values that cannot fit are refused before they are sent; a stored
     /// value longer than this reads as a miss.
     pub item_size_limit: u64,
+    /// Whether async calls bound for one server share a connection, the
+    /// batches that queue while one is written going out together in the
+    /// next write (on by default). Off, each async batch has a connection
+    /// of its own for its exchange, as blocking calls do.
+    pub coalesce: bool,
 }
 
 impl Default for MemcachedOptions {
@@ -45,6 +51,7 @@ impl Default for MemcachedOptions {
         MemcachedOptions {
             timeout: Duration::from_secs(1),
             item_size_limit: 1024 * 1024,
+            coalesce: true,
         }
     }
 }
@@ -56,6 +63,7 @@ pub(crate) struct Server {
     addrs: Vec<SocketAddr>,
     blocking: blocking::Idle,
     tokio: tokio_driver::Idle,
+    coalesced: coalescing::Shared,
 }
 
 /// The pool record this process last found, and its stored bytes.
@@ -174,6 +182,7 @@ impl MemcachedPool {
                 addrs,
                 blocking: blocking::Idle::default(),
                 tokio: tokio_driver::Idle::default(),
+                coalesced: coalescing::Shared::default(),
             });
         }
         Ok(MemcachedPool {
@@ -217,8 +226,36 @@ impl MemcachedPool {
         Ok(answer)
     }
 
-    /// Runs one request on server `index` over a tokio connection.
+    /// Runs one request on server `index` over the tokio driver, on the
+    /// shared connection if the options coalesce.
     async fn exchange_tokio(&self, index: usize, request: &Request<'_>, reply_bytes: u64) -> Result<Answer, Failure> {
+        match self.options.coalesce {
+            true => self.exchange_coalesced(index, request, reply_bytes).await,
+            false => self.exchange_alone(index, request, reply_bytes).await,
+        }
+    }
+
+    /// Runs one request on server `index` on its shared connection.
+    async fn exchange_coalesced(
+        &self,
+        index: usize,
+        request: &Request<'_>,
+        reply_bytes: u64,
+    ) -> Result<Answer, Failure> {
+        let server = &self.servers[index];
+        let timeout = self.options.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+        let limits = self.read_limits(reply_bytes);
+        server
+            .coalesced
+            .exchange(&server.addrs, timeout, request, unix_now(), limits, deadline)
+            .await
+    }
+
+    /// Runs one request on server `index` over a tokio connection of its
+    /// own for the exchange.
+    async fn exchange_alone(&self, index: usize, request: &Request<'_>, reply_bytes: u64) -> Result<Answer, Failure> {
         let server = &self.servers[index];
         let timeout = self.options.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -325,14 +362,19 @@ impl MemcachedPool {
             .map_err(|failure| self.error(0, failure, writes))
     }
 
-    /// [`raw`](Self::raw) over the tokio driver's connections.
-    pub(crate) async fn raw_async(&self, commands: Vec<memcache::exp::MetaCommand>) -> BatchResult {
+    /// [`raw`](Self::raw) over the tokio driver, each batch on a
+    /// connection of its own for its exchange (what a plain memcached
+    /// client does), or `coalesced` on the shared connection.
+    pub(crate) async fn raw_async(&self, commands: Vec<memcache::exp::MetaCommand>, coalesced: bool) -> BatchResult {
         let request = Request {
             raw: commands,
             ..Request::default()
         };
-        self.exchange_tokio(0, &request, u64::MAX)
-            .await
+        let answer = match coalesced {
+            true => self.exchange_coalesced(0, &request, u64::MAX).await,
+            false => self.exchange_alone(0, &request, u64::MAX).await,
+        };
+        answer
             .map(|answer| answer.replies)
             .map_err(|failure| self.error(0, failure, true))
     }
@@ -378,11 +420,11 @@ mod tests {
             ..Request::default()
         };
         let first = request();
-        let dropped = tokio::time::timeout(Duration::from_millis(100), pool.exchange_tokio(0, &first, u64::MAX));
+        let dropped = tokio::time::timeout(Duration::from_millis(100), pool.exchange_alone(0, &first, u64::MAX));
         assert!(dropped.await.is_err(), "the first exchange should still be waiting");
         // Its connection, with half a reply unread, went with the future.
         assert_eq!(pool.servers[0].tokio.len(), 0);
-        let answer = pool.exchange_tokio(0, &request(), u64::MAX).await.unwrap();
+        let answer = pool.exchange_alone(0, &request(), u64::MAX).await.unwrap();
         assert_eq!(answer.replies.outcomes, [crate::bindings::capability::Outcome::Miss]);
         assert_eq!(pool.servers[0].tokio.len(), 1);
         drop(pool);

@@ -16,7 +16,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::protocol::{Answer, Exchange, Failure, INPUT_BUFFER, ReadLimits, Request};
+use super::protocol::{Answer, Exchange, Failure, Input, ReadLimits, Request};
 
 /// Idle connections kept per server, of every runtime together; past
 /// that, the one idle longest is closed.
@@ -26,7 +26,7 @@ const MAX_IDLE: usize = 64;
 pub(crate) struct Connection {
     stream: TcpStream,
     /// The read buffer; empty between exchanges.
-    input: Box<[u8]>,
+    input: Input,
     /// The request being written, kept to reuse its capacity.
     output: Vec<u8>,
     /// Opaque tokens handed out so far on this connection.
@@ -41,7 +41,7 @@ pub(crate) struct Connection {
 pub(crate) struct Idle(Mutex<VecDeque<(tokio::runtime::Id, Connection)>>);
 
 /// The runtime this task runs on; an error outside of one.
-fn current_runtime() -> io::Result<tokio::runtime::Id> {
+pub(crate) fn current_runtime() -> io::Result<tokio::runtime::Id> {
     tokio::runtime::Handle::try_current()
         .map(|handle| handle.id())
         .map_err(|_| io::Error::other("the async API runs on a tokio runtime, and this call is outside of one"))
@@ -66,15 +66,7 @@ impl Idle {
                 return Ok(connection);
             }
         }
-        let mut last = None;
-        for addr in addrs {
-            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => return Connection::new(stream),
-                Ok(Err(error)) => last = Some(error),
-                Err(_) => last = Some(io::ErrorKind::TimedOut.into()),
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
+        Connection::new(connect(addrs, timeout).await?)
     }
 
     /// Keeps a connection that is in step with its server for reuse,
@@ -97,12 +89,26 @@ impl Idle {
     }
 }
 
+/// A connection to the first of `addrs` that accepts one within
+/// `timeout`.
+pub(crate) async fn connect(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(error)) => last = Some(error),
+            Err(_) => last = Some(io::ErrorKind::TimedOut.into()),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
+}
+
 impl Connection {
     fn new(stream: TcpStream) -> io::Result<Connection> {
         stream.set_nodelay(true)?;
         Ok(Connection {
             stream,
-            input: vec![0; INPUT_BUFFER].into_boxed_slice(),
+            input: Input::new(),
             output: Vec::with_capacity(1024),
             tokens: 0,
         })
@@ -125,7 +131,8 @@ impl Connection {
         limits: ReadLimits,
         deadline: Instant,
     ) -> Result<(Answer, bool), Failure> {
-        let mut exchange = Exchange::new(request, self.tokens, now, limits, &mut self.output, &mut self.input);
+        let input = std::mem::take(&mut self.input);
+        let mut exchange = Exchange::new(request, self.tokens, now, limits, &mut self.output, input);
         self.tokens += exchange.tokens();
         let (stream, output) = (&self.stream, &self.output);
         let mut written = 0;
@@ -159,7 +166,8 @@ impl Connection {
             Ok(result) => result?,
             Err(_) => return Err(Failure::Io(io::ErrorKind::TimedOut.into())),
         }
-        let (answer, leftover) = exchange.finish();
-        Ok((answer, !leftover))
+        let (answer, input) = exchange.finish();
+        self.input = input;
+        Ok((answer?, !self.input.holds_bytes()))
     }
 }

@@ -1,23 +1,27 @@
-//! `bench`'s async get throughput: raw single gets, raw batches of the
-//! commands a tenant-cache get sends, and tenant-cache gets, on many tasks
-//! of two executor threads; and `async-load`, one such run alone, for a
-//! profiler or a CPU clock to watch.
+//! `bench`'s async get throughput: raw single gets (each on a connection
+//! of its own for its exchange, and coalesced on a shared one), raw
+//! batches of the commands a tenant-cache get sends, and tenant-cache
+//! gets, on many tasks of two executor threads; and `async-load`, one such
+//! run alone, for a profiler or a CPU clock to watch.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime};
 
-use crate::raw::{raw_get_async, raw_get_batch_async, raw_set};
+use crate::raw::{raw_get_async, raw_get_batch_async, raw_get_coalesced, raw_set};
 
 /// Concurrent tasks in the async throughput runs.
-pub const ASYNC_TASKS: [usize; 3] = [1, 16, 64];
+pub const ASYNC_TASKS: [usize; 4] = [1, 16, 64, 256];
 
-/// Async get throughput at some number of tasks: raw single gets, raw
-/// batches of the commands a tenant-cache get sends, and tenant-cache gets.
+/// Async get throughput at some number of tasks: raw single gets, each on
+/// a connection of its own for its exchange and coalesced on a shared one,
+/// raw batches of the commands a tenant-cache get sends, and tenant-cache
+/// gets.
 pub struct AsyncRate {
     pub tasks: usize,
     pub raw: f64,
+    pub raw_coalesced: f64,
     pub raw4: f64,
     pub component: f64,
 }
@@ -25,8 +29,10 @@ pub struct AsyncRate {
 /// What the async throughput runs call.
 #[derive(Clone, Copy)]
 enum AsyncCalls<'a> {
-    /// `mg KEY v`.
+    /// `mg KEY v`, on a connection of its own for the exchange.
     Raw(&'a str),
+    /// `mg KEY v`, coalesced on the shared connection.
+    RawCoalesced(&'a str),
     /// One batch of `mg KEY v` per key.
     RawBatch(&'a [String]),
     /// A tenant-cache get, on an instance per task.
@@ -56,8 +62,9 @@ fn async_throughput(
         } else {
             instances.resize_with(tasks, || None);
         }
+        let coalesced = matches!(calls, AsyncCalls::RawCoalesced(_));
         let (raw_key, batch) = match calls {
-            AsyncCalls::Raw(key) => (key.to_owned(), Vec::new()),
+            AsyncCalls::Raw(key) | AsyncCalls::RawCoalesced(key) => (key.to_owned(), Vec::new()),
             AsyncCalls::RawBatch(keys) => (String::new(), keys.to_vec()),
             AsyncCalls::Component(..) => (String::new(), Vec::new()),
         };
@@ -71,6 +78,11 @@ fn async_throughput(
                         Some(mut cache) => {
                             for _ in 0..per_task {
                                 cache.get("bench", "/k").await?;
+                            }
+                        }
+                        None if coalesced => {
+                            for _ in 0..per_task {
+                                raw_get_coalesced(&backend, &raw_key).await?;
                             }
                         }
                         None if batch.is_empty() => {
@@ -138,10 +150,12 @@ pub fn measure(
         // At least 50 calls a task: a task's first calls wait for the
         // others to start, which a short run would measure instead.
         let per_task = calls.div_ceil(tasks).max(50);
-        let (mut raw, mut raw4, mut component) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let (mut raw, mut raw_coalesced) = (Duration::ZERO, Duration::ZERO);
+        let (mut raw4, mut component) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..rounds {
             let run = |calls| async_throughput(&workers, tasks, per_task, backend, calls);
             raw += run(AsyncCalls::Raw(raw_key))?;
+            raw_coalesced += run(AsyncCalls::RawCoalesced(raw_key))?;
             raw4 += run(AsyncCalls::RawBatch(get4_keys))?;
             component += run(AsyncCalls::Component(runtime, grant))?;
         }
@@ -149,6 +163,7 @@ pub fn measure(
         rates.push(AsyncRate {
             tasks,
             raw: calls / raw.as_secs_f64(),
+            raw_coalesced: calls / raw_coalesced.as_secs_f64(),
             raw4: calls / raw4.as_secs_f64(),
             component: calls / component.as_secs_f64(),
         });
@@ -157,8 +172,8 @@ pub fn measure(
 }
 
 /// `tenant-cache async-load`: one async throughput run (`calls`:
-/// `tenant-cache`, `raw` or `raw4`) on two worker threads, printed as calls
-/// per second.
+/// `tenant-cache`, `raw`, `raw-coalesced` or `raw4`) on two worker threads,
+/// printed as calls per second.
 pub fn load(
     servers: &[String],
     options: MemcachedOptions,
@@ -181,8 +196,9 @@ pub fn load(
     let kind = match calls {
         "tenant-cache" => AsyncCalls::Component(&runtime, &grant),
         "raw" => AsyncCalls::Raw(&raw_key),
+        "raw-coalesced" => AsyncCalls::RawCoalesced(&raw_key),
         "raw4" => AsyncCalls::RawBatch(&get4_keys),
-        other => anyhow::bail!("--calls is tenant-cache, raw or raw4, not {other:?}"),
+        other => anyhow::bail!("--calls is tenant-cache, raw, raw-coalesced or raw4, not {other:?}"),
     };
     let took = async_throughput(&workers, tasks, per_task, &backend, kind)?;
     println!("{:.0} calls/s", (tasks * per_task) as f64 / took.as_secs_f64());

@@ -48,6 +48,11 @@ struct Cli {
     /// Bytes, or with k or m.
     #[arg(long, value_name = "SIZE", default_value = "1m", value_parser = parse_size, global = true)]
     item_size_limit: u64,
+    /// Give each async batch a connection of its own for its exchange,
+    /// instead of coalescing concurrent batches to a server on one shared
+    /// connection.
+    #[arg(long, global = true)]
+    no_coalesce: bool,
     /// Where the compiled component is cached between runs [default:
     /// $XDG_CACHE_HOME/tenant-cache or ~/.cache/tenant-cache].
     #[arg(long, env = "TENANT_CACHE_CACHE_DIR", value_name = "DIR", global = true)]
@@ -99,8 +104,10 @@ enum Command {
     /// (docs/architecture.md, "Async throughput under load").
     #[command(hide = true)]
     AsyncLoad {
-        /// `tenant-cache`, `raw` (one `mg`) or `raw4` (the four commands of
-        /// a tenant-cache get, raw).
+        /// `tenant-cache`, `raw` (one `mg`, on a connection of its own for
+        /// the exchange), `raw-coalesced` (one `mg`, coalesced on the shared
+        /// connection) or `raw4` (the four commands of a tenant-cache get,
+        /// raw).
         #[arg(long, default_value = "tenant-cache")]
         calls: String,
         #[arg(long, default_value_t = 64)]
@@ -358,6 +365,7 @@ fn memcached_options(cli: &Cli) -> MemcachedOptions {
     MemcachedOptions {
         timeout: Duration::from_millis(cli.timeout_ms),
         item_size_limit: cli.item_size_limit,
+        coalesce: !cli.no_coalesce,
     }
 }
 

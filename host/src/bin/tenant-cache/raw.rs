@@ -4,7 +4,7 @@
 
 use memcache::exp::{MetaCommand, MetaOp};
 use tenant_cache_host::Backend;
-use tenant_cache_host::bench_seam::{RawReply, raw_exchange, raw_exchange_async};
+use tenant_cache_host::bench_seam::{RawReply, raw_exchange, raw_exchange_async, raw_exchange_coalesced};
 
 /// One raw command, one round trip.
 pub fn raw(backend: &Backend, command: MetaCommand) -> anyhow::Result<RawReply> {
@@ -34,9 +34,22 @@ pub fn raw_set(backend: &Backend, key: &str, value: &[u8], ttl: Option<u32>) -> 
     }
 }
 
-/// [`raw_get`] over the async driver's connections.
+/// [`raw_get`] over the async driver, on a connection of its own for the
+/// exchange: one request at a time per connection, as a plain memcached
+/// client sends it.
 pub async fn raw_get_async(backend: &Backend, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
     let reply = raw_exchange_async(backend, vec![MetaCommand::new(MetaOp::Get, key).flag("v")]).await?;
+    value_of(key, reply)
+}
+
+/// [`raw_get`] on the async driver's shared connection, coalesced with the
+/// concurrent ones as tenant-cache's async calls are.
+pub async fn raw_get_coalesced(backend: &Backend, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let reply = raw_exchange_coalesced(backend, vec![MetaCommand::new(MetaOp::Get, key).flag("v")]).await?;
+    value_of(key, reply)
+}
+
+fn value_of(key: &str, reply: Vec<RawReply>) -> anyhow::Result<Option<Vec<u8>>> {
     match reply.into_iter().next() {
         Some(RawReply::Value(value)) => Ok(Some(value)),
         Some(RawReply::Failed(message)) => anyhow::bail!("memcached did not read {key}: {message}"),

@@ -369,7 +369,9 @@ fn store_flags(item: &Item, condition: &[u8], token: u64, now: u64, out: &mut Ve
 
 mod reply;
 
-pub(crate) use reply::{Exchange, Failure, INPUT_BUFFER, ReadLimits};
+#[cfg(test)]
+pub(crate) use reply::INPUT_BUFFER;
+pub(crate) use reply::{Exchange, Expected, Failure, Input, ReadLimits};
 
 /// The opaque flag for `token`: `O` and the token in hex.
 fn opaque(token: u64) -> Opaque {

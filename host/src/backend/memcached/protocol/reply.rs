@@ -58,14 +58,70 @@ enum State {
     Stats { current: u64, total: u64 },
 }
 
-/// One batch on one connection: the request's bytes to write, then its
-/// replies read incrementally from what the driver receives.
-pub(crate) struct Exchange<'a> {
-    /// The connection's read buffer: received bytes not parsed yet are
-    /// `input[start..end]`.
-    input: &'a mut [u8],
+/// A connection's read buffer: bytes received and not parsed yet are
+/// `bytes[start..end]`. It goes from one exchange to the next: on a
+/// pipelined connection the next batch's replies follow this one's in the
+/// same reads.
+#[derive(Default)]
+pub(crate) struct Input {
+    bytes: Box<[u8]>,
     start: usize,
     end: usize,
+}
+
+impl Input {
+    /// An empty buffer of [`INPUT_BUFFER`] bytes.
+    pub(crate) fn new() -> Input {
+        Input {
+            bytes: vec![0; INPUT_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Whether it holds bytes not parsed yet.
+    pub(crate) fn holds_bytes(&self) -> bool {
+        self.start != self.end
+    }
+}
+
+/// A batch encoded for a connection: what reading its replies needs.
+pub(crate) struct Expected {
+    kinds: Vec<Kind>,
+    /// How many of `kinds` are the capability's commands.
+    commands: usize,
+    first_token: u64,
+    limits: ReadLimits,
+}
+
+impl Expected {
+    /// Appends `request` to `output`, with tokens from `first_token` on.
+    pub(crate) fn encode(
+        request: &Request<'_>,
+        first_token: u64,
+        now: u64,
+        limits: ReadLimits,
+        output: &mut Vec<u8>,
+    ) -> Expected {
+        Expected {
+            kinds: encode(request, first_token, now, output),
+            commands: request.commands(),
+            first_token,
+            limits,
+        }
+    }
+
+    /// How many opaque tokens the request used.
+    pub(crate) fn tokens(&self) -> u64 {
+        self.kinds.len() as u64
+    }
+}
+
+/// One batch on one connection: its replies read incrementally from what
+/// the driver receives.
+pub(crate) struct Exchange {
+    /// The connection's read buffer, lent for the exchange.
+    input: Input,
     kinds: Vec<Kind>,
     /// How many of `kinds` are the capability's commands.
     commands: usize,
@@ -79,6 +135,9 @@ pub(crate) struct Exchange<'a> {
     /// reply-byte limit when announced): the values' capacity never
     /// exceeds it.
     announced: usize,
+    /// Whether the values passed the reply-byte limit: the rest are
+    /// skipped, so the stream stays in step, and the batch fails.
+    over_limit: bool,
     /// Zeroed bytes at the end of the values, lent to the driver by the
     /// last [`buffer`](Self::buffer) and not yet received.
     lent: usize,
@@ -88,31 +147,39 @@ pub(crate) struct Exchange<'a> {
     own_cas: u64,
 }
 
-impl<'a> Exchange<'a> {
+impl Exchange {
     /// Encodes `request` into `output` (cleared first), with tokens from
-    /// `first_token` on; replies will be read through `input`, which must
-    /// hold no bytes of an earlier exchange.
+    /// `first_token` on; replies will be read through `input`.
     pub(crate) fn new(
         request: &Request<'_>,
         first_token: u64,
         now: u64,
         limits: ReadLimits,
         output: &mut Vec<u8>,
-        input: &'a mut [u8],
-    ) -> Exchange<'a> {
+        input: Input,
+    ) -> Exchange {
         output.clear();
-        let kinds = encode(request, first_token, now, output);
+        Exchange::reading(Expected::encode(request, first_token, now, limits, output), input)
+    }
+
+    /// Reads the replies of a batch sent as `expected` through `input`,
+    /// from the bytes it holds on: those of earlier batches were read.
+    pub(crate) fn reading(expected: Expected, input: Input) -> Exchange {
+        let Expected {
+            kinds,
+            commands,
+            first_token,
+            limits,
+        } = expected;
         Exchange {
             input,
-            start: 0,
-            end: 0,
-            commands: request.commands(),
+            commands,
             answer: Answer {
                 replies: Replies {
-                    outcomes: Vec::with_capacity(request.commands()),
+                    outcomes: Vec::with_capacity(commands),
                     values: Vec::new(),
                 },
-                own: Vec::with_capacity(request.own.len()),
+                own: Vec::with_capacity(kinds.len() - commands),
             },
             kinds,
             index: 0,
@@ -120,6 +187,7 @@ impl<'a> Exchange<'a> {
             state: State::Line,
             limits,
             announced: 0,
+            over_limit: false,
             lent: 0,
             own_value: Vec::new(),
             own_cas: 0,
@@ -159,12 +227,12 @@ impl<'a> Exchange<'a> {
             let filled = values.len() - self.lent;
             return &mut values[filled..];
         }
-        if self.start > 0 {
-            self.input.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+        if self.input.start > 0 {
+            self.input.bytes.copy_within(self.input.start..self.input.end, 0);
+            self.input.end -= self.input.start;
+            self.input.start = 0;
         }
-        &mut self.input[self.end..]
+        &mut self.input.bytes[self.input.end..]
     }
 
     /// Takes `read` bytes the driver put at the start of the last
@@ -182,12 +250,12 @@ impl<'a> Exchange<'a> {
                 remaining => State::Value { remaining },
             };
         } else {
-            self.end = (self.end + read).min(self.input.len());
+            self.input.end = (self.input.end + read).min(self.input.bytes.len());
         }
         self.parse()?;
         // A full buffer that holds no complete line would never make room.
         let waiting_for_line = matches!(self.state, State::Line | State::Stats { .. });
-        if !self.is_done() && waiting_for_line && self.start == 0 && self.end == self.input.len() {
+        if !self.is_done() && waiting_for_line && self.input.start == 0 && self.input.end == self.input.bytes.len() {
             return Err(Failure::Garbled("a reply line longer than 16 KiB"));
         }
         Ok(())
@@ -215,11 +283,16 @@ impl<'a> Exchange<'a> {
         self.answer.replies.values.capacity()
     }
 
-    /// The replies, once every one has been read. The second part says
-    /// whether bytes beyond them arrived: then the stream is out of step
-    /// and the connection must go.
-    pub(crate) fn finish(self) -> (Answer, bool) {
-        (self.answer, self.start != self.end)
+    /// The replies, once every one has been read, and the read buffer
+    /// back, with any bytes that arrived beyond them: the next batch's on
+    /// a pipelined connection; otherwise the stream is out of step and
+    /// the connection must go.
+    pub(crate) fn finish(self) -> (Result<Answer, Failure>, Input) {
+        let answer = match self.over_limit {
+            true => Err(Failure::ReplyTooLarge(self.limits.reply_bytes)),
+            false => Ok(self.answer),
+        };
+        (answer, self.input)
     }
 
     /// Reads replies from the buffered bytes until more are needed.
@@ -232,12 +305,12 @@ impl<'a> Exchange<'a> {
                 State::Line => self.line()?,
                 State::Value { .. } => return Ok(()),
                 State::Aside { remaining, keep } => {
-                    let take = remaining.min(self.end - self.start);
+                    let take = remaining.min(self.input.end - self.input.start);
                     if keep {
                         self.own_value
-                            .extend_from_slice(&self.input[self.start..self.start + take]);
+                            .extend_from_slice(&self.input.bytes[self.input.start..self.input.start + take]);
                     }
-                    self.start += take;
+                    self.input.start += take;
                     self.state = match remaining - take {
                         0 => State::ValueEnd,
                         remaining => State::Aside { remaining, keep },
@@ -246,13 +319,13 @@ impl<'a> Exchange<'a> {
                     take > 0 || remaining == 0
                 }
                 State::ValueEnd => {
-                    if self.end - self.start < 2 {
+                    if self.input.end - self.input.start < 2 {
                         return Ok(());
                     }
-                    if &self.input[self.start..self.start + 2] != b"\r\n" {
+                    if &self.input.bytes[self.input.start..self.input.start + 2] != b"\r\n" {
                         return Err(Failure::Garbled("a value not followed by CRLF"));
                     }
-                    self.start += 2;
+                    self.input.start += 2;
                     self.state = State::Line;
                     if self.index >= self.commands {
                         let value = std::mem::take(&mut self.own_value);
@@ -275,16 +348,16 @@ impl<'a> Exchange<'a> {
     /// The next complete line of input, without its line end, if one is
     /// buffered.
     fn next_line(&mut self) -> Option<std::ops::Range<usize>> {
-        let at = self.input[self.start..self.end]
+        let at = self.input.bytes[self.input.start..self.input.end]
             .iter()
             .position(|&byte| byte == b'\n')?;
-        let newline = self.start + at;
+        let newline = self.input.start + at;
         let mut stop = newline;
-        if stop > self.start && self.input[stop - 1] == b'\r' {
+        if stop > self.input.start && self.input.bytes[stop - 1] == b'\r' {
             stop -= 1;
         }
-        let line = self.start..stop;
-        self.start = newline + 1;
+        let line = self.input.start..stop;
+        self.input.start = newline + 1;
         Some(line)
     }
 
@@ -300,7 +373,7 @@ impl<'a> Exchange<'a> {
         };
         let token = opaque(self.first_token + self.index as u64);
         let own = self.index >= self.commands;
-        let (code, len) = match header(&self.input[line.clone()], token.as_slice()) {
+        let (code, len) = match header(&self.input.bytes[line.clone()], token.as_slice()) {
             Ok(header) => header,
             // memcached answers a store it cannot keep with SERVER_ERROR in
             // its place (having read the value): that command failed, the
@@ -322,7 +395,7 @@ impl<'a> Exchange<'a> {
             Err(failure) => return Err(failure),
         };
         if own {
-            self.own_cas = cas(&self.input[line.clone()]).unwrap_or(0);
+            self.own_cas = cas(&self.input.bytes[line.clone()]).unwrap_or(0);
         }
         if !kind.fits(code) {
             if len.is_some() {
@@ -345,8 +418,15 @@ impl<'a> Exchange<'a> {
         if own && len > MAX_OWN_VALUE {
             return Err(Failure::Garbled("a pool record larger than 64 KiB"));
         }
-        if own || len as u64 > self.limits.item_size {
-            // The host's own value, or one this host does not take: aside.
+        let announced = self.announced as u64 + len as u64;
+        if !own && len as u64 <= self.limits.item_size && announced > self.limits.reply_bytes {
+            // Past the batch's limit: this value and every later one are
+            // skipped, and the batch fails once its replies are read.
+            self.over_limit = true;
+        }
+        if own || len as u64 > self.limits.item_size || self.over_limit {
+            // The host's own value, one this host does not take, or one
+            // past the batch's limit: aside.
             self.own_value.clear();
             self.state = State::Aside {
                 remaining: len,
@@ -357,20 +437,16 @@ impl<'a> Exchange<'a> {
             }
             return Ok(true);
         }
-        let announced = self.announced as u64 + len as u64;
-        if announced > self.limits.reply_bytes {
-            return Err(Failure::ReplyTooLarge(self.limits.reply_bytes));
-        }
         // Within the limit, which is at most a usize's worth of bytes.
         self.announced += len;
-        let buffered = len.min(self.end - self.start);
+        let buffered = len.min(self.input.end - self.input.start);
         // What arrived with this read holds this value and maybe others:
         // room for all of it, so small values cost one allocation a batch.
-        self.make_room(self.end - self.start);
+        self.make_room(self.input.end - self.input.start);
         let values = &mut self.answer.replies.values;
-        values.extend_from_slice(&self.input[self.start..self.start + buffered]);
-        self.start += buffered;
-        let line = &self.input[line];
+        values.extend_from_slice(&self.input.bytes[self.input.start..self.input.start + buffered]);
+        self.input.start += buffered;
+        let line = &self.input.bytes[line];
         let outcome = match kind {
             Kind::GetEarly | Kind::Survey => {
                 let read = ValueWithCas {
@@ -417,7 +493,7 @@ impl<'a> Exchange<'a> {
         let Some(line) = self.next_line() else {
             return Ok(false);
         };
-        let line = &self.input[line];
+        let line = &self.input.bytes[line];
         if line == b"END" {
             self.answer.own.push(OwnReply::Stats { current, total });
             self.state = State::Line;

@@ -41,8 +41,8 @@ fn wire(prefix: &str, commands: &[Command], own: Vec<Own>) -> String {
 /// Feeds `reply` to an exchange for `request` in chunks of `chunk`
 /// bytes, as a driver would.
 fn read(request: &Request<'_>, reply: &[u8], chunk: usize, limits: ReadLimits) -> Result<(Answer, bool), Failure> {
-    let (mut output, mut input) = (Vec::new(), vec![0u8; INPUT_BUFFER]);
-    let mut exchange = Exchange::new(request, 0, 0, limits, &mut output, &mut input);
+    let mut output = Vec::new();
+    let mut exchange = Exchange::new(request, 0, 0, limits, &mut output, Input::new());
     let mut rest = reply;
     while !exchange.is_done() {
         if rest.is_empty() {
@@ -54,8 +54,8 @@ fn read(request: &Request<'_>, reply: &[u8], chunk: usize, limits: ReadLimits) -
         rest = &rest[take..];
         exchange.received(take)?;
     }
-    let (answer, leftover) = exchange.finish();
-    Ok((answer, leftover || !rest.is_empty()))
+    let (answer, input) = exchange.finish();
+    Ok((answer?, input.holds_bytes() || !rest.is_empty()))
 }
 
 fn request(commands: &[Command], own: Vec<Own>) -> Request<'_> {
@@ -199,17 +199,43 @@ fn a_value_beyond_the_item_size_limit_reads_as_a_miss() {
 }
 
 #[test]
-fn replies_past_the_reply_limit_fail_at_once() {
+fn replies_past_the_reply_limit_fail_the_batch_and_leave_the_stream_in_step() {
     let commands = gets(&["a", "b", "c"]);
     let limits = ReadLimits {
         reply_bytes: 150,
         ..LIMITS
     };
-    // Only the first two headers arrive: the second already breaks it.
-    let reply = b"VA 100 O0\r\n".iter().chain(&[b'x'; 100]).chain(b"\r\nVA 100 O1\r\n");
-    let reply: Vec<u8> = reply.copied().collect();
-    let failure = read(&request(&commands, vec![]), &reply, usize::MAX, limits).unwrap_err();
-    assert!(matches!(failure, Failure::ReplyTooLarge(150)), "{failure:?}");
+    // The second value passes the limit: it and the third are skipped,
+    // and the next batch's reply (`EN O3`) is still where it belongs.
+    let value = |token: &str| {
+        let mut reply = format!("VA 100 {token}\r\n").into_bytes();
+        reply.extend_from_slice(&[b'x'; 100]);
+        reply.extend_from_slice(b"\r\n");
+        reply
+    };
+    let reply = [value("O0"), value("O1"), value("O2"), b"EN O3\r\n".to_vec()].concat();
+    for chunk in [1, 7, usize::MAX] {
+        let mut output = Vec::new();
+        let mut exchange = Exchange::new(&request(&commands, vec![]), 0, 0, limits, &mut output, Input::new());
+        let mut rest = &reply[..];
+        while !exchange.is_done() {
+            let buffer = exchange.buffer();
+            let take = chunk.min(rest.len()).min(buffer.len());
+            buffer[..take].copy_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            exchange.received(take).unwrap();
+        }
+        let (answer, input) = exchange.finish();
+        assert!(matches!(answer, Err(Failure::ReplyTooLarge(150))), "{answer:?}");
+        let next = gets(&["d"]);
+        let mut next = Exchange::new(&request(&next, vec![]), 3, 0, LIMITS, &mut output, input);
+        let buffer = next.buffer();
+        buffer[..rest.len()].copy_from_slice(rest);
+        next.received(rest.len()).unwrap();
+        let (answer, input) = next.finish();
+        assert_eq!(answer.unwrap().replies.outcomes, [Outcome::Miss], "chunks of {chunk}");
+        assert!(!input.holds_bytes());
+    }
 }
 
 #[test]

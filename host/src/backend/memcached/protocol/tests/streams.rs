@@ -277,8 +277,8 @@ fn read_randomly(
     reply: &[u8],
     limits: ReadLimits,
 ) -> Result<(Answer, bool), Failure> {
-    let (mut output, mut input) = (Vec::new(), vec![0u8; INPUT_BUFFER]);
-    let mut exchange = Exchange::new(request, 0, 0, limits, &mut output, &mut input);
+    let mut output = Vec::new();
+    let mut exchange = Exchange::new(request, 0, 0, limits, &mut output, Input::new());
     let mut rest = reply;
     while !exchange.is_done() {
         if rest.is_empty() {
@@ -299,8 +299,8 @@ fn read_randomly(
             exchange.held()
         );
     }
-    let (answer, leftover) = exchange.finish();
-    Ok((answer, leftover || !rest.is_empty()))
+    let (answer, input) = exchange.finish();
+    Ok((answer?, input.holds_bytes() || !rest.is_empty()))
 }
 
 #[test]
@@ -355,8 +355,8 @@ fn memory_grows_with_the_bytes_that_arrive_not_with_the_length_announced() {
         item_size: 1 << 30,
         reply_bytes: 64 << 20,
     };
-    let (mut output, mut input) = (Vec::new(), vec![0u8; INPUT_BUFFER]);
-    let mut exchange = Exchange::new(&request, 0, 0, limits, &mut output, &mut input);
+    let mut output = Vec::new();
+    let mut exchange = Exchange::new(&request, 0, 0, limits, &mut output, Input::new());
     let header = b"VA 60000000 O0\r\n";
     exchange.buffer()[..header.len()].copy_from_slice(header);
     exchange.received(header.len()).unwrap();
