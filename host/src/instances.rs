@@ -22,6 +22,14 @@ use crate::precompiled;
 /// Bytes of a pooled instance's memory kept resident between instances.
 const KEEP_RESIDENT: usize = 64 * 1024;
 
+/// What one instance of the built-in component takes from the pooling
+/// allocator: three core instances (the module and wit-bindgen's two
+/// shims), one memory, two tables. (A component of another shape fits
+/// more or fewer instances.)
+const CORE_INSTANCES_EACH: u32 = 3;
+const MEMORIES_EACH: u32 = 1;
+const TABLES_EACH: u32 = 2;
+
 /// How often the deadline clock ticks.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -242,9 +250,9 @@ fn config(options: &RuntimeOptions) -> Config {
     if options.pooling {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(options.max_instances)
-            .total_core_instances(options.max_instances)
-            .total_memories(options.max_instances)
-            .total_tables(options.max_instances)
+            .total_core_instances(options.max_instances * CORE_INSTANCES_EACH)
+            .total_memories(options.max_instances * MEMORIES_EACH)
+            .total_tables(options.max_instances * TABLES_EACH)
             .max_memory_size(options.memory_limit)
             // Reset the first pages of a freed instance's memory with a
             // memset instead of giving them back to the kernel: the next

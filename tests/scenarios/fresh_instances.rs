@@ -52,3 +52,33 @@ fn a_fresh_pooled_instance_per_request_takes_no_page_faults() -> anyhow::Result<
     );
     Ok(())
 }
+
+#[test]
+fn a_pooled_runtime_holds_as_many_live_instances_as_it_was_given() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let grant = Grant::new(backend(&[&server])?, "fresh");
+    for max_instances in [256, 300] {
+        let runtime = Runtime::from_bytes(
+            COMPONENT,
+            RuntimeOptions {
+                pooling: true,
+                max_instances,
+                ..Default::default()
+            },
+        )?;
+        let mut live = Vec::new();
+        for n in 0..max_instances {
+            let mut cache = runtime
+                .instantiate(grant.clone())
+                .map_err(|error| anyhow::anyhow!("instance {n} of {max_instances}: {error:#}"))?;
+            cache.get("Lisboa", "/info")?;
+            live.push(cache);
+        }
+        let one_more = runtime.instantiate(grant.clone()).map(drop);
+        assert!(one_more.is_err(), "instance {max_instances} of {max_instances}");
+        // A dropped instance's place is taken again.
+        live.pop();
+        runtime.instantiate(grant.clone())?.get("Lisboa", "/info")?;
+    }
+    Ok(())
+}

@@ -1,15 +1,23 @@
-//! Coalescing on the tokio driver: the batches of concurrent calls bound
-//! for one server share one connection. A batch with nothing ahead of it
-//! is written at once; batches that queue while a write is in flight, or
-//! while the tasks already runnable run, go out together in the next
-//! write, and their replies, which memcached sends in order, are read
-//! together and handed back to each caller. No timer is ever waited on.
+//! Coalescing on the tokio driver: the async batches bound for one server
+//! share one connection per runtime.
 //!
-//! One task per connection moves its bytes, through the same protocol core
-//! as every other exchange. A caller only waits for its answer, so a
-//! caller whose future is dropped leaves its replies to be read and
-//! discarded: no reply ever goes to another caller, and the connection
-//! stays in step. Each batch keeps its own limits; the oldest batch's
+//! - A batch that finds the connection free takes it and runs its own
+//!   exchange on it, as if it were alone: no task, no hand-over, the
+//!   latency of a plain client.
+//! - Batches that come while the connection is taken queue. When the
+//!   holder is done, a task takes the connection and writes every queued
+//!   batch in one write; what queues while that write or the tasks already
+//!   runnable run goes in the next. Replies, which memcached sends in
+//!   order, are read together and handed to each caller. When nothing is
+//!   left in flight, the task leaves the connection free again. No timer is
+//!   ever waited on.
+//!
+//! Every exchange goes through the one protocol core. A caller waiting in
+//! the queue only waits for its answer: if its future is dropped, its
+//! replies are read and discarded, and no reply ever goes to another
+//! caller. A caller dropped while it holds the connection drops the
+//! connection (its stream is out of step), and the queue goes to a new
+//! one. Each batch keeps its own limits; in the task, the oldest batch's
 //! deadline bounds the connection (replies come in order, so nothing
 //! behind it can be answered first).
 
@@ -18,17 +26,15 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use super::blocking::nothing_arrived;
-use super::protocol::{Answer, Exchange, Expected, Failure, Input, ReadLimits, Request};
-use super::tokio_driver::{connect, current_runtime};
+use super::protocol::{Answer, Exchange, Expected, Failure, ReadLimits, Request};
+use super::tokio_driver::{Connection, current_runtime, dial};
 
 /// A write buffer larger than this is given back once written (a large
 /// value passed through).
@@ -39,38 +45,53 @@ const KEPT_CAPACITY: usize = 256 * 1024;
 #[derive(Default)]
 pub(crate) struct Shared(Mutex<Vec<(tokio::runtime::Id, Arc<Pipe>)>>);
 
-/// One shared connection, as its callers see it.
+/// One runtime's shared connection to a server, and its queue.
 struct Pipe {
-    queue: Mutex<Queue>,
-    /// Wakes the connection's task when a batch queues on an empty queue.
+    addrs: Vec<SocketAddr>,
+    timeout: Duration,
+    state: Mutex<State>,
+    /// Wakes the task when a batch queues on an empty queue.
     wake: Notify,
 }
 
-/// Batches queued for the next write.
-#[derive(Default)]
-struct Queue {
-    /// Their bytes, in order.
-    bytes: Vec<u8>,
-    calls: Vec<Call>,
-    /// Opaque tokens handed out so far on the connection.
-    tokens: u64,
-    /// The connection's task ended: batches go to a new connection.
-    closed: bool,
+/// Who has the connection.
+enum Holder {
+    /// No one, and there is no connection.
+    Nobody,
+    /// No one: it is free.
+    Free(Connection),
+    /// A caller running its own exchange (or dialing).
+    Caller,
+    /// The task writing the queue and reading its replies (or dialing).
+    Task,
 }
 
-/// A batch written or to be written, and its caller.
+struct State {
+    holder: Holder,
+    /// Batches queued for the next write: their bytes, in order, and
+    /// their callers. Never any while the holder is `Nobody` or `Free`.
+    bytes: Vec<u8>,
+    calls: Vec<Call>,
+    /// Opaque tokens handed out so far on the pipe: each batch's replies
+    /// echo tokens of their own, so a reply can never pass for another
+    /// batch's.
+    tokens: u64,
+}
+
+/// A batch queued or written, and its caller.
 struct Call {
     expected: Expected,
     deadline: Instant,
-    answer: oneshot::Sender<Reply>,
+    answer: oneshot::Sender<Result<Answer, Failure>>,
 }
 
-/// What a caller is answered.
-enum Reply {
-    Answered(Result<Answer, Failure>),
-    /// The connection closed before the batch was written: it may go to
-    /// another connection.
-    Unsent,
+/// What a caller does with its batch.
+enum Turn {
+    /// Runs its exchange on the connection (or on a new one, if `None`),
+    /// with tokens from the one given on.
+    Hold(Option<Connection>, u64),
+    /// Waits for the answer to its queued batch.
+    Wait(oneshot::Receiver<Result<Answer, Failure>>),
 }
 
 impl Shared {
@@ -84,134 +105,196 @@ impl Shared {
         limits: ReadLimits,
         deadline: Instant,
     ) -> Result<Answer, Failure> {
-        // Once more on a new connection if the one found closed before the
-        // batch was written (a server restarted since the last call).
-        for _ in 0..2 {
-            let pipe = self.pipe(addrs, timeout).map_err(Failure::Connect)?;
-            let Some(answer) = pipe.enqueue(request, now, limits, deadline) else {
-                continue;
-            };
-            match tokio::time::timeout_at(deadline, answer).await {
-                Err(_) => return Err(Failure::Io(io::ErrorKind::TimedOut.into())),
-                Ok(Ok(Reply::Answered(result))) => return result,
-                Ok(Ok(Reply::Unsent)) => continue,
-                Ok(Err(_)) => return Err(Failure::Io(io::Error::other("the connection's task ended"))),
+        let pipe = self.pipe(addrs, timeout).map_err(Failure::Connect)?;
+        let (free, tokens) = match pipe.turn(request, now, limits, deadline) {
+            Turn::Wait(answer) => {
+                return match tokio::time::timeout_at(deadline, answer).await {
+                    Err(_) => Err(Failure::Io(io::ErrorKind::TimedOut.into())),
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(Failure::Io(io::Error::other("the connection's task ended"))),
+                };
             }
+            Turn::Hold(free, tokens) => (free, tokens),
+        };
+        // Hands the connection on however this ends: back, in step, only
+        // once the exchange read every reply.
+        let mut hold = Held { pipe, connection: None };
+        let mut connection = match free {
+            Some(connection) if connection.is_reusable() => connection,
+            _ => dial(addrs, timeout).await.map_err(Failure::Connect)?,
+        };
+        connection.tokens = tokens;
+        let (answer, in_step) = connection.exchange(request, now, limits, deadline).await?;
+        if in_step {
+            hold.connection = Some(connection);
         }
-        Err(Failure::Io(io::Error::new(
-            io::ErrorKind::ConnectionReset,
-            "the connection closed twice before the request was sent",
-        )))
+        Ok(answer)
     }
 
-    /// This runtime's open connection, or a new one to `addrs`, connected
-    /// by its task: calls made meanwhile queue on it, so concurrent first
-    /// calls dial one connection, not one each.
+    /// This runtime's pipe to the server.
     fn pipe(&self, addrs: &[SocketAddr], timeout: Duration) -> io::Result<Arc<Pipe>> {
         let runtime = current_runtime()?;
         let mut pipes = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
-        if let Some((_, pipe)) = pipes
-            .iter()
-            .find(|(owner, pipe)| *owner == runtime && !pipe.is_closed())
-        {
+        if let Some((_, pipe)) = pipes.iter().find(|(owner, _)| *owner == runtime) {
             return Ok(pipe.clone());
         }
-        pipes.retain(|(_, pipe)| !pipe.is_closed());
+        // A runtime that was dropped left its pipe without a connection.
+        pipes.retain(|(_, pipe)| !matches!(pipe.lock().holder, Holder::Nobody));
         let pipe = Arc::new(Pipe {
-            queue: Mutex::default(),
+            addrs: addrs.to_vec(),
+            timeout,
+            state: Mutex::new(State {
+                holder: Holder::Nobody,
+                bytes: Vec::new(),
+                calls: Vec::new(),
+                tokens: 0,
+            }),
             wake: Notify::new(),
         });
         pipes.push((runtime, pipe.clone()));
-        tokio::spawn(open(pipe.clone(), addrs.to_vec(), timeout));
         Ok(pipe)
     }
 }
 
-/// The task of a shared connection: dials it, then moves its bytes. However
-/// it ends, even dropped with its runtime, every batch queued on it is
-/// answered and the connection is not used again.
-async fn open(pipe: Arc<Pipe>, addrs: Vec<SocketAddr>, timeout: Duration) {
-    let _closing = Closing(pipe.clone());
-    let stream = match connect(&addrs, timeout).await.and_then(|stream| {
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    }) {
-        Ok(stream) => stream,
-        Err(error) => {
-            // Nothing was sent: the calls waiting for this connection fail
-            // as unreachable.
-            let message = error.to_string();
-            pipe.close(|| Reply::Answered(Err(Failure::Connect(io::Error::new(error.kind(), message.clone())))));
-            return;
-        }
-    };
-    Connection::new(pipe, stream).run().await;
+/// A caller's hold on the connection; handed on when dropped.
+struct Held {
+    pipe: Arc<Pipe>,
+    /// The connection, once its exchange read every reply.
+    connection: Option<Connection>,
 }
 
-/// Closes its pipe when dropped: batches still queued go to a new
-/// connection.
-struct Closing(Arc<Pipe>);
-
-impl Drop for Closing {
+impl Drop for Held {
     fn drop(&mut self) {
-        self.0.close(|| Reply::Unsent);
+        self.pipe.hand_on(self.connection.take());
     }
 }
 
 impl Pipe {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|poison| poison.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
-    /// Takes no more batches, and answers those queued with `reply`.
-    fn close(&self, reply: impl Fn() -> Reply) {
-        let calls = {
-            let mut queue = self.lock();
-            queue.closed = true;
-            std::mem::take(&mut queue.calls)
-        };
-        for call in calls {
-            let _ = call.answer.send(reply());
-        }
-    }
-
-    /// Queues `request` for the next write; `None` if the connection
-    /// closed.
-    fn enqueue(
-        &self,
-        request: &Request<'_>,
-        now: u64,
-        limits: ReadLimits,
-        deadline: Instant,
-    ) -> Option<oneshot::Receiver<Reply>> {
-        let (sender, receiver) = oneshot::channel();
-        let was_empty = {
-            let mut queue = self.lock();
-            if queue.closed {
-                return None;
+    /// Takes the connection if no one has it and nothing is queued, or
+    /// queues `request`.
+    fn turn(&self, request: &Request<'_>, now: u64, limits: ReadLimits, deadline: Instant) -> Turn {
+        let mut state = self.lock();
+        let first = state.tokens;
+        match std::mem::replace(&mut state.holder, Holder::Caller) {
+            Holder::Free(connection) => {
+                state.tokens += request.tokens();
+                return Turn::Hold(Some(connection), first);
             }
-            let Queue {
-                bytes, calls, tokens, ..
-            } = &mut *queue;
-            let expected = Expected::encode(request, *tokens, now, limits, bytes);
-            *tokens += expected.tokens();
-            calls.push(Call {
-                expected,
-                deadline,
-                answer: sender,
-            });
-            calls.len() == 1
-        };
+            Holder::Nobody => {
+                state.tokens += request.tokens();
+                return Turn::Hold(None, first);
+            }
+            holder => state.holder = holder,
+        }
+        let (sender, receiver) = oneshot::channel();
+        let State { bytes, tokens, .. } = &mut *state;
+        let expected = Expected::encode(request, first, now, limits, bytes);
+        *tokens += expected.tokens();
+        state.calls.push(Call {
+            expected,
+            deadline,
+            answer: sender,
+        });
         // The task takes the whole queue whenever it takes it: only a batch
         // queued on an empty queue needs to wake it.
-        if was_empty {
+        let wake = state.calls.len() == 1 && matches!(state.holder, Holder::Task);
+        drop(state);
+        if wake {
             self.wake.notify_one();
         }
-        Some(receiver)
+        Turn::Wait(receiver)
+    }
+
+    /// A caller is done with the connection (`None`: it is gone): it is
+    /// free again, or the task takes it for what queued meanwhile.
+    fn hand_on(self: &Arc<Pipe>, connection: Option<Connection>) {
+        let mut state = self.lock();
+        if state.calls.is_empty() {
+            state.holder = match connection {
+                Some(connection) => Holder::Free(connection),
+                None => Holder::Nobody,
+            };
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                state.holder = Holder::Task;
+                drop(state);
+                runtime.spawn(serve(self.clone(), connection));
+            }
+            Err(_) => {
+                // Dropped outside of its runtime (which is shutting down).
+                state.holder = Holder::Nobody;
+                let calls = std::mem::take(&mut state.calls);
+                state.bytes.clear();
+                drop(state);
+                answer_all(calls, || io::Error::other("the runtime shut down"));
+            }
+        }
+    }
+
+    /// Ends the task's hold: the connection is free, or gone; batches
+    /// still queued (never written) fail with `error`.
+    fn release(&self, connection: Option<Connection>, error: impl Fn() -> io::Error) {
+        let calls = {
+            let mut state = self.lock();
+            state.holder = match connection {
+                Some(connection) => Holder::Free(connection),
+                None => Holder::Nobody,
+            };
+            state.bytes.clear();
+            std::mem::take(&mut state.calls)
+        };
+        answer_all(calls, error);
+    }
+}
+
+/// Fails every one of `calls` with `error`.
+fn answer_all(calls: impl IntoIterator<Item = Call>, error: impl Fn() -> io::Error) {
+    for call in calls {
+        let _ = call.answer.send(Err(Failure::Io(error())));
+    }
+}
+
+/// The task: serves the queue on `connection` (or a new one) until
+/// nothing is left in flight, dialing again while batches wait.
+async fn serve(pipe: Arc<Pipe>, mut connection: Option<Connection>) {
+    loop {
+        let free = match connection.take() {
+            Some(connection) => connection,
+            None => match dial(&pipe.addrs, pipe.timeout).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    // Nothing was sent: the waiting batches fail as
+                    // unreachable.
+                    let calls = std::mem::take(&mut pipe.lock().calls);
+                    for call in calls {
+                        let failure = Failure::Connect(io::Error::new(error.kind(), error.to_string()));
+                        let _ = call.answer.send(Err(failure));
+                    }
+                    pipe.release(None, || io::Error::other("unreachable"));
+                    return;
+                }
+            },
+        };
+        let mut task = Task::new(pipe.clone(), free);
+        match task.run().await {
+            Ok(()) => return,
+            Err(failure) => {
+                task.fail(failure);
+                let mut state = pipe.lock();
+                if state.calls.is_empty() {
+                    state.holder = Holder::Nobody;
+                    return;
+                }
+                // Batches queued after the failure were never written: a
+                // new connection for them.
+            }
+        }
     }
 }
 
@@ -219,23 +302,22 @@ impl Pipe {
 struct Reading {
     exchange: Exchange,
     deadline: Instant,
-    answer: oneshot::Sender<Reply>,
+    answer: oneshot::Sender<Result<Answer, Failure>>,
 }
 
-/// The connection's task: writes what queued, reads replies in order.
-/// However it ends, every batch on it is answered (on drop).
-struct Connection {
+/// The task's hold on the connection: writes what queued, reads replies
+/// in order. However it ends, even dropped with its runtime, every batch
+/// written on it is answered.
+struct Task {
     pipe: Arc<Pipe>,
-    stream: TcpStream,
-    /// The bytes being written, and how many are out.
-    output: Vec<u8>,
+    /// `None` once handed back.
+    connection: Option<Connection>,
+    /// How many bytes of the connection's output are written.
     written: usize,
     /// Batches written (or being written) whose replies are not read yet,
     /// after `reading`.
     sent: VecDeque<Call>,
     reading: Option<Reading>,
-    /// The read buffer, while no batch is being read.
-    input: Input,
 }
 
 /// What the task waits for.
@@ -246,32 +328,36 @@ enum Event {
     Overdue,
 }
 
-impl Connection {
-    fn new(pipe: Arc<Pipe>, stream: TcpStream) -> Connection {
-        Connection {
+impl Task {
+    fn new(pipe: Arc<Pipe>, mut connection: Connection) -> Task {
+        connection.output.clear();
+        Task {
             pipe,
-            stream,
-            output: Vec::with_capacity(4096),
+            connection: Some(connection),
             written: 0,
             sent: VecDeque::new(),
             reading: None,
-            input: Input::new(),
         }
     }
 
-    async fn run(mut self) {
-        let failure = self.serve().await;
-        self.fail(failure);
+    fn connection(&mut self) -> &mut Connection {
+        self.connection
+            .as_mut()
+            .expect("the task holds its connection until it ends")
     }
 
-    /// Moves bytes until the connection fails, and says why.
-    async fn serve(&mut self) -> Failure {
+    /// Moves bytes until nothing is in flight (the connection is then
+    /// free again), or the connection fails.
+    async fn run(&mut self) -> Result<(), Failure> {
         loop {
-            let writing = self.written < self.output.len();
-            if !writing && let Err(failure) = self.take_queued().await {
-                return failure;
+            let writing = self.written < self.connection().output.len();
+            if !writing {
+                self.take_queued().await;
+                if self.connection.is_none() {
+                    return Ok(());
+                }
             }
-            let writing = self.written < self.output.len();
+            let writing = self.written < self.connection().output.len();
             let deadline = self
                 .reading
                 .as_ref()
@@ -280,7 +366,7 @@ impl Connection {
             let event = {
                 let mut queued = pin!(self.pipe.wake.notified());
                 let mut overdue = pin!(deadline.map(tokio::time::sleep_until));
-                let stream = &self.stream;
+                let stream = &self.connection.as_ref().expect("held").stream;
                 poll_fn(|context| {
                     if let Poll::Ready(ready) = stream.poll_read_ready(context) {
                         return Poll::Ready(ready.map(|()| Event::Readable));
@@ -300,48 +386,41 @@ impl Connection {
                 })
                 .await
             };
-            let result = match event {
-                Err(error) => Err(Failure::Io(error)),
-                Ok(Event::Readable) => self.read(),
-                Ok(Event::Writable) => self.write(),
-                Ok(Event::Queued) => Ok(()),
-                Ok(Event::Overdue) => Err(Failure::Io(io::ErrorKind::TimedOut.into())),
-            };
-            if let Err(failure) = result {
-                return failure;
+            match event.map_err(Failure::Io)? {
+                Event::Readable => self.read()?,
+                Event::Writable => self.write()?,
+                Event::Queued => {}
+                Event::Overdue => return Err(Failure::Io(io::ErrorKind::TimedOut.into())),
             }
         }
     }
 
     /// Takes every queued batch into the next write, first letting the
-    /// tasks already runnable queue theirs. Before writing to a connection
-    /// with nothing in flight, checks that nothing arrived on it (a server
-    /// that restarted closed it): the batches then stay queued, unsent.
-    async fn take_queued(&mut self) -> Result<(), Failure> {
-        if self.pipe.lock().calls.is_empty() {
-            return Ok(());
+    /// tasks already runnable queue theirs; with nothing queued and nothing
+    /// in flight, frees the connection.
+    async fn take_queued(&mut self) {
+        if !self.pipe.lock().calls.is_empty() {
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
-        let idle = self.reading.is_none() && self.sent.is_empty();
-        if idle && !nothing_arrived(&self.stream) {
-            return Err(Failure::Io(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "the idle connection was closed or sent bytes unasked",
-            )));
+        let connection = self.connection.as_mut().expect("held");
+        if connection.output.capacity() > KEPT_CAPACITY {
+            connection.output = Vec::with_capacity(4096);
         }
-        if self.output.capacity() > KEPT_CAPACITY {
-            self.output = Vec::with_capacity(4096);
-        }
-        self.output.clear();
+        connection.output.clear();
         self.written = 0;
-        let mut queue = self.pipe.lock();
-        std::mem::swap(&mut self.output, &mut queue.bytes);
-        self.sent.extend(queue.calls.drain(..));
-        Ok(())
+        let mut state = self.pipe.lock();
+        if state.calls.is_empty() && self.reading.is_none() && self.sent.is_empty() {
+            state.holder = Holder::Free(self.connection.take().expect("held"));
+            return;
+        }
+        std::mem::swap(&mut connection.output, &mut state.bytes);
+        self.sent.extend(state.calls.drain(..));
     }
 
     fn write(&mut self) -> Result<(), Failure> {
-        match self.stream.try_write(&self.output[self.written..]) {
+        let written = self.written;
+        let connection = self.connection();
+        match connection.stream.try_write(&connection.output[written..]) {
             Ok(0) => Err(Failure::Io(io::ErrorKind::WriteZero.into())),
             Ok(sent) => {
                 self.written += sent;
@@ -357,10 +436,20 @@ impl Connection {
     fn read(&mut self) -> Result<(), Failure> {
         loop {
             self.answer_completed()?;
+            let connection = self.connection.as_mut().expect("held");
             let Some(reading) = self.reading.as_mut() else {
-                return self.nothing_unasked();
+                // Nothing to read: anything that arrived (bytes, or the
+                // end of the stream) ends the connection.
+                return match connection.stream.try_read(&mut [0u8; 1]) {
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    Err(error) => Err(Failure::Io(error)),
+                    Ok(_) => Err(Failure::Io(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "the connection was closed or sent bytes unasked",
+                    ))),
+                };
             };
-            match self.stream.try_read(reading.exchange.buffer()) {
+            match connection.stream.try_read(reading.exchange.buffer()) {
                 Ok(0) => return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into())),
                 Ok(read) => reading.exchange.received(read)?,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -369,21 +458,8 @@ impl Connection {
         }
     }
 
-    /// With no batch to read: anything that arrived (bytes, or the end of
-    /// the stream when a server restarts) ends the connection.
-    fn nothing_unasked(&self) -> Result<(), Failure> {
-        match self.stream.try_read(&mut [0u8; 1]) {
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(error) => Err(Failure::Io(error)),
-            Ok(_) => Err(Failure::Io(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "the connection was closed or sent bytes unasked",
-            ))),
-        }
-    }
-
     /// Answers every batch whose replies are complete, and starts reading
-    /// the next.
+    /// the next one written.
     fn answer_completed(&mut self) -> Result<(), Failure> {
         loop {
             if let Some(reading) = &self.reading {
@@ -392,17 +468,18 @@ impl Connection {
                 }
                 let Reading { exchange, answer, .. } = self.reading.take().expect("checked above");
                 let (result, input) = exchange.finish();
-                self.input = input;
+                self.connection().input = input;
                 // A caller that stopped waiting drops its answer here.
-                let _ = answer.send(Reply::Answered(result));
+                let _ = answer.send(result);
             }
             let Some(call) = self.sent.pop_front() else {
-                if self.input.holds_bytes() {
+                if self.connection().input.holds_bytes() {
                     return Err(Failure::Garbled("bytes beyond the replies of every batch sent"));
                 }
                 return Ok(());
             };
-            let mut exchange = Exchange::reading(call.expected, std::mem::take(&mut self.input));
+            let input = std::mem::take(&mut self.connection().input);
+            let mut exchange = Exchange::reading(call.expected, input);
             // What arrived with the earlier batch's replies.
             let parsed = exchange.received(0);
             self.reading = Some(Reading {
@@ -415,28 +492,31 @@ impl Connection {
     }
 
     /// Ends the connection: the batch being read fails with `failure`, and
-    /// the others written with it fail as it did. (Batches still queued go
-    /// to a new connection: see [`Closing`].)
+    /// the others written with it fail as it did.
     fn fail(&mut self, failure: Failure) {
+        self.connection = None;
         let cause = format!("{failure:?}");
         if let Some(reading) = self.reading.take() {
-            let _ = reading.answer.send(Reply::Answered(Err(failure)));
+            let _ = reading.answer.send(Err(failure));
         } else if let Some(call) = self.sent.pop_front() {
-            let _ = call.answer.send(Reply::Answered(Err(failure)));
+            let _ = call.answer.send(Err(failure));
         }
-        for call in self.sent.drain(..) {
-            let error = io::Error::new(
+        answer_all(self.sent.drain(..), || {
+            io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 format!("the connection failed on an earlier request ({cause})"),
-            );
-            let _ = call.answer.send(Reply::Answered(Err(Failure::Io(error))));
-        }
+            )
+        });
     }
 }
 
-impl Drop for Connection {
-    /// A task dropped with its runtime still answers every batch written.
+impl Drop for Task {
+    /// Dropped with its runtime mid-way: every batch written or queued is
+    /// answered, and the pipe has no connection.
     fn drop(&mut self) {
-        self.fail(Failure::Io(io::Error::other("the runtime shut down")));
+        if self.connection.is_some() {
+            self.fail(Failure::Io(io::Error::other("the runtime shut down")));
+            self.pipe.release(None, || io::Error::other("the runtime shut down"));
+        }
     }
 }

@@ -24,13 +24,13 @@ const MAX_IDLE: usize = 64;
 
 /// One connection to a server.
 pub(crate) struct Connection {
-    stream: TcpStream,
+    pub(super) stream: TcpStream,
     /// The read buffer; empty between exchanges.
-    input: Input,
+    pub(super) input: Input,
     /// The request being written, kept to reuse its capacity.
-    output: Vec<u8>,
+    pub(super) output: Vec<u8>,
     /// Opaque tokens handed out so far on this connection.
-    tokens: u64,
+    pub(super) tokens: u64,
 }
 
 /// A server's idle connections, each with the tokio runtime whose reactor
@@ -41,7 +41,7 @@ pub(crate) struct Connection {
 pub(crate) struct Idle(Mutex<VecDeque<(tokio::runtime::Id, Connection)>>);
 
 /// The runtime this task runs on; an error outside of one.
-pub(crate) fn current_runtime() -> io::Result<tokio::runtime::Id> {
+pub(super) fn current_runtime() -> io::Result<tokio::runtime::Id> {
     tokio::runtime::Handle::try_current()
         .map(|handle| handle.id())
         .map_err(|_| io::Error::other("the async API runs on a tokio runtime, and this call is outside of one"))
@@ -66,7 +66,7 @@ impl Idle {
                 return Ok(connection);
             }
         }
-        Connection::new(connect(addrs, timeout).await?)
+        dial(addrs, timeout).await
     }
 
     /// Keeps a connection that is in step with its server for reuse,
@@ -89,13 +89,13 @@ impl Idle {
     }
 }
 
-/// A connection to the first of `addrs` that accepts one within
+/// A new connection to the first of `addrs` that accepts one within
 /// `timeout`.
-pub(crate) async fn connect(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
+pub(super) async fn dial(addrs: &[SocketAddr], timeout: Duration) -> io::Result<Connection> {
     let mut last = None;
     for addr in addrs {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Ok(stream)) => return Connection::new(stream),
             Ok(Err(error)) => last = Some(error),
             Err(_) => last = Some(io::ErrorKind::TimedOut.into()),
         }
@@ -117,7 +117,7 @@ impl Connection {
     /// Whether an idle connection can carry a request: nothing may have
     /// arrived since its last exchange (see the blocking driver). A peek
     /// on the socket itself: tokio's readiness may not have seen it yet.
-    fn is_reusable(&self) -> bool {
+    pub(super) fn is_reusable(&self) -> bool {
         super::blocking::nothing_arrived(&self.stream)
     }
 

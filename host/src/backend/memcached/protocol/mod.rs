@@ -47,6 +47,11 @@ impl Request<'_> {
         self.groups.iter().map(|group| group.commands.len()).sum::<usize>() + raw
     }
 
+    /// How many opaque tokens the request takes: one a command.
+    pub(crate) fn tokens(&self) -> u64 {
+        (self.commands() + self.own.len()) as u64
+    }
+
     /// Whether any command writes.
     pub(crate) fn writes(&self) -> bool {
         let capability = self.groups.iter().flat_map(|group| group.commands);
