@@ -149,6 +149,10 @@ fn throughput<S: Send>(
 /// many times, so a slow moment of the machine weighs on both.
 const THROUGHPUT_ROUNDS: usize = 5;
 
+/// Threads of the blocking throughput runs: one, the machine's cores, and
+/// more threads than cores (a threaded server).
+const THREADS: [usize; 3] = [1, 2, 8];
+
 /// Runs the whole bench on the first server of `servers`.
 pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool) -> anyhow::Result<()> {
     let server = servers.first().context("bench needs --memcached HOST:PORT")?.clone();
@@ -295,9 +299,9 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         Case::new("drop an instance (pooling)", "drop", None, || done(dropped.take()))
             .untimed_step(|| done(dropped.replace(Some(runtime.instantiate(grant.clone())?)))),
     ];
-    // Each case's warm-up, the interleaved measures, five throughputs, four
-    // stampedes.
-    let steps = cases.len() + 10;
+    // Each case's warm-up, the interleaved measures, the blocking and async
+    // throughputs, four stampedes.
+    let steps = cases.len() + 1 + THREADS.len() + async_rates::ASYNC_TASKS.len() + 4;
     let mut step = 0;
     let mut progress = |what: &str| {
         step += 1;
@@ -308,12 +312,8 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     drop(cases);
 
     let mut rates = Vec::new();
-    for threads in [1, 2] {
-        progress(if threads == 1 {
-            "throughput, 1 thread"
-        } else {
-            "throughput, 2 threads"
-        });
+    for threads in THREADS {
+        progress(&format!("throughput, {threads} thread(s)"));
         let per_round = ops.div_ceil(THROUGHPUT_ROUNDS);
         let (mut raw, mut component) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..THROUGHPUT_ROUNDS {
