@@ -38,16 +38,18 @@ pub fn raw_exchange(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Re
     read(replies)
 }
 
-/// [`raw_exchange`] over the tokio driver, each batch on a connection of
-/// its own for its exchange: what a plain memcached client does.
+/// [`raw_exchange`] over the tokio driver's connection that
+/// `AsyncTenantCache` uses: shared, and coalesced with concurrent batches
+/// (unless the options turn coalescing off).
 pub async fn raw_exchange_async(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Result<Vec<RawReply>> {
     let replies = pool(backend)?.raw_async(commands, false).await;
     read(replies)
 }
 
-/// [`raw_exchange`] on the tokio driver's shared connection, coalesced
-/// with concurrent batches as the capability's async calls are.
-pub async fn raw_exchange_coalesced(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Result<Vec<RawReply>> {
+/// [`raw_exchange`] over the tokio driver, each batch on a connection of
+/// its own for its exchange: what a plain memcached client does, one
+/// request at a time per connection.
+pub async fn raw_exchange_async_alone(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Result<Vec<RawReply>> {
     let replies = pool(backend)?.raw_async(commands, true).await;
     read(replies)
 }

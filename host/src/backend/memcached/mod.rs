@@ -362,17 +362,18 @@ impl MemcachedPool {
             .map_err(|failure| self.error(0, failure, writes))
     }
 
-    /// [`raw`](Self::raw) over the tokio driver, each batch on a
-    /// connection of its own for its exchange (what a plain memcached
-    /// client does), or `coalesced` on the shared connection.
-    pub(crate) async fn raw_async(&self, commands: Vec<memcache::exp::MetaCommand>, coalesced: bool) -> BatchResult {
+    /// [`raw`](Self::raw) over the tokio driver: as the capability's async
+    /// batches go (on the shared connection, if the options coalesce), or
+    /// `alone`, each batch on a connection of its own for its exchange
+    /// (what a plain memcached client does).
+    pub(crate) async fn raw_async(&self, commands: Vec<memcache::exp::MetaCommand>, alone: bool) -> BatchResult {
         let request = Request {
             raw: commands,
             ..Request::default()
         };
-        let answer = match coalesced {
-            true => self.exchange_coalesced(0, &request, u64::MAX).await,
-            false => self.exchange_alone(0, &request, u64::MAX).await,
+        let answer = match alone {
+            true => self.exchange_alone(0, &request, u64::MAX).await,
+            false => self.exchange_tokio(0, &request, u64::MAX).await,
         };
         answer
             .map(|answer| answer.replies)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime};
 
-use crate::raw::{raw_get_async, raw_get_batch_async, raw_get_coalesced, raw_set};
+use crate::raw::{raw_get_async, raw_get_async_alone, raw_get_batch_async, raw_set};
 
 /// Concurrent tasks in the async throughput runs.
 pub const ASYNC_TASKS: [usize; 4] = [1, 16, 64, 256];
@@ -82,12 +82,12 @@ fn async_throughput(
                         }
                         None if coalesced => {
                             for _ in 0..per_task {
-                                raw_get_coalesced(&backend, &raw_key).await?;
+                                raw_get_async(&backend, &raw_key).await?;
                             }
                         }
                         None if batch.is_empty() => {
                             for _ in 0..per_task {
-                                raw_get_async(&backend, &raw_key).await?;
+                                raw_get_async_alone(&backend, &raw_key).await?;
                             }
                         }
                         None => {

@@ -4,7 +4,7 @@
 
 use memcache::exp::{MetaCommand, MetaOp};
 use tenant_cache_host::Backend;
-use tenant_cache_host::bench_seam::{RawReply, raw_exchange, raw_exchange_async, raw_exchange_coalesced};
+use tenant_cache_host::bench_seam::{RawReply, raw_exchange, raw_exchange_async, raw_exchange_async_alone};
 
 /// One raw command, one round trip.
 pub fn raw(backend: &Backend, command: MetaCommand) -> anyhow::Result<RawReply> {
@@ -34,18 +34,18 @@ pub fn raw_set(backend: &Backend, key: &str, value: &[u8], ttl: Option<u32>) -> 
     }
 }
 
-/// [`raw_get`] over the async driver, on a connection of its own for the
-/// exchange: one request at a time per connection, as a plain memcached
-/// client sends it.
+/// [`raw_get`] on the async driver's shared connection (the one
+/// tenant-cache's async calls use), coalesced with concurrent ones.
 pub async fn raw_get_async(backend: &Backend, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
     let reply = raw_exchange_async(backend, vec![MetaCommand::new(MetaOp::Get, key).flag("v")]).await?;
     value_of(key, reply)
 }
 
-/// [`raw_get`] on the async driver's shared connection, coalesced with the
-/// concurrent ones as tenant-cache's async calls are.
-pub async fn raw_get_coalesced(backend: &Backend, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    let reply = raw_exchange_coalesced(backend, vec![MetaCommand::new(MetaOp::Get, key).flag("v")]).await?;
+/// [`raw_get`] over the async driver, on a connection of its own for the
+/// exchange: one request at a time per connection, as a plain memcached
+/// client sends it.
+pub async fn raw_get_async_alone(backend: &Backend, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let reply = raw_exchange_async_alone(backend, vec![MetaCommand::new(MetaOp::Get, key).flag("v")]).await?;
     value_of(key, reply)
 }
 
@@ -57,7 +57,7 @@ fn value_of(key: &str, reply: Vec<RawReply>) -> anyhow::Result<Option<Vec<u8>>> 
     }
 }
 
-/// [`raw_set`] over the async driver's connections.
+/// [`raw_set`] on the async driver's shared connection.
 pub async fn raw_set_async(backend: &Backend, key: &str, value: &[u8]) -> anyhow::Result<()> {
     let reply = raw_exchange_async(backend, vec![MetaCommand::new(MetaOp::Set, key).value(value)]).await?;
     match reply.into_iter().next() {
@@ -67,13 +67,14 @@ pub async fn raw_set_async(backend: &Backend, key: &str, value: &[u8]) -> anyhow
 }
 
 /// `mg KEY v` for every key of `keys`, in one pipelined batch over the
-/// async driver's connections: how many found a value.
+/// async driver, on a connection of its own for the exchange: how many
+/// found a value.
 pub async fn raw_get_batch_async(backend: &Backend, keys: &[String]) -> anyhow::Result<usize> {
     let commands = keys
         .iter()
         .map(|key| MetaCommand::new(MetaOp::Get, key.as_str()).flag("v"))
         .collect();
-    let replies = raw_exchange_async(backend, commands).await?;
+    let replies = raw_exchange_async_alone(backend, commands).await?;
     let mut found = 0;
     for reply in replies {
         match reply {
