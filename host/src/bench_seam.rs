@@ -32,9 +32,17 @@ pub enum RawReply {
 
 /// Runs `commands` as one pipelined batch on the first server of
 /// `backend`'s memcached pool, as they are, over the blocking driver's
-/// connections.
+/// connection that `TenantCache` uses: shared, and coalesced with
+/// concurrent batches (unless the options turn coalescing off).
 pub fn raw_exchange(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Result<Vec<RawReply>> {
-    let replies = pool(backend)?.raw(commands);
+    let replies = pool(backend)?.raw(commands, false);
+    read(replies)
+}
+
+/// [`raw_exchange`] on a connection of its own for the exchange: what a
+/// plain memcached client does, one request at a time per connection.
+pub fn raw_exchange_alone(backend: &Backend, commands: Vec<MetaCommand>) -> anyhow::Result<Vec<RawReply>> {
+    let replies = pool(backend)?.raw(commands, true);
     read(replies)
 }
 

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tenant_cache_host::{AsyncTenantCache, Backend, CacheError, Grant};
+use tenant_cache_host::{AsyncTenantCache, Backend, CacheError, Grant, TenantCache};
 use tenant_cache_tests::{Behaviour, FakeServer, MemcachedProcess, backend, backend_with_timeout, runtime};
 
 /// Two executor threads: the machine's cores.
@@ -38,6 +38,10 @@ fn connections_accepted(server: &MemcachedProcess) -> anyhow::Result<u64> {
 struct Steps(u64);
 
 impl Steps {
+    fn for_tenant(tenant: &str) -> Steps {
+        Steps(0x9e37_79b9_7f4a_7c15 ^ hash(tenant))
+    }
+
     fn next(&mut self, below: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -82,11 +86,101 @@ impl Model {
 /// The keys a workload uses.
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
 
-/// One tenant's calls: sets, gets, get-many, set-many, deletes and clears
-/// in a random order, every value unique to the tenant and the step (a
-/// reply meant for another caller could not pass for it). `give_up`: the
-/// chance in 100 that a call is abandoned after a random 0–3 ms; its
-/// instance is then replaced. `size`: how long values are.
+/// One call of a workload.
+enum Op {
+    Set(&'static str, Vec<u8>),
+    Get(&'static str),
+    GetMany,
+    /// The key and `k3`, both to the value.
+    SetMany(&'static str, Vec<u8>),
+    Delete(&'static str),
+    Clear,
+}
+
+/// What a call read: each key and its value.
+type Reads = Vec<(&'static str, Option<Vec<u8>>)>;
+
+impl Op {
+    /// A random call of `tenant`'s `step`: every value unique to the
+    /// tenant and the step (a reply meant for another caller could not
+    /// pass for it), `size` bytes at most beyond its name.
+    fn random(rng: &mut Steps, tenant: &str, step: usize, size: usize) -> Op {
+        let key = KEYS[rng.next(4) as usize];
+        let mut value = format!("{tenant}:{step}:").into_bytes();
+        value.resize(value.len() + rng.next(size as u64 + 1) as usize, b'.');
+        match rng.next(10) {
+            0..=2 => Op::Set(key, value),
+            3..=5 => Op::Get(key),
+            6 => Op::GetMany,
+            7 => Op::SetMany(key, value),
+            8 => Op::Delete(key),
+            _ => Op::Clear,
+        }
+    }
+
+    fn keys() -> Vec<String> {
+        KEYS.iter().map(|key| key.to_string()).collect()
+    }
+
+    async fn run_async(&self, cache: &mut AsyncTenantCache, tenant: &str) -> Result<Reads, CacheError> {
+        match self {
+            Op::Set(key, value) => cache.set(tenant, key, value, None).await.map(|()| Vec::new()),
+            Op::Get(key) => Ok(vec![(*key, cache.get(tenant, key).await?)]),
+            Op::GetMany => Ok(KEYS
+                .into_iter()
+                .zip(cache.get_many(tenant, &Op::keys()).await?)
+                .collect()),
+            Op::SetMany(key, value) => {
+                let entries = vec![(key.to_string(), value.clone()), ("k3".to_owned(), value.clone())];
+                cache.set_many(tenant, &entries, None).await.map(|()| Vec::new())
+            }
+            Op::Delete(key) => cache.delete(tenant, key).await.map(|()| Vec::new()),
+            Op::Clear => cache.clear(tenant).await.map(|()| Vec::new()),
+        }
+    }
+
+    fn run(&self, cache: &mut TenantCache, tenant: &str) -> Result<Reads, CacheError> {
+        match self {
+            Op::Set(key, value) => cache.set(tenant, key, value, None).map(|()| Vec::new()),
+            Op::Get(key) => Ok(vec![(*key, cache.get(tenant, key)?)]),
+            Op::GetMany => Ok(KEYS.into_iter().zip(cache.get_many(tenant, &Op::keys())?).collect()),
+            Op::SetMany(key, value) => {
+                let entries = vec![(key.to_string(), value.clone()), ("k3".to_owned(), value.clone())];
+                cache.set_many(tenant, &entries, None).map(|()| Vec::new())
+            }
+            Op::Delete(key) => cache.delete(tenant, key).map(|()| Vec::new()),
+            Op::Clear => cache.clear(tenant).map(|()| Vec::new()),
+        }
+    }
+}
+
+impl Model {
+    /// Checks what a call read, and takes in what it wrote (`surely`:
+    /// its caller saw it done; otherwise it may or may not have been).
+    fn after(&mut self, tenant: &str, op: Op, reads: &Reads, surely: bool) {
+        for (key, got) in reads {
+            self.check(tenant, key, got);
+        }
+        match op {
+            Op::Set(key, value) => self.wrote(key, Some(value), surely),
+            Op::SetMany(key, value) => {
+                self.wrote(key, Some(value.clone()), surely);
+                self.wrote("k3", Some(value), surely);
+            }
+            Op::Delete(key) => self.wrote(key, None, surely),
+            Op::Clear => {
+                for key in KEYS {
+                    self.wrote(key, None, surely);
+                }
+            }
+            Op::Get(_) | Op::GetMany => {}
+        }
+    }
+}
+
+/// One tenant's calls in a random order, each checked against what the
+/// tenant may hold. `give_up`: the chance in 100 that a call is abandoned
+/// after a random 0–3 ms; its instance is then replaced.
 async fn workload(
     backend: Backend,
     tenant: String,
@@ -97,66 +191,78 @@ async fn workload(
 ) -> anyhow::Result<()> {
     let mut cache = instance(&backend).await?;
     let mut model = Model::default();
-    let mut rng = Steps(0x9e37_79b9_7f4a_7c15 ^ (tenant.len() as u64 * 0x1000_0001) ^ hash(&tenant));
+    let mut rng = Steps::for_tenant(&tenant);
     for step in 0..steps {
-        let key = KEYS[rng.next(4) as usize];
-        let mut value = format!("{tenant}:{step}:").into_bytes();
-        value.resize(value.len() + rng.next(size as u64 + 1) as usize, b'.');
+        let op = Op::random(&mut rng, &tenant, step, size);
         let abandon = rng.next(100) < give_up;
         let within = Duration::from_micros(rng.next(3000));
-        let kind = rng.next(10);
-        let call = async {
-            match kind {
-                0..=2 => cache.set(&tenant, key, &value, None).await.map(|()| None),
-                3..=5 => cache.get(&tenant, key).await.map(|got| Some(vec![(key, got)])),
-                6 => {
-                    let keys: Vec<String> = KEYS.iter().map(|key| key.to_string()).collect();
-                    let got = cache.get_many(&tenant, &keys).await?;
-                    Ok(Some(KEYS.iter().copied().zip(got).collect()))
-                }
-                7 => {
-                    let entries = vec![(key.to_owned(), value.clone()), ("k3".to_owned(), value.clone())];
-                    cache.set_many(&tenant, &entries, None).await.map(|()| None)
-                }
-                8 => cache.delete(&tenant, key).await.map(|()| None),
-                _ => cache.clear(&tenant).await.map(|()| None),
-            }
-        };
         let outcome = match abandon {
-            true => tokio::time::timeout(within, call).await.ok(),
-            false => Some(call.await),
+            true => tokio::time::timeout(within, op.run_async(&mut cache, &tenant))
+                .await
+                .ok(),
+            false => Some(op.run_async(&mut cache, &tenant).await),
         };
         let surely = outcome.is_some();
-        match outcome {
-            Some(Err(error)) => return Err(error.into()),
-            Some(Ok(Some(reads))) => {
-                for (key, got) in reads {
-                    model.check(&tenant, key, &got);
-                }
-            }
-            Some(Ok(None)) | None => {}
-        }
+        let reads = outcome.transpose()?.unwrap_or_default();
         if !surely {
             // The store may hold a call dropped mid-way: a new instance.
             cache = instance(&backend).await?;
         }
-        match kind {
-            0..=2 => model.wrote(key, Some(value), surely),
-            7 => {
-                model.wrote(key, Some(value.clone()), surely);
-                model.wrote("k3", Some(value), surely);
-            }
-            8 => model.wrote(key, None, surely),
-            9 => {
-                for key in KEYS {
-                    model.wrote(key, None, surely);
-                }
-            }
-            _ => {}
-        }
+        model.after(&tenant, op, &reads, surely);
         done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// [`workload`] on a blocking instance; with `unavailable_allowed`, a call
+/// may fail as unavailable (its writes then may or may not have been
+/// applied). Returns how many calls failed so.
+fn workload_blocking(
+    backend: &Backend,
+    tenant: &str,
+    steps: usize,
+    size: usize,
+    unavailable_allowed: bool,
+) -> anyhow::Result<usize> {
+    let mut cache = tenant_cache_tests::cache(backend, "app")?;
+    let mut model = Model::default();
+    let mut rng = Steps::for_tenant(tenant);
+    let mut unavailable = 0;
+    for step in 0..steps {
+        let op = Op::random(&mut rng, tenant, step, size);
+        match op.run(&mut cache, tenant) {
+            Ok(reads) => model.after(tenant, op, &reads, true),
+            Err(CacheError::Unavailable(_)) if unavailable_allowed => {
+                unavailable += 1;
+                model.after(tenant, op, &Vec::new(), false);
+            }
+            Err(error) => return Err(anyhow::anyhow!("{tenant} step {step}: {error}")),
+        }
+    }
+    Ok(unavailable)
+}
+
+/// Runs `threads` blocking workloads at once, a thread each, of tenants
+/// named `name` and a number: how many calls failed as unavailable.
+fn run_blocking_workloads(
+    backend: &Backend,
+    name: &str,
+    threads: usize,
+    steps: usize,
+    size: usize,
+    unavailable_allowed: bool,
+) -> anyhow::Result<usize> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|n| {
+                scope.spawn(move || workload_blocking(backend, &format!("{name}{n}"), steps, size, unavailable_allowed))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("a workload thread"))
+            .sum()
+    })
 }
 
 fn hash(text: &str) -> u64 {
@@ -359,5 +465,61 @@ fn a_restarted_server_serves_the_next_async_call() -> anyhow::Result<()> {
             anyhow::Ok(())
         })?;
     }
+    Ok(())
+}
+
+#[test]
+fn threads_sharing_a_backend_each_get_their_own_answers_on_one_connection_per_server() -> anyhow::Result<()> {
+    let (a, b) = (MemcachedProcess::start()?, MemcachedProcess::start()?);
+    let backend = backend(&[&a, &b])?;
+    let accepted = connections_accepted(&a)? + connections_accepted(&b)?;
+    run_blocking_workloads(&backend, "t", 16, 60, 64, false)?;
+    let opened = connections_accepted(&a)? + connections_accepted(&b)? - accepted - 2;
+    assert!(opened <= 2, "{opened} connections for 16 threads");
+    Ok(())
+}
+
+#[test]
+fn threads_whose_replies_trickle_in_pieces_get_their_own_answers() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let proxy = FakeServer::start(Behaviour::Trickle {
+        upstream: server.address(),
+        largest: 7,
+    })?;
+    let backend = backend_with_timeout(&[proxy.address()], Duration::from_secs(10))?;
+    run_blocking_workloads(&backend, "t", 8, 15, 300, false)?;
+    Ok(())
+}
+
+#[test]
+fn threads_that_time_out_leave_no_answer_to_another() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let slow = Arc::new(AtomicBool::new(false));
+    let proxy = FakeServer::start(Behaviour::SlowProxy {
+        upstream: server.address(),
+        delay: Duration::from_millis(300),
+        slow: slow.clone(),
+    })?;
+    let backend = backend_with_timeout(&[proxy.address()], Duration::from_millis(150))?;
+    let running = Arc::new(AtomicBool::new(true));
+    // Replies held back past the deadline for 300 ms of every 400.
+    let toggler = {
+        let (slow, running) = (slow.clone(), running.clone());
+        std::thread::spawn(move || {
+            while running.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                slow.store(true, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(300));
+                slow.store(false, Ordering::Relaxed);
+            }
+        })
+    };
+    let unavailable = run_blocking_workloads(&backend, "during", 8, 200, 64, true);
+    running.store(false, Ordering::Relaxed);
+    toggler.join().expect("the toggling thread");
+    let unavailable = unavailable?;
+    assert!(unavailable > 0, "no call timed out");
+    // Once replies flow again, every thread is served.
+    run_blocking_workloads(&backend, "after", 8, 10, 64, false)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
-use super::protocol::{Answer, Exchange, Failure, Input, ReadLimits, Request};
+use super::protocol::{Answer, Exchange, Expected, Failure, Input, ReadLimits, Request};
 
 /// Idle connections kept per server; more are closed when returned.
 const MAX_IDLE: usize = 64;
@@ -24,9 +24,9 @@ pub(crate) struct Connection {
     /// The read buffer; empty between exchanges.
     input: Input,
     /// The request being written, kept to reuse its capacity.
-    output: Vec<u8>,
+    pub(super) output: Vec<u8>,
     /// Opaque tokens handed out so far on this connection.
-    tokens: u64,
+    pub(super) tokens: u64,
 }
 
 /// A server's idle connections.
@@ -44,14 +44,7 @@ impl Idle {
                 return Ok(connection);
             }
         }
-        let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(addr, timeout) {
-                Ok(stream) => return Connection::new(stream),
-                Err(error) => last = Some(error),
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
+        dial(addrs, timeout)
     }
 
     /// Keeps a connection that is in step with its server for reuse.
@@ -67,6 +60,19 @@ impl Idle {
     pub(crate) fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|poison| poison.into_inner()).len()
     }
+}
+
+/// A new connection to the first of `addrs` that accepts one within
+/// `timeout`.
+pub(super) fn dial(addrs: &[SocketAddr], timeout: Duration) -> io::Result<Connection> {
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(stream) => return Connection::new(stream),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
 }
 
 impl Connection {
@@ -85,8 +91,13 @@ impl Connection {
     /// arrived since its last exchange, neither bytes (a desynchronized
     /// stream) nor the end of the stream (the server closed it, as on a
     /// restart). One non-blocking peek, no round trip.
-    fn is_reusable(&self) -> bool {
+    pub(super) fn is_reusable(&self) -> bool {
         nothing_arrived(&self.stream)
+    }
+
+    /// Whether bytes beyond the replies read so far arrived.
+    pub(super) fn holds_bytes(&self) -> bool {
+        self.input.holds_bytes()
     }
 
     /// Runs one batch: writes the request and reads its replies at once,
@@ -99,40 +110,85 @@ impl Connection {
         limits: ReadLimits,
         deadline: Instant,
     ) -> Result<(Answer, bool), Failure> {
-        let input = std::mem::take(&mut self.input);
-        let mut exchange = Exchange::new(request, self.tokens, now, limits, &mut self.output, input);
-        self.tokens += exchange.tokens();
-        let output = &self.output;
+        self.output.clear();
+        let expected = Expected::encode(request, self.tokens, now, limits, &mut self.output);
+        self.tokens += expected.tokens();
+        let (mut answers, failure) = self.round(vec![expected], deadline);
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        let answer = answers
+            .pop()
+            .unwrap_or(Err(Failure::Garbled("no answer to the batch")))?;
+        Ok((answer, !self.input.holds_bytes()))
+    }
+
+    /// Writes the output, which holds `batches` in order, and reads their
+    /// replies at once, by `deadline`: each batch's answer, in order, up to
+    /// the failure that ended the round, if one did (the connection is
+    /// then out of step). With no failure, the connection is in step if
+    /// its input holds nothing more.
+    pub(super) fn round(
+        &mut self,
+        batches: Vec<Expected>,
+        deadline: Instant,
+    ) -> (Vec<Result<Answer, Failure>>, Option<Failure>) {
+        let mut answers = Vec::with_capacity(batches.len());
+        let mut batches = batches.into_iter();
+        let Some(first) = batches.next() else {
+            return (answers, None);
+        };
+        let mut exchange = Exchange::reading(first, std::mem::take(&mut self.input));
         let mut written = 0;
-        while !exchange.is_done() {
-            if written < output.len() {
-                match (&self.stream).write(&output[written..]) {
-                    Ok(0) => return Err(Failure::Io(io::ErrorKind::WriteZero.into())),
-                    Ok(sent) => written += sent,
-                    Err(error) if retry(&error) => {}
-                    Err(error) => return Err(Failure::Io(error)),
+        loop {
+            while exchange.is_done() {
+                let (answer, input) = exchange.finish();
+                answers.push(answer);
+                let Some(next) = batches.next() else {
+                    self.input = input;
+                    return (answers, None);
+                };
+                exchange = Exchange::reading(next, input);
+                // What arrived with the earlier batch's replies.
+                if let Err(failure) = exchange.received(0) {
+                    return (answers, Some(failure));
                 }
             }
-            let writing = written < output.len();
-            if !writing {
-                // The request is out: wait for replies (the usual case goes
-                // probe, write, poll, read: four system calls).
-                wait(&self.stream, false, deadline)?;
+            if let Err(failure) = self.step(&mut exchange, &mut written, deadline) {
+                return (answers, Some(failure));
             }
-            match (&self.stream).read(exchange.buffer()) {
-                Ok(0) => return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into())),
-                Ok(read) => exchange.received(read)?,
-                Err(error) if retry(&error) => {
-                    if writing {
-                        wait(&self.stream, true, deadline)?;
-                    }
-                }
+        }
+    }
+
+    /// Writes what is left of the output, or waits, then reads what
+    /// arrived into `exchange`.
+    fn step(&mut self, exchange: &mut Exchange, written: &mut usize, deadline: Instant) -> Result<(), Failure> {
+        let output = &self.output;
+        if *written < output.len() {
+            match (&self.stream).write(&output[*written..]) {
+                Ok(0) => return Err(Failure::Io(io::ErrorKind::WriteZero.into())),
+                Ok(sent) => *written += sent,
+                Err(error) if retry(&error) => {}
                 Err(error) => return Err(Failure::Io(error)),
             }
         }
-        let (answer, input) = exchange.finish();
-        self.input = input;
-        Ok((answer?, !self.input.holds_bytes()))
+        let writing = *written < output.len();
+        if !writing {
+            // The request is out: wait for replies (the usual case goes
+            // probe, write, poll, read: four system calls).
+            wait(&self.stream, false, deadline)?;
+        }
+        match (&self.stream).read(exchange.buffer()) {
+            Ok(0) => Err(Failure::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(read) => exchange.received(read),
+            Err(error) if retry(&error) => {
+                if writing {
+                    wait(&self.stream, true, deadline)?;
+                }
+                Ok(())
+            }
+            Err(error) => Err(Failure::Io(error)),
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 mod blocking;
 mod coalescing;
 mod fencing;
+mod leader;
 mod learning;
 mod pool_change;
 pub(crate) mod protocol;
@@ -39,10 +40,11 @@ pub struct MemcachedOptions {
     /// Values that cannot fit are refused before they are sent; a stored
     /// value longer than this reads as a miss.
     pub item_size_limit: u64,
-    /// Whether async calls bound for one server share a connection, the
-    /// batches that queue while one is written going out together in the
-    /// next write (on by default). Off, each async batch has a connection
-    /// of its own for its exchange, as blocking calls do.
+    /// Whether calls bound for one server share a connection per tokio
+    /// runtime (async calls) and one for every thread (blocking calls):
+    /// a batch that finds it free runs alone on it, and the batches that
+    /// queue meanwhile go out together in one write (on by default). Off,
+    /// each batch has a connection of its own for its exchange.
     pub coalesce: bool,
 }
 
@@ -64,6 +66,7 @@ pub(crate) struct Server {
     blocking: blocking::Idle,
     tokio: tokio_driver::Idle,
     coalesced: coalescing::Shared,
+    led: leader::Shared,
 }
 
 /// The pool record this process last found, and its stored bytes.
@@ -183,6 +186,7 @@ impl MemcachedPool {
                 blocking: blocking::Idle::default(),
                 tokio: tokio_driver::Idle::default(),
                 coalesced: coalescing::Shared::default(),
+                led: leader::Shared::default(),
             });
         }
         Ok(MemcachedPool {
@@ -209,8 +213,30 @@ impl MemcachedPool {
         known
     }
 
-    /// Runs one request on server `index` over a blocking connection.
+    /// Runs one request on server `index` over the blocking driver, on the
+    /// shared connection if the options coalesce.
     fn exchange_blocking(&self, index: usize, request: &Request<'_>, reply_bytes: u64) -> Result<Answer, Failure> {
+        if !self.options.coalesce {
+            return self.exchange_blocking_alone(index, request, reply_bytes);
+        }
+        let server = &self.servers[index];
+        let timeout = self.options.timeout;
+        let deadline = Instant::now() + timeout;
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+        let limits = self.read_limits(reply_bytes);
+        server
+            .led
+            .exchange(&server.addrs, timeout, request, unix_now(), limits, deadline)
+    }
+
+    /// Runs one request on server `index` over a blocking connection of
+    /// its own for the exchange.
+    fn exchange_blocking_alone(
+        &self,
+        index: usize,
+        request: &Request<'_>,
+        reply_bytes: u64,
+    ) -> Result<Answer, Failure> {
         let server = &self.servers[index];
         let timeout = self.options.timeout;
         let mut connection = server
@@ -349,17 +375,21 @@ impl Storage for MemcachedPool {
 
 #[cfg(feature = "bench")]
 impl MemcachedPool {
-    /// Runs meta commands as they are on the first server, over the
-    /// connections the capability uses (see [`crate::bench_seam`]).
-    pub(crate) fn raw(&self, commands: Vec<memcache::exp::MetaCommand>) -> BatchResult {
+    /// Runs meta commands as they are on the first server, as the
+    /// capability's blocking batches go (see [`crate::bench_seam`]), or
+    /// `alone`, on a connection of their own for the exchange.
+    pub(crate) fn raw(&self, commands: Vec<memcache::exp::MetaCommand>, alone: bool) -> BatchResult {
         let request = Request {
             raw: commands,
             ..Request::default()
         };
-        let writes = true;
-        self.exchange_blocking(0, &request, u64::MAX)
+        let answer = match alone {
+            true => self.exchange_blocking_alone(0, &request, u64::MAX),
+            false => self.exchange_blocking(0, &request, u64::MAX),
+        };
+        answer
             .map(|answer| answer.replies)
-            .map_err(|failure| self.error(0, failure, writes))
+            .map_err(|failure| self.error(0, failure, true))
     }
 
     /// [`raw`](Self::raw) over the tokio driver: as the capability's async

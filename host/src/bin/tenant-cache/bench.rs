@@ -13,7 +13,7 @@ use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOption
 use crate::async_rates::{self, AsyncRate};
 use crate::naive::Naive;
 use crate::pooled::pooled_runtime;
-use crate::raw::{raw, raw_get, raw_get_async, raw_set, raw_set_async};
+use crate::raw::{raw, raw_get, raw_get_alone, raw_get_async, raw_set, raw_set_async};
 use crate::stampede::{self, KEYS, PROCESSES, Stampede, TASKS};
 
 /// One measured operation: latencies of single calls, and throughput.
@@ -317,7 +317,12 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         let per_round = ops.div_ceil(THROUGHPUT_ROUNDS);
         let (mut raw, mut component) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..THROUGHPUT_ROUNDS {
-            raw += throughput(threads, per_round, || Ok(()), |_| done(raw_get(&backend, &raw_key)?))?;
+            raw += throughput(
+                threads,
+                per_round,
+                || Ok(()),
+                |_| done(raw_get_alone(&backend, &raw_key)?),
+            )?;
             component += throughput(
                 threads,
                 per_round,

@@ -4,7 +4,9 @@
 
 use memcache::exp::{MetaCommand, MetaOp};
 use tenant_cache_host::Backend;
-use tenant_cache_host::bench_seam::{RawReply, raw_exchange, raw_exchange_async, raw_exchange_async_alone};
+use tenant_cache_host::bench_seam::{
+    RawReply, raw_exchange, raw_exchange_alone, raw_exchange_async, raw_exchange_async_alone,
+};
 
 /// One raw command, one round trip.
 pub fn raw(backend: &Backend, command: MetaCommand) -> anyhow::Result<RawReply> {
@@ -15,11 +17,19 @@ pub fn raw(backend: &Backend, command: MetaCommand) -> anyhow::Result<RawReply> 
 
 /// `mg KEY v`: the value, if any.
 pub fn raw_get(backend: &Backend, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    match raw(backend, MetaCommand::new(MetaOp::Get, key).flag("v"))? {
-        RawReply::Value(value) => Ok(Some(value)),
-        RawReply::Failed(message) => anyhow::bail!("memcached did not read {key}: {message}"),
-        _ => Ok(None),
-    }
+    value_of(
+        key,
+        raw_exchange(backend, vec![MetaCommand::new(MetaOp::Get, key).flag("v")])?,
+    )
+}
+
+/// [`raw_get`] on a connection of its own for the exchange: one request
+/// at a time per connection, as a plain memcached client sends it.
+pub fn raw_get_alone(backend: &Backend, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    value_of(
+        key,
+        raw_exchange_alone(backend, vec![MetaCommand::new(MetaOp::Get, key).flag("v")])?,
+    )
 }
 
 /// `ms KEY` with a value and an optional ttl.
