@@ -523,3 +523,47 @@ fn threads_that_time_out_leave_no_answer_to_another() -> anyhow::Result<()> {
     run_blocking_workloads(&backend, "after", 8, 10, 64, false)?;
     Ok(())
 }
+
+#[test]
+fn callers_that_give_up_at_once_do_not_hold_up_the_others_on_a_slow_link() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let proxy = FakeServer::start(Behaviour::Trickle {
+        upstream: server.address(),
+        largest: 7,
+    })?;
+    let backend = backend_with_timeout(&[proxy.address()], Duration::from_secs(1))?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let results = two_threads()?.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        // Callers that give up a few microseconds after calling, again and
+        // again: most of their batches are still queued when they do.
+        let quitters: Vec<_> = (0..16)
+            .map(|n| {
+                let (backend, stop) = (backend.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let tenant = format!("quitter-{n}");
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut cache = instance(&backend).await?;
+                        let call = cache.get(&tenant, "k0");
+                        let _ = tokio::time::timeout(Duration::from_micros(100), call).await;
+                        tokio::task::yield_now().await;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        let honest: Vec<_> = (0..16)
+            .map(|n| tokio::spawn(workload(backend.clone(), format!("t{n}"), 25, 0, 64, done.clone())))
+            .collect();
+        let results = futures_join(honest).await;
+        stop.store(true, Ordering::Relaxed);
+        for quitter in quitters {
+            quitter.await??;
+        }
+        anyhow::Ok(results)
+    })?;
+    for result in results {
+        result?;
+    }
+    Ok(())
+}

@@ -83,6 +83,8 @@ struct Call {
     expected: Expected,
     deadline: Instant,
     answer: oneshot::Sender<Result<Answer, Failure>>,
+    /// Where its bytes end in the queue's.
+    end: usize,
 }
 
 /// What a caller does with its batch.
@@ -194,10 +196,12 @@ impl Pipe {
         let State { bytes, tokens, .. } = &mut *state;
         let expected = Expected::encode(request, first, now, limits, bytes);
         *tokens += expected.tokens();
+        let end = bytes.len();
         state.calls.push(Call {
             expected,
             deadline,
             answer: sender,
+            end,
         });
         // The task takes the whole queue whenever it takes it: only a batch
         // queued on an empty queue needs to wake it.
@@ -409,12 +413,28 @@ impl Task {
         connection.output.clear();
         self.written = 0;
         let mut state = self.pipe.lock();
-        if state.calls.is_empty() && self.reading.is_none() && self.sent.is_empty() {
-            state.holder = Holder::Free(self.connection.take().expect("held"));
-            return;
+        let calls = std::mem::take(&mut state.calls);
+        if calls.iter().all(|call| !call.answer.is_closed()) {
+            std::mem::swap(&mut connection.output, &mut state.bytes);
+            self.sent.extend(calls);
+        } else {
+            // A caller that stopped waiting before its batch was written:
+            // the batch is not written (a flood of abandoned calls would
+            // otherwise hold up the connection for the others).
+            let mut start = 0;
+            for call in calls {
+                let end = call.end;
+                if !call.answer.is_closed() {
+                    connection.output.extend_from_slice(&state.bytes[start..end]);
+                    self.sent.push_back(call);
+                }
+                start = end;
+            }
+            state.bytes.clear();
         }
-        std::mem::swap(&mut connection.output, &mut state.bytes);
-        self.sent.extend(state.calls.drain(..));
+        if connection.output.is_empty() && self.reading.is_none() && self.sent.is_empty() {
+            state.holder = Holder::Free(self.connection.take().expect("held"));
+        }
     }
 
     fn write(&mut self) -> Result<(), Failure> {

@@ -65,6 +65,8 @@ struct Call {
     ticket: u64,
     expected: Expected,
     deadline: Instant,
+    /// Where its bytes end in the queue's.
+    end: usize,
 }
 
 impl Shared {
@@ -107,10 +109,12 @@ impl Shared {
         let State { bytes, tokens, .. } = &mut *state;
         let expected = Expected::encode(request, *tokens, now, limits, bytes);
         *tokens += expected.tokens();
+        let end = bytes.len();
         state.calls.push(Call {
             ticket,
             expected,
             deadline,
+            end,
         });
         loop {
             if let Some(answer) = state.answers.remove(&ticket) {
@@ -146,7 +150,21 @@ impl Shared {
     ) -> Result<Answer, Failure> {
         let free = take(&mut state.holder);
         let mut bytes = std::mem::take(&mut state.bytes);
-        let calls = std::mem::take(&mut state.calls);
+        let mut calls = std::mem::take(&mut state.calls);
+        if calls.iter().any(|call| state.abandoned.contains(&call.ticket)) {
+            // A thread that stopped waiting before its batch was written:
+            // the batch is not written.
+            let (queued, mut start) = (std::mem::take(&mut bytes), 0);
+            calls.retain(|call| {
+                let (from, end) = (start, call.end);
+                start = end;
+                let live = !state.abandoned.remove(&call.ticket);
+                if live {
+                    bytes.extend_from_slice(&queued[from..end]);
+                }
+                live
+            });
+        }
         drop(state);
         let deadline = calls
             .iter()
