@@ -17,9 +17,11 @@
 //! replies are read and discarded, and no reply ever goes to another
 //! caller. A caller dropped while it holds the connection drops the
 //! connection (its stream is out of step), and the queue goes to a new
-//! one. Each batch keeps its own limits; in the task, the oldest batch's
-//! deadline bounds the connection (replies come in order, so nothing
-//! behind it can be answered first).
+//! one. Each batch keeps its own limits and its caller its own deadline;
+//! the task closes the connection if nothing arrives on it for the
+//! timeout while batches are in flight (a server that stopped answering),
+//! not when one batch is late: replies come in order, and a slow but
+//! moving stream still answers those behind it.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -81,7 +83,6 @@ struct State {
 /// A batch queued or written, and its caller.
 struct Call {
     expected: Expected,
-    deadline: Instant,
     answer: oneshot::Sender<Result<Answer, Failure>>,
     /// Where its bytes end in the queue's.
     end: usize,
@@ -108,7 +109,7 @@ impl Shared {
         deadline: Instant,
     ) -> Result<Answer, Failure> {
         let pipe = self.pipe(addrs, timeout).map_err(Failure::Connect)?;
-        let (free, tokens) = match pipe.turn(request, now, limits, deadline) {
+        let (free, tokens) = match pipe.turn(request, now, limits) {
             Turn::Wait(answer) => {
                 return match tokio::time::timeout_at(deadline, answer).await {
                     Err(_) => Err(Failure::Io(io::ErrorKind::TimedOut.into())),
@@ -178,7 +179,7 @@ impl Pipe {
 
     /// Takes the connection if no one has it and nothing is queued, or
     /// queues `request`.
-    fn turn(&self, request: &Request<'_>, now: u64, limits: ReadLimits, deadline: Instant) -> Turn {
+    fn turn(&self, request: &Request<'_>, now: u64, limits: ReadLimits) -> Turn {
         let mut state = self.lock();
         let first = state.tokens;
         match std::mem::replace(&mut state.holder, Holder::Caller) {
@@ -199,7 +200,6 @@ impl Pipe {
         let end = bytes.len();
         state.calls.push(Call {
             expected,
-            deadline,
             answer: sender,
             end,
         });
@@ -305,7 +305,6 @@ async fn serve(pipe: Arc<Pipe>, mut connection: Option<Connection>) {
 /// A batch whose replies are being read.
 struct Reading {
     exchange: Exchange,
-    deadline: Instant,
     answer: oneshot::Sender<Result<Answer, Failure>>,
 }
 
@@ -318,6 +317,8 @@ struct Task {
     connection: Option<Connection>,
     /// How many bytes of the connection's output are written.
     written: usize,
+    /// When bytes last arrived, or batches were sent with none in flight.
+    progress: Instant,
     /// Batches written (or being written) whose replies are not read yet,
     /// after `reading`.
     sent: VecDeque<Call>,
@@ -339,6 +340,7 @@ impl Task {
             pipe,
             connection: Some(connection),
             written: 0,
+            progress: Instant::now(),
             sent: VecDeque::new(),
             reading: None,
         }
@@ -362,11 +364,8 @@ impl Task {
                 }
             }
             let writing = self.written < self.connection().output.len();
-            let deadline = self
-                .reading
-                .as_ref()
-                .map(|reading| reading.deadline)
-                .or_else(|| self.sent.front().map(|call| call.deadline));
+            let in_flight = self.reading.is_some() || !self.sent.is_empty();
+            let deadline = in_flight.then(|| self.progress + self.pipe.timeout);
             let event = {
                 let mut queued = pin!(self.pipe.wake.notified());
                 let mut overdue = pin!(deadline.map(tokio::time::sleep_until));
@@ -414,6 +413,9 @@ impl Task {
         self.written = 0;
         let mut state = self.pipe.lock();
         let calls = std::mem::take(&mut state.calls);
+        if self.reading.is_none() && self.sent.is_empty() {
+            self.progress = Instant::now();
+        }
         if calls.iter().all(|call| !call.answer.is_closed()) {
             std::mem::swap(&mut connection.output, &mut state.bytes);
             self.sent.extend(calls);
@@ -471,7 +473,10 @@ impl Task {
             };
             match connection.stream.try_read(reading.exchange.buffer()) {
                 Ok(0) => return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into())),
-                Ok(read) => reading.exchange.received(read)?,
+                Ok(read) => {
+                    self.progress = Instant::now();
+                    reading.exchange.received(read)?;
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) => return Err(Failure::Io(error)),
             }
@@ -504,7 +509,6 @@ impl Task {
             let parsed = exchange.received(0);
             self.reading = Some(Reading {
                 exchange,
-                deadline: call.deadline,
                 answer: call.answer,
             });
             parsed?;

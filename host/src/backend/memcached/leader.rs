@@ -32,21 +32,17 @@ pub(crate) struct Shared {
     turn: Condvar,
 }
 
-/// Who has the connection.
-#[derive(Default)]
-enum Holder {
-    /// No one, and there is no connection.
-    #[default]
-    Nobody,
-    /// No one: it is free.
-    Free(Connection),
-    /// A thread running its exchange or leading a round.
-    Taken,
-}
+/// Connections a server's threads run on at once before their batches
+/// queue for a shared round.
+const CONNECTIONS: usize = 2;
 
 #[derive(Default)]
 struct State {
-    holder: Holder,
+    /// Connections no thread is using.
+    free: Vec<Connection>,
+    /// Threads running their exchange or leading a round, each on a
+    /// connection (at most [`CONNECTIONS`]).
+    busy: usize,
     /// The queued batches' bytes, in order, and the batches.
     bytes: Vec<u8>,
     calls: Vec<Call>,
@@ -85,9 +81,9 @@ impl Shared {
         deadline: Instant,
     ) -> Result<Answer, Failure> {
         let mut state = self.lock();
-        if state.calls.is_empty() && !matches!(state.holder, Holder::Taken) {
-            // Free: this batch's own exchange, as if alone.
-            let free = take(&mut state.holder);
+        if state.calls.is_empty() && state.busy < CONNECTIONS {
+            // A connection to spare: this batch's own exchange, as if alone.
+            let free = state.take();
             let first = state.tokens;
             state.tokens += request.tokens();
             drop(state);
@@ -120,8 +116,9 @@ impl Shared {
             if let Some(answer) = state.answers.remove(&ticket) {
                 return answer;
             }
-            if !matches!(state.holder, Holder::Taken) {
-                // Handed on with this batch still queued: lead.
+            if state.busy < CONNECTIONS && state.calls.iter().any(|call| call.ticket == ticket) {
+                // A connection to spare, and this batch still queued (not
+                // in another thread's round): lead.
                 return self.lead(state, ticket, addrs, timeout);
             }
             let Some(left) = deadline
@@ -148,7 +145,7 @@ impl Shared {
         addrs: &[SocketAddr],
         timeout: Duration,
     ) -> Result<Answer, Failure> {
-        let free = take(&mut state.holder);
+        let free = state.take();
         let mut bytes = std::mem::take(&mut state.bytes);
         let mut calls = std::mem::take(&mut state.calls);
         if calls.iter().any(|call| state.abandoned.contains(&call.ticket)) {
@@ -220,10 +217,8 @@ impl Shared {
     /// The connection is free again (or gone); the queued threads wake to
     /// take their answers, and one of them leads what queued meanwhile.
     fn hand_on(&self, mut state: MutexGuard<'_, State>, connection: Option<Connection>) {
-        state.holder = match connection {
-            Some(connection) => Holder::Free(connection),
-            None => Holder::Nobody,
-        };
+        state.busy -= 1;
+        state.free.extend(connection);
         let waiting = !state.calls.is_empty() || !state.answers.is_empty();
         drop(state);
         if waiting {
@@ -232,11 +227,12 @@ impl Shared {
     }
 }
 
-/// Takes the connection (or its absence), leaving it taken.
-fn take(holder: &mut Holder) -> Option<Connection> {
-    match std::mem::replace(holder, Holder::Taken) {
-        Holder::Free(connection) => Some(connection),
-        _ => None,
+impl State {
+    /// Takes a free connection, if there is one (otherwise the taker
+    /// dials one), counting it busy.
+    fn take(&mut self) -> Option<Connection> {
+        self.busy += 1;
+        self.free.pop()
     }
 }
 
