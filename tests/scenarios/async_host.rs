@@ -184,5 +184,14 @@ fn a_host_that_creates_and_drops_runtimes_keeps_reusing_connections() -> anyhow:
     // One connection for the new runtime, one for `stats` itself.
     let dialed = connections_accepted(&server)? - before;
     assert!(dialed <= 2, "20 calls on one runtime dialed {dialed} connections");
+    // The dropped runtimes' connections were closed past 64.
+    let stats = server.raw("stats\r\n")?;
+    let open: u64 = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("STAT curr_connections "))
+        .ok_or_else(|| anyhow::anyhow!("no curr_connections in {stats}"))?
+        .trim()
+        .parse()?;
+    assert!(open <= 64 + 4, "{open} connections open after 81 runtimes");
     Ok(())
 }

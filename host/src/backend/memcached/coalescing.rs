@@ -42,6 +42,11 @@ use super::tokio_driver::{Connection, current_runtime, dial};
 /// value passed through).
 const KEPT_CAPACITY: usize = 256 * 1024;
 
+/// Runtimes a server keeps a connection for; past that, the oldest that no
+/// call is using is closed (a host that makes and drops runtimes would
+/// otherwise keep a connection per runtime it ever had).
+const MAX_PIPES: usize = 64;
+
 /// A server's shared connections: one per tokio runtime (a connection
 /// works only on the runtime whose reactor it is registered with).
 #[derive(Default)]
@@ -141,8 +146,21 @@ impl Shared {
         if let Some((_, pipe)) = pipes.iter().find(|(owner, _)| *owner == runtime) {
             return Ok(pipe.clone());
         }
-        // A runtime that was dropped left its pipe without a connection.
+        // Pipes without a connection go; past the bound, the oldest free
+        // one too (a dropped runtime's, most likely).
         pipes.retain(|(_, pipe)| !matches!(pipe.lock().holder, Holder::Nobody));
+        if pipes.len() >= MAX_PIPES
+            && let Some(oldest) = pipes
+                .iter()
+                .position(|(_, pipe)| matches!(pipe.lock().holder, Holder::Free(_)))
+        {
+            let (_, evicted) = pipes.remove(oldest);
+            // Its connection closes here, unless a call took it meanwhile.
+            let mut state = evicted.lock();
+            if matches!(state.holder, Holder::Free(_)) {
+                state.holder = Holder::Nobody;
+            }
+        }
         let pipe = Arc::new(Pipe {
             addrs: addrs.to_vec(),
             timeout,

@@ -48,9 +48,8 @@ struct Cli {
     /// Bytes, or with k or m.
     #[arg(long, value_name = "SIZE", default_value = "1m", value_parser = parse_size, global = true)]
     item_size_limit: u64,
-    /// Give each async batch a connection of its own for its exchange,
-    /// instead of coalescing concurrent batches to a server on one shared
-    /// connection.
+    /// Give each batch a connection of its own for its exchange, instead
+    /// of coalescing concurrent batches to a server on shared connections.
     #[arg(long, global = true)]
     no_coalesce: bool,
     /// Where the compiled component is cached between runs [default:
