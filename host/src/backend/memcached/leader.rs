@@ -1,13 +1,18 @@
 //! Coalescing on the blocking driver: the batches of threads sharing a
-//! backend, bound for one server, share one connection.
+//! backend, bound for one server, share two connections.
 //!
-//! - A thread that finds the connection free takes it and runs its own
+//! - A thread that finds a connection to spare takes it and runs its own
 //!   exchange on it, as if it were alone.
-//! - Threads that come while it is taken queue their batches and sleep.
-//!   When the connection is handed on, one of them leads: it writes every
+//! - Threads that come while both are taken queue their batches and sleep.
+//!   When a connection is handed on, one of them leads: it writes every
 //!   queued batch in one write, reads the replies in order, leaves each
 //!   thread its answer and wakes them; what queued meanwhile is the next
-//!   leader's.
+//!   leader's. A batch whose thread stopped waiting before it was written
+//!   is not written.
+//!
+//! Two connections, not one: with one, two threads took turns, each
+//! waiting out the other's whole round trip (docs/architecture.md,
+//! "Coalescing concurrent async batches").
 //!
 //! Each batch keeps its own limits and its caller waits until its own
 //! deadline; a round is bounded by its oldest batch's. A failure fails the
