@@ -5,6 +5,7 @@
 mod apps;
 mod fake;
 pub mod history;
+pub mod workload;
 
 use std::path::Path;
 use std::sync::OnceLock;
