@@ -151,17 +151,6 @@ fn a_frozen_server_does_not_stall_other_tenants_on_one_executor_thread() -> anyh
     Ok(())
 }
 
-/// Connections memcached has accepted since it started (its own `stats`
-/// connection included).
-fn connections_accepted(server: &MemcachedProcess) -> anyhow::Result<u64> {
-    let stats = server.raw("stats\r\n")?;
-    let total = stats
-        .lines()
-        .find_map(|line| line.strip_prefix("STAT total_connections "))
-        .ok_or_else(|| anyhow::anyhow!("no total_connections in {stats}"))?;
-    Ok(total.trim().parse()?)
-}
-
 #[test]
 fn a_host_that_creates_and_drops_runtimes_keeps_reusing_connections() -> anyhow::Result<()> {
     let server = MemcachedProcess::start()?;
@@ -174,7 +163,7 @@ fn a_host_that_creates_and_drops_runtimes_keeps_reusing_connections() -> anyhow:
             anyhow::Ok(())
         })?;
     }
-    let before = connections_accepted(&server)?;
+    let before = server.stat("total_connections")?;
     current_thread()?.block_on(async {
         for _ in 0..20 {
             instance(&backend, "app").await?.get("t", "k").await?;
@@ -182,16 +171,10 @@ fn a_host_that_creates_and_drops_runtimes_keeps_reusing_connections() -> anyhow:
         anyhow::Ok(())
     })?;
     // One connection for the new runtime, one for `stats` itself.
-    let dialed = connections_accepted(&server)? - before;
+    let dialed = server.stat("total_connections")? - before;
     assert!(dialed <= 2, "20 calls on one runtime dialed {dialed} connections");
     // The dropped runtimes' connections were closed past 64.
-    let stats = server.raw("stats\r\n")?;
-    let open: u64 = stats
-        .lines()
-        .find_map(|line| line.strip_prefix("STAT curr_connections "))
-        .ok_or_else(|| anyhow::anyhow!("no curr_connections in {stats}"))?
-        .trim()
-        .parse()?;
+    let open = server.stat("curr_connections")?;
     assert!(open <= 64 + 4, "{open} connections open after 81 runtimes");
     Ok(())
 }

@@ -136,6 +136,17 @@ impl MemcachedProcess {
         Ok(())
     }
 
+    /// One of memcached's `stats` counters (`total_connections`,
+    /// `curr_connections`, `cmd_get`, ...).
+    pub fn stat(&self, name: &str) -> anyhow::Result<u64> {
+        let stats = self.raw("stats\r\n")?;
+        let value = stats
+            .lines()
+            .find_map(|line| line.strip_prefix("STAT ")?.strip_prefix(name)?.strip_prefix(' '))
+            .with_context(|| format!("no {name} in memcached's stats"))?;
+        Ok(value.trim().parse()?)
+    }
+
     /// Sends one classic text-protocol command behind the component's back
     /// and returns the reply, up to its terminating line.
     pub fn raw(&self, command: &str) -> anyhow::Result<String> {
