@@ -2,7 +2,9 @@
 //! owned by one server (`routing`), whose membership record every batch
 //! checks (`fencing`), a process learns (`learning`) and `pool set` changes
 //! by compare-and-swap (`pool_change`), over one protocol core (`protocol`)
-//! and two drivers that move its bytes (`blocking`, `tokio_driver`). Our own transport around the `memcache` crate's
+//! and two drivers that move its bytes (`blocking`, `tokio_driver`), each
+//! with calls to a server coalesced on shared connections (`leader`,
+//! `coalescing`). Our own transport around the `memcache` crate's
 //! reply codes, because its clients cost more system calls and allocations
 //! per exchange than the whole rest of a call (docs/architecture.md, "The
 //! memcached transport").
@@ -40,11 +42,12 @@ pub struct MemcachedOptions {
     /// Values that cannot fit are refused before they are sent; a stored
     /// value longer than this reads as a miss.
     pub item_size_limit: u64,
-    /// Whether calls bound for one server share a connection per tokio
-    /// runtime (async calls) and one for every thread (blocking calls):
-    /// a batch that finds it free runs alone on it, and the batches that
-    /// queue meanwhile go out together in one write (on by default). Off,
-    /// each batch has a connection of its own for its exchange.
+    /// Whether calls bound for one server share its connections: one per
+    /// tokio runtime for async calls, two among threads for blocking
+    /// calls. A batch that finds a connection free runs alone on it, and
+    /// the batches that queue meanwhile go out together in one write (on
+    /// by default). Off, each batch has a connection of its own for its
+    /// exchange.
     pub coalesce: bool,
 }
 
