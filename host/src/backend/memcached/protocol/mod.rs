@@ -372,6 +372,7 @@ fn store_flags(item: &Item, condition: &[u8], token: u64, now: u64, out: &mut Ve
     out.extend_from_slice(b"\r\n");
 }
 
+mod line;
 mod reply;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use memcache::exp::ReturnCode;
 
+use super::line::{Tokens, cas, header, number};
 use super::{Answer, Kind, OwnReply, Request, encode, opaque};
 use crate::bindings::capability::{Error, Outcome, Replies, ValueWithCas};
 
@@ -512,107 +513,4 @@ impl Exchange {
         };
         Ok(true)
     }
-}
-
-/// Reads a reply line: its code and, for `VA`, the data length. The line
-/// must carry exactly one opaque token, `opaque`. Error lines fail the
-/// batch (`SERVER_ERROR` lines as `Rejected`, which the caller may take as
-/// one command's failure).
-pub(super) fn header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
-    // What memcached sends for our commands, `XX[ LENGTH] OPAQUE`, read
-    // without splitting the line; anything else goes the general way.
-    let usual = line
-        .strip_suffix(opaque)
-        .and_then(|rest| rest.strip_suffix(b" "))
-        .and_then(|rest| match rest {
-            [b'V', b'A', b' ', digits @ ..] => Some((ReturnCode::Va, Some(length(digits)?))),
-            [_, _] => Some((ReturnCode::from_wire(rest).ok()?, None)),
-            _ => None,
-        });
-    match usual {
-        Some((ReturnCode::Va, None)) | None => any_header(line, opaque),
-        Some(usual) => Ok(usual),
-    }
-}
-
-/// [`header`] for any reply line: tokens separated by spaces, flags in any
-/// order.
-fn any_header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
-    let mut tokens = Tokens(line);
-    let first = tokens.next().ok_or(Failure::Garbled("an empty reply line"))?;
-    let code = match first {
-        b"SERVER_ERROR" | b"CLIENT_ERROR" | b"ERROR" => {
-            return Err(Failure::Rejected(String::from_utf8_lossy(line).trim().to_owned()));
-        }
-        code => ReturnCode::from_wire(code)
-            .map_err(|_| Failure::Garbled("an unknown reply code (is this a memcached server, 1.6 or later?)"))?,
-    };
-    let len = match code {
-        ReturnCode::Va => Some(
-            tokens
-                .next()
-                .and_then(length)
-                .ok_or(Failure::Garbled("a VA reply without a length"))?,
-        ),
-        _ => None,
-    };
-    let mut opaques = tokens.filter(|flag| flag.first() == Some(&b'O'));
-    if opaques.next() != Some(opaque) || opaques.next().is_some() {
-        return Err(Failure::Mismatch);
-    }
-    Ok((code, len))
-}
-
-/// The CAS value a reply line carries (its `c` flag), if any.
-fn cas(line: &[u8]) -> Option<u64> {
-    // Up to 20 digits: memcached's CAS values are 64-bit counters.
-    Tokens(line).skip(1).find_map(|flag| {
-        let digits = flag.strip_prefix(b"c")?;
-        match digits.iter().all(u8::is_ascii_digit) {
-            true => std::str::from_utf8(digits).ok()?.parse().ok(),
-            false => None,
-        }
-    })
-}
-
-/// The space-separated tokens of a reply line.
-struct Tokens<'a>(&'a [u8]);
-
-impl<'a> Iterator for Tokens<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let line = self.0;
-        let mut start = 0;
-        while start < line.len() && line[start] == b' ' {
-            start += 1;
-        }
-        let mut end = start;
-        while end < line.len() && line[end] != b' ' {
-            end += 1;
-        }
-        self.0 = &line[end..];
-        (end > start).then(|| &line[start..end])
-    }
-}
-
-/// A data length: decimal digits, at most ten (memcached's items are at
-/// most 1 GiB).
-fn length(digits: &[u8]) -> Option<usize> {
-    if digits.len() > 10 {
-        return None;
-    }
-    number(digits).and_then(|number| usize::try_from(number).ok())
-}
-
-/// Decimal digits, at most nineteen.
-fn number(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        digits
-            .iter()
-            .fold(0, |number, &digit| number * 10 + u64::from(digit - b'0')),
-    )
 }

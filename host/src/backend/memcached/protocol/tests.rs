@@ -2,7 +2,7 @@
 
 use memcache::exp::{MetaCommand, MetaOp};
 
-use super::reply::header;
+use super::line::header;
 use super::*;
 use crate::bindings::capability::Outcome;
 
