@@ -46,13 +46,7 @@ fn run_blocking_workloads(
 
 /// Runs `tasks` workloads at once on two executor threads, all within a
 /// minute (nothing may hang).
-fn run_workloads(
-    backend: &Backend,
-    tasks: usize,
-    steps: usize,
-    give_up: u64,
-    size: usize,
-) -> anyhow::Result<Vec<anyhow::Result<()>>> {
+fn run_workloads(backend: &Backend, tasks: usize, steps: usize, give_up: u64, size: usize) -> anyhow::Result<()> {
     let done = Arc::new(AtomicUsize::new(0));
     two_threads()?.block_on(async {
         let handles: Vec<_> = (0..tasks)
@@ -71,8 +65,22 @@ fn run_workloads(
         let results = tokio::time::timeout(Duration::from_secs(60), all)
             .await
             .map_err(|_| anyhow::anyhow!("the workloads did not finish within a minute"))?;
-        Ok(results)
+        results.into_iter().collect()
     })
+}
+
+/// Connections dialed to two servers (one memcached worker thread each)
+/// while `run` uses a backend of both.
+fn connections_dialed(run: impl FnOnce(&Backend) -> anyhow::Result<()>) -> anyhow::Result<u64> {
+    // One worker thread each: memcached counts a connection in the worker
+    // that takes it, so with several a connection made at start (the
+    // readiness probe) can be counted after the first `stats`.
+    let one_worker = || MemcachedProcess::start_with(&["-t", "1"]);
+    let (a, b) = (one_worker()?, one_worker()?);
+    let accepted = a.stat("total_connections")? + b.stat("total_connections")?;
+    run(&backend(&[&a, &b])?)?;
+    // Less the two `stats` connections of this count.
+    Ok(a.stat("total_connections")? + b.stat("total_connections")? - accepted - 2)
 }
 
 async fn futures_join(handles: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) -> Vec<anyhow::Result<()>> {
@@ -85,19 +93,8 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>)
 
 #[test]
 fn hundreds_of_concurrent_async_calls_each_get_their_own_answers_on_shared_connections() -> anyhow::Result<()> {
-    // One worker thread each: memcached counts a connection in the worker
-    // that takes it, so with several a connection made at start (the
-    // readiness probe) can be counted after the first `stats`.
-    let one_worker = || MemcachedProcess::start_with(&["-t", "1"]);
-    let (a, b) = (one_worker()?, one_worker()?);
-    let backend = backend(&[&a, &b])?;
-    let accepted = a.stat("total_connections")? + b.stat("total_connections")?;
-    for result in run_workloads(&backend, 256, 40, 0, 64)? {
-        result?;
-    }
-    // Two `stats` of this test, and the batches of 256 tasks went over
-    // one connection per server.
-    let opened = a.stat("total_connections")? + b.stat("total_connections")? - accepted - 2;
+    let opened = connections_dialed(|backend| run_workloads(backend, 256, 40, 0, 64))?;
+    // The batches of 256 tasks went over one connection per server.
     assert!(opened <= 2, "{opened} connections for 256 tasks");
     Ok(())
 }
@@ -112,9 +109,7 @@ fn callers_giving_up_mid_exchange_never_get_or_cause_a_wrong_answer() -> anyhow:
         largest: 64,
     })?;
     let backend = backend_with_timeout(&[proxy.address()], Duration::from_secs(5))?;
-    for result in run_workloads(&backend, 64, 30, 30, 200)? {
-        result?;
-    }
+    run_workloads(&backend, 64, 30, 30, 200)?;
     Ok(())
 }
 
@@ -126,9 +121,7 @@ fn replies_trickling_in_pieces_of_one_to_seven_bytes_reach_their_callers() -> an
         largest: 7,
     })?;
     let backend = backend_with_timeout(&[proxy.address()], Duration::from_secs(10))?;
-    for result in run_workloads(&backend, 32, 15, 0, 300)? {
-        result?;
-    }
+    run_workloads(&backend, 32, 15, 0, 300)?;
     Ok(())
 }
 
@@ -247,15 +240,7 @@ fn a_restarted_server_serves_the_next_async_call() -> anyhow::Result<()> {
 
 #[test]
 fn threads_sharing_a_backend_each_get_their_own_answers_on_two_connections_per_server() -> anyhow::Result<()> {
-    // One worker thread each: memcached counts a connection in the worker
-    // that takes it, so with several a connection made at start (the
-    // readiness probe) can be counted after the first `stats`.
-    let one_worker = || MemcachedProcess::start_with(&["-t", "1"]);
-    let (a, b) = (one_worker()?, one_worker()?);
-    let backend = backend(&[&a, &b])?;
-    let accepted = a.stat("total_connections")? + b.stat("total_connections")?;
-    run_blocking_workloads(&backend, "t", 16, 60, 64, false)?;
-    let opened = a.stat("total_connections")? + b.stat("total_connections")? - accepted - 2;
+    let opened = connections_dialed(|backend| run_blocking_workloads(backend, "t", 16, 60, 64, false).map(drop))?;
     assert!(opened <= 4, "{opened} connections for 16 threads");
     Ok(())
 }
