@@ -225,8 +225,7 @@ impl MemcachedPool {
         let server = &self.servers[index];
         let timeout = self.options.timeout;
         let deadline = Instant::now() + timeout;
-        self.exchanges.fetch_add(1, Ordering::Relaxed);
-        let limits = self.read_limits(reply_bytes);
+        let limits = self.count_exchange(reply_bytes);
         server
             .led
             .exchange(&server.addrs, timeout, request, unix_now(), limits, deadline)
@@ -246,8 +245,7 @@ impl MemcachedPool {
             .blocking
             .checkout(&server.addrs, timeout)
             .map_err(Failure::Connect)?;
-        self.exchanges.fetch_add(1, Ordering::Relaxed);
-        let limits = self.read_limits(reply_bytes);
+        let limits = self.count_exchange(reply_bytes);
         let (answer, in_step) = connection.exchange(request, unix_now(), limits, Instant::now() + timeout)?;
         if in_step {
             server.blocking.put_back(connection);
@@ -274,8 +272,7 @@ impl MemcachedPool {
         let server = &self.servers[index];
         let timeout = self.options.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        self.exchanges.fetch_add(1, Ordering::Relaxed);
-        let limits = self.read_limits(reply_bytes);
+        let limits = self.count_exchange(reply_bytes);
         server
             .coalesced
             .exchange(&server.addrs, timeout, request, unix_now(), limits, deadline)
@@ -293,8 +290,7 @@ impl MemcachedPool {
             .checkout(&server.addrs, timeout)
             .await
             .map_err(Failure::Connect)?;
-        self.exchanges.fetch_add(1, Ordering::Relaxed);
-        let limits = self.read_limits(reply_bytes);
+        let limits = self.count_exchange(reply_bytes);
         let (answer, in_step) = connection.exchange(request, unix_now(), limits, deadline).await?;
         if in_step {
             server.tokio.put_back(connection);
@@ -302,7 +298,10 @@ impl MemcachedPool {
         Ok(answer)
     }
 
-    fn read_limits(&self, reply_bytes: u64) -> ReadLimits {
+    /// Counts an exchange about to run (for `batches_sent`), and gives the
+    /// limits its replies are read under.
+    fn count_exchange(&self, reply_bytes: u64) -> ReadLimits {
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
         ReadLimits {
             item_size: self.options.item_size_limit,
             reply_bytes,
