@@ -11,8 +11,8 @@ use anyhow::{Context, bail};
 use memcache::exp::MetaCommand;
 
 use crate::backend::Backend;
-use crate::backend::memcached::protocol::describe;
-use crate::bindings::capability::Outcome;
+use tenant_cache_memcached::protocol::describe;
+use tenant_cache_memcached::types::{Outcome, ValueWithCas};
 
 /// The reply to one raw command, by its code: `VA` a value, `HD` done,
 /// `EN`/`NF` a miss, `NS`/`EX` exists.
@@ -79,8 +79,8 @@ fn read(replies: crate::backend::BatchResult) -> anyhow::Result<Vec<RawReply>> {
         .into_iter()
         .map(|outcome| match outcome {
             Outcome::Value(len)
-            | Outcome::Refresh(crate::bindings::capability::ValueWithCas { len, .. })
-            | Outcome::ValueWithCas(crate::bindings::capability::ValueWithCas { len, .. }) => {
+            | Outcome::Refresh(ValueWithCas { len, .. })
+            | Outcome::ValueWithCas(ValueWithCas { len, .. }) => {
                 match values.split_at_checked(len as usize) {
                     Some((value, rest)) => {
                         values = rest;

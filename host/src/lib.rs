@@ -27,8 +27,6 @@ mod backend;
 mod bindings;
 mod calls;
 mod capability;
-mod confinement;
-mod digest;
 mod error;
 mod instances;
 pub mod keyvalue;

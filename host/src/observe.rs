@@ -242,8 +242,3 @@ pub(crate) fn refused(app: &str, reason: &'static str, detail: &str) {
     metrics::counter!("tenant_cache_refused_batches_total", "app" => app.to_owned(), "reason" => reason).increment(1);
     tracing::warn!(app, reason, "batch refused: {detail}");
 }
-
-/// The server a call's batch went to, on the call's span.
-pub(crate) fn server(address: &str) {
-    Span::current().record("server", address);
-}

@@ -21,7 +21,7 @@ pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component
 /// component's SHA-256 and by the engine's compatibility hash (wasmtime
 /// version and every setting that changes the machine code).
 fn artifact(engine: &Engine, bytes: &[u8], dir: &Path) -> PathBuf {
-    let component = crate::digest::short_digest(bytes);
+    let component = tenant_cache_memcached::digest::short_digest(bytes);
     // A collision here is harmless: wasmtime re-checks compatibility on load.
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);

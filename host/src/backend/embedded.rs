@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 
 use super::{BatchResult, BoxFuture, Storage};
-use crate::bindings::capability::{CasItem, Command, Error, Item, Limit, NewVersion, Outcome, Replies, ValueWithCas};
+use tenant_cache_memcached::types::{CasItem, Command, Error, Item, Limit, NewVersion, Outcome, Replies, ValueWithCas};
 
 /// How the embedded store is sized.
 #[derive(Clone, Debug)]
@@ -458,7 +458,7 @@ mod tests {
     fn increments_wrap_and_refuse_what_is_not_a_number() {
         let store = store();
         let increment =
-            |delta| Command::Increment(crate::bindings::capability::CounterDelta { key: "k".into(), delta });
+            |delta| Command::Increment(tenant_cache_memcached::types::CounterDelta { key: "k".into(), delta });
         assert_eq!(one(&store, increment(1)), MISS);
         one(&store, Command::Set(item("k", b"18446744073709551614", None)));
         assert_eq!(one(&store, increment(1)), found(b"18446744073709551615"));
@@ -472,7 +472,7 @@ mod tests {
     fn one_reader_refreshes_an_entry_near_its_expiry_until_it_is_stored_again() {
         let store = store();
         let early = |window| {
-            Command::GetEarly(crate::bindings::capability::EarlyGet {
+            Command::GetEarly(tenant_cache_memcached::types::EarlyGet {
                 key: "k".into(),
                 window,
             })

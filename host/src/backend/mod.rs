@@ -2,15 +2,13 @@
 //! in-process store, behind one handle.
 
 pub(crate) mod embedded;
-pub(crate) mod membership;
 pub(crate) mod memcached;
-pub(crate) mod routing;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use crate::bindings::capability::{Command, Error, Replies};
+use tenant_cache_memcached::types::{Command, Error, Replies};
 use crate::memo::{MEMO_ENTRIES, Memo};
 
 /// A boxed future that may move between threads.
@@ -114,17 +112,15 @@ impl Backend {
     /// behind a load balancer handing them out as ETags) the same secret,
     /// of at least 16 bytes, kept from the callers. Refuses a shorter one.
     pub fn with_token_secret(self, secret: &[u8]) -> anyhow::Result<Backend> {
-        anyhow::ensure!(
-            secret.len() >= 16,
-            "a token secret must be at least 16 bytes, not {}",
-            secret.len()
-        );
-        use sha2::Digest;
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(b"tenant-cache token secret\n");
-        hasher.update(secret);
+        let key = tenant_cache_memcached::tokens::key_from_secret(secret).ok_or_else(|| {
+            anyhow::anyhow!(
+                "a token secret must be at least {} bytes, not {}",
+                tenant_cache_memcached::tokens::MIN_SECRET,
+                secret.len()
+            )
+        })?;
         Ok(Backend {
-            token_key: Arc::new(hasher.finalize().into()),
+            token_key: Arc::new(key),
             ..self
         })
     }
@@ -162,7 +158,7 @@ impl Backend {
         let pool = self.pool()?;
         let record = pool
             .set_membership(force)
-            .map_err(|error| anyhow::anyhow!(memcached::protocol::describe(&error)))?;
+            .map_err(|error| anyhow::anyhow!(tenant_cache_memcached::protocol::describe(&error)))?;
         Ok(String::from_utf8_lossy(&record.encode()).into_owned())
     }
 

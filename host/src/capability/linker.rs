@@ -4,7 +4,7 @@
 use wasmtime::StoreContextMut;
 use wasmtime::component::{HasData, Linker};
 
-use super::{Grant, INTERFACE};
+use super::{Grant, INTERFACE, convert};
 use crate::bindings::capability::{Command, Host};
 
 struct HasGrant;
@@ -35,31 +35,35 @@ pub fn add_to_linker_async<T: Send + 'static>(
     let mut interface = linker.instance(INTERFACE)?;
     interface.func_wrap_async(
         "execute",
-        move |mut store: StoreContextMut<'_, T>, (route, mut commands): (String, Vec<Command>)| {
+        move |mut store: StoreContextMut<'_, T>, (route, commands): (String, Vec<Command>)| {
             // Admitted here, on the store's grant; run on a clone (a few
             // reference counts), so the future holds no borrow of the store.
             let grant = get(store.data_mut());
+            let mut commands = convert::commands(commands);
             let admitted = grant.admit(&route, &mut commands);
             let grant = grant.clone();
             Box::new(async move {
-                Ok((match admitted {
+                let replies = match admitted {
                     Ok(rewrites) => grant.run_async(&route, commands, rewrites).await,
                     Err(error) => Err(error),
-                },))
+                };
+                Ok((replies.map(convert::replies).map_err(convert::error),))
             })
         },
     )?;
     interface.func_wrap_async(
         "broadcast",
-        move |mut store: StoreContextMut<'_, T>, (mut commands,): (Vec<Command>,)| {
+        move |mut store: StoreContextMut<'_, T>, (commands,): (Vec<Command>,)| {
             let grant = get(store.data_mut());
+            let mut commands = convert::commands(commands);
             let admitted = grant.admit_broadcast(&mut commands);
             let grant = grant.clone();
             Box::new(async move {
-                Ok((match admitted {
+                let minted = match admitted {
                     Ok(minted) => grant.run_broadcast_async(commands).await.map(|()| minted),
                     Err(error) => Err(error),
-                },))
+                };
+                Ok((minted.map_err(convert::error),))
             })
         },
     )?;

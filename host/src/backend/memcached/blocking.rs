@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
-use super::protocol::{Answer, Exchange, Expected, Failure, Input, ReadLimits, Request};
+use tenant_cache_memcached::protocol::{Answer, Exchange, Expected, Failure, Input, ReadLimits, Request};
 
 /// Idle connections kept per server; more are closed when returned.
 const MAX_IDLE: usize = 64;
@@ -238,8 +238,8 @@ fn wait(stream: &TcpStream, writing: bool, deadline: Instant) -> Result<(), Fail
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memcached::protocol::Group;
-    use crate::bindings::capability::Command;
+    use tenant_cache_memcached::protocol::Group;
+    use tenant_cache_memcached::types::Command;
 
     /// A one-connection server on loopback that reads a request, writes
     /// `reply` and then holds the connection open.

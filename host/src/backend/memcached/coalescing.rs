@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use super::protocol::{Answer, Exchange, Expected, Failure, ReadLimits, Request};
+use tenant_cache_memcached::protocol::{Answer, Exchange, Expected, Failure, ReadLimits, Request};
 use super::tokio_driver::{Connection, current_runtime, dial};
 
 /// A write buffer larger than this is given back once written (a large

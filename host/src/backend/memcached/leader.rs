@@ -26,7 +26,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::blocking::{Connection, dial};
-use super::protocol::{Answer, Expected, Failure, ReadLimits, Request};
+use tenant_cache_memcached::protocol::{Answer, Expected, Failure, ReadLimits, Request};
 
 /// A server's shared blocking connection, and its queue.
 #[derive(Default)]

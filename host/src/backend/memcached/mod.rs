@@ -1,37 +1,33 @@
-//! The capability on real memcached servers: a pool whose every route is
-//! owned by one server (`routing`), whose membership record every batch
-//! checks (`fencing`), a process learns (`learning`) and `pool set` changes
-//! by compare-and-swap (`pool_change`), over one protocol core (`protocol`)
-//! and two drivers that move its bytes (`blocking`, `tokio_driver`), each
-//! with calls to a server coalesced on shared connections (`leader`,
-//! `coalescing`). Our own transport around the `memcache` crate's
+//! The capability on real memcached servers: the pool of
+//! `tenant_cache_memcached` (every route owned by one server, every batch
+//! checking the membership record, over its protocol core), whose record
+//! `pool set` changes by compare-and-swap (`pool_change`), and two drivers
+//! that move its bytes (`blocking`, `tokio_driver`), each with calls to a
+//! server coalesced on shared connections (`leader`, `coalescing`). Our own transport around the `memcache` crate's
 //! reply codes, because its clients cost more system calls and allocations
 //! per exchange than the whole rest of a call (docs/architecture.md, "The
 //! memcached transport").
 
 mod blocking;
 mod coalescing;
-mod fencing;
 mod leader;
-mod learning;
 mod pool_change;
-pub(crate) mod protocol;
 mod tokio_driver;
 
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use tenant_cache_memcached::membership::Membership;
+use tenant_cache_memcached::pool::{Driver, Pool};
+use tenant_cache_memcached::protocol::{Answer, Failure, ReadLimits, Request};
+use tenant_cache_memcached::types::{Command, Error};
 
-use self::protocol::{Answer, Failure, ReadLimits, Request};
-use super::membership::Membership;
 use super::{BatchResult, BoxFuture, Storage};
-use crate::bindings::capability::{Command, Error};
 
-pub use self::learning::PoolReport;
+pub use tenant_cache_memcached::pool::PoolReport;
 
 /// How a memcached pool is reached.
 #[derive(Clone, Debug)]
@@ -72,44 +68,26 @@ pub(crate) struct Server {
     led: leader::Shared,
 }
 
-/// The pool record this process last found, and its stored bytes.
-pub(crate) struct Known {
-    pub(crate) record: Membership,
-    pub(crate) stored: Vec<u8>,
-}
-
-/// A pool of memcached servers; a route always goes to the same server.
+/// A pool of memcached servers (a route always goes to the same server),
+/// and the connections to each.
 pub(crate) struct MemcachedPool {
+    pub(crate) pool: Pool,
     pub(crate) servers: Vec<Server>,
-    /// The servers' addresses, as configured.
-    pub(crate) ids: Vec<String>,
     pub(crate) options: MemcachedOptions,
-    known: RwLock<Option<Arc<Known>>>,
     exchanges: AtomicU64,
-}
-
-/// Moves the bytes of requests to servers and back. Requests to several
-/// servers run at once; the results come in the order of the requests.
-pub(crate) trait Driver: Sync {
-    fn run<'a>(
-        &'a self,
-        pool: &'a MemcachedPool,
-        requests: Vec<(usize, Request<'a>)>,
-        reply_bytes: u64,
-    ) -> impl Future<Output = Vec<Result<Answer, Failure>>> + Send + 'a;
 }
 
 /// The blocking driver: `std::net`, with threads for requests to several
 /// servers. Its futures are complete when first polled.
-struct Blocking;
+struct Blocking<'p>(&'p MemcachedPool);
 
-impl Driver for Blocking {
+impl Driver for Blocking<'_> {
     fn run<'a>(
         &'a self,
-        pool: &'a MemcachedPool,
         requests: Vec<(usize, Request<'a>)>,
         reply_bytes: u64,
     ) -> impl Future<Output = Vec<Result<Answer, Failure>>> + Send + 'a {
+        let pool = self.0;
         let results = match requests.len() {
             1 => requests
                 .into_iter()
@@ -136,15 +114,15 @@ impl Driver for Blocking {
 
 /// The tokio driver: requests to several servers run concurrently on the
 /// caller's task.
-struct Tokio;
+struct Tokio<'p>(&'p MemcachedPool);
 
-impl Driver for Tokio {
+impl Driver for Tokio<'_> {
     fn run<'a>(
         &'a self,
-        pool: &'a MemcachedPool,
         requests: Vec<(usize, Request<'a>)>,
         reply_bytes: u64,
     ) -> impl Future<Output = Vec<Result<Answer, Failure>>> + Send + 'a {
+        let pool = self.0;
         futures_util::future::join_all(
             requests
                 .into_iter()
@@ -193,27 +171,11 @@ impl MemcachedPool {
             });
         }
         Ok(MemcachedPool {
+            pool: Pool::new(addresses.to_vec(), options.timeout),
             servers,
-            ids: addresses.to_vec(),
             options,
-            known: RwLock::new(None),
             exchanges: AtomicU64::new(0),
         })
-    }
-
-    /// The pool record last found, if any.
-    pub(crate) fn known(&self) -> Option<Arc<Known>> {
-        self.known.read().unwrap_or_else(|poison| poison.into_inner()).clone()
-    }
-
-    /// Remembers the pool record just found.
-    pub(crate) fn remember(&self, record: Membership) -> Arc<Known> {
-        let known = Arc::new(Known {
-            stored: record.encode(),
-            record,
-        });
-        *self.known.write().unwrap_or_else(|poison| poison.into_inner()) = Some(known.clone());
-        known
     }
 
     /// Runs one request on server `index` over the blocking driver, on the
@@ -308,36 +270,24 @@ impl MemcachedPool {
         }
     }
 
-    /// A failed exchange with server `index`, as the capability's error.
-    /// The connection it ran on is gone: an event says why.
-    pub(crate) fn error(&self, index: usize, failure: Failure, writes: bool) -> Error {
-        let error = protocol::to_error(&self.servers[index].address, failure, self.options.timeout, writes);
-        tracing::warn!(
-            server = %self.servers[index].address,
-            "exchange failed, connection dropped: {}",
-            protocol::describe(&error)
-        );
-        error
-    }
-
     /// The pool records every server holds (for `tenant-cache pool show`).
     pub(crate) fn report(&self) -> Vec<PoolReport> {
-        pollster::block_on(self.report_with(&Blocking))
+        pollster::block_on(self.pool.report_with(&Blocking(self)))
     }
 
     /// Makes `self`'s server list the pool's (for `tenant-cache pool set`).
     pub(crate) fn set_membership(&self, force: bool) -> Result<Membership, Error> {
-        pollster::block_on(self.set_membership_with(&Blocking, force))
+        pollster::block_on(self.set_membership_with(force))
     }
 }
 
 impl Storage for MemcachedPool {
     fn execute(&self, prefix: &str, route: &[u8], commands: Vec<Command>, reply_bytes: u64) -> BatchResult {
-        pollster::block_on(self.execute_with(&Blocking, prefix, route, &commands, reply_bytes))
+        pollster::block_on(self.pool.execute_with(&Blocking(self), prefix, route, &commands, reply_bytes))
     }
 
     fn broadcast(&self, prefix: &str, commands: Vec<Command>) -> Result<(), Error> {
-        pollster::block_on(self.broadcast_with(&Blocking, prefix, &commands))
+        pollster::block_on(self.pool.broadcast_with(&Blocking(self), prefix, &commands))
     }
 
     fn execute_async<'a>(
@@ -347,11 +297,11 @@ impl Storage for MemcachedPool {
         commands: Vec<Command>,
         reply_bytes: u64,
     ) -> BoxFuture<'a, BatchResult> {
-        Box::pin(async move { self.execute_with(&Tokio, prefix, route, &commands, reply_bytes).await })
+        Box::pin(async move { self.pool.execute_with(&Tokio(self), prefix, route, &commands, reply_bytes).await })
     }
 
     fn broadcast_async<'a>(&'a self, prefix: &'a str, commands: Vec<Command>) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move { self.broadcast_with(&Tokio, prefix, &commands).await })
+        Box::pin(async move { self.pool.broadcast_with(&Tokio(self), prefix, &commands).await })
     }
 
     fn servers(&self) -> usize {
@@ -367,7 +317,7 @@ impl Storage for MemcachedPool {
     }
 
     fn describe(&self) -> String {
-        format!("memcached at {}", self.ids.join(","))
+        format!("memcached at {}", self.pool.ids.join(","))
     }
 
     fn memcached(&self) -> Option<&MemcachedPool> {
@@ -391,7 +341,7 @@ impl MemcachedPool {
         };
         answer
             .map(|answer| answer.replies)
-            .map_err(|failure| self.error(0, failure, true))
+            .map_err(|failure| self.pool.error(0, failure, true))
     }
 
     /// [`raw`](Self::raw) over the tokio driver: as the capability's async
@@ -409,7 +359,7 @@ impl MemcachedPool {
         };
         answer
             .map(|answer| answer.replies)
-            .map_err(|failure| self.error(0, failure, true))
+            .map_err(|failure| self.pool.error(0, failure, true))
     }
 }
 
@@ -418,7 +368,8 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
-    use super::protocol::Group;
+    use tenant_cache_memcached::protocol::Group;
+
     use super::*;
 
     /// A server whose first connection gets half a reply and is then held
@@ -458,7 +409,7 @@ mod tests {
         // Its connection, with half a reply unread, went with the future.
         assert_eq!(pool.servers[0].tokio.len(), 0);
         let answer = pool.exchange_alone(0, &request(), u64::MAX).await.unwrap();
-        assert_eq!(answer.replies.outcomes, [crate::bindings::capability::Outcome::Miss]);
+        assert_eq!(answer.replies.outcomes, [tenant_cache_memcached::types::Outcome::Miss]);
         assert_eq!(pool.servers[0].tokio.len(), 1);
         drop(pool);
         server.join().unwrap();

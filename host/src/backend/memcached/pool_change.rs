@@ -22,10 +22,11 @@
 
 use std::collections::BTreeMap;
 
-use super::protocol::{Own, Request, describe};
-use super::{Driver, MemcachedPool};
-use crate::backend::membership::{Membership, sorted};
-use crate::bindings::capability::Error;
+use tenant_cache_memcached::membership::{Membership, sorted};
+use tenant_cache_memcached::protocol::{Own, Request, describe};
+use tenant_cache_memcached::types::Error;
+
+use super::{Blocking, MemcachedPool};
 
 /// What a server holds, as last read: its record and the record's CAS
 /// value; `None` if it holds none; an error if it did not answer.
@@ -44,14 +45,14 @@ impl MemcachedPool {
     /// Makes the listed servers the pool (see the module docs). Servers
     /// leaving the pool must be reachable (they are fenced off: they keep a
     /// record saying they left), unless `force`.
-    pub(crate) async fn set_membership_with<D: Driver>(&self, driver: &D, force: bool) -> Result<Membership, Error> {
-        let listed = self.ids.join(",");
+    pub(crate) async fn set_membership_with(&self, force: bool) -> Result<Membership, Error> {
+        let listed = self.pool.ids.join(",");
         let mut pools = Vec::new();
-        for (server, result) in self.survey(driver).await.into_iter().enumerate() {
+        for (server, result) in self.pool.survey(&Blocking(self)).await.into_iter().enumerate() {
             let surveyed = result
                 .map_err(|error| unavailable(&error, "every server of the new pool must be reachable to join it"))?;
             if let Some((stored, _)) = surveyed.record {
-                let record = self.parse_record(server, &stored)?;
+                let record = self.pool.parse_record(server, &stored)?;
                 newest_of_its_pool(&mut pools, record);
             }
         }
@@ -66,7 +67,7 @@ impl MemcachedPool {
         // what the listed servers hold (a change under way).
         let (pools, all, mut held) = 'settled: {
             for _ in 0..4 {
-                let mut reach: Vec<String> = self.ids.clone();
+                let mut reach: Vec<String> = self.pool.ids.clone();
                 for pool in &pools {
                     reach.extend(pool.written_by_change());
                     reach.extend(pool.servers());
@@ -75,10 +76,11 @@ impl MemcachedPool {
                 let all = MemcachedPool::new(&sorted(&reach), self.options.clone())
                     .map_err(|error| Error::Unavailable(format!("{error:#}")))?;
                 let held: BTreeMap<String, Held> = all
-                    .survey(driver)
+                    .pool
+                    .survey(&Blocking(&all))
                     .await
                     .into_iter()
-                    .zip(&all.ids)
+                    .zip(&all.pool.ids)
                     .map(|(result, server)| (server.clone(), result.map(|surveyed| surveyed.record)))
                     .collect();
                 let mut moved = false;
@@ -103,14 +105,14 @@ impl MemcachedPool {
         // the operator says which list is the pool (whichever was recorded
         // first), the pool keeps its id and every route its tag, and no
         // tenant whose server kept its entries loses them.
-        let (pools, strays) = without_strays(pools, &self.ids);
+        let (pools, strays) = without_strays(pools, &self.pool.ids);
         if let [pool] = pools.as_slice()
             && !pool.changing
-            && pool.lists(&self.ids)
-            && self.ids.iter().all(|server| holds(&held, server, &pool.encode()))
+            && pool.lists(&self.pool.ids)
+            && self.pool.ids.iter().all(|server| holds(&held, server, &pool.encode()))
         {
             // Already the pool, on every listed server.
-            return Ok(self.remember(pool.clone()).record.clone());
+            return Ok(self.pool.remember(pool.clone()).record.clone());
         }
         let plan = self.plan(&pools)?;
         // Every server the change writes must answer, those leaving only
@@ -120,7 +122,7 @@ impl MemcachedPool {
         for anchor in &plan.anchors {
             match held.get(anchor) {
                 Some(Ok(_)) => anchors.push(anchor.clone()),
-                _ if force && !self.ids.contains(anchor) => {
+                _ if force && !self.pool.ids.contains(anchor) => {
                     let standin = pools
                         .iter()
                         .find(|pool| pool.anchor() == anchor)
@@ -142,7 +144,7 @@ impl MemcachedPool {
         for server in &plan.servers {
             match held.get(server) {
                 Some(Ok(_)) => writes.push(server.clone()),
-                Some(Err(_)) if force && !self.ids.contains(server) => {}
+                Some(Err(_)) if force && !self.pool.ids.contains(server) => {}
                 Some(Err(error)) => return Err(unavailable(error, LEAVING)),
                 None => return Err(Error::Protocol(format!("{server} was not surveyed"))),
             }
@@ -154,7 +156,7 @@ impl MemcachedPool {
             if holds(&held, anchor, &changing) {
                 continue;
             }
-            let claimed = all.swap(driver, anchor, held_now(&held, anchor), &changing).await?;
+            let claimed = all.swap(anchor, held_now(&held, anchor), &changing).await?;
             if !holds_bytes(&claimed, &changing) {
                 return Err(match index {
                     0 => concurrent(&listed),
@@ -175,10 +177,10 @@ impl MemcachedPool {
             ours: [&changing, &active],
             listed: &listed,
         };
-        all.converge(driver, &others, &mut held, &changing, &change).await?;
+        all.converge(&others, &mut held, &changing, &change).await?;
         // 3. Commit at the first anchor.
         let committed = all
-            .swap(driver, &anchors[0], held_now(&held, &anchors[0]), &active)
+            .swap(&anchors[0], held_now(&held, &anchors[0]), &active)
             .await?;
         if !holds_bytes(&committed, &active) {
             return Err(Error::Unavailable(format!(
@@ -189,15 +191,15 @@ impl MemcachedPool {
         held.insert(anchors[0].clone(), committed);
         // 4. Every other server gets the active record.
         let rest: Vec<String> = writes.iter().filter(|server| **server != anchors[0]).cloned().collect();
-        all.converge(driver, &rest, &mut held, &active, &change).await?;
-        Ok(self.remember(plan.target).record.clone())
+        all.converge(&rest, &mut held, &active, &change).await?;
+        Ok(self.pool.remember(plan.target).record.clone())
     }
 
     /// The change that makes the listed servers the pool, over `pools` (the
     /// newest record of each pool the listed servers hold records of).
     fn plan(&self, pools: &[Membership]) -> Result<Plan, Error> {
         let (target, mut servers) = match pools {
-            [pool] if pool.changing && pool.lists(&self.ids) => {
+            [pool] if pool.changing && pool.lists(&self.pool.ids) => {
                 // A change to this very list, interrupted: complete it.
                 let target = pool.committed();
                 (target.clone(), target.written_by_change())
@@ -205,12 +207,12 @@ impl MemcachedPool {
             [pool] if pool.changing => {
                 // A change to another list, interrupted: build on it.
                 let pending = pool.committed();
-                let target = pending.next(&self.ids).map_err(Error::Protocol)?;
+                let target = pending.next(&self.pool.ids).map_err(Error::Protocol)?;
                 let servers = [pending.written_by_change(), target.written_by_change()].concat();
                 (target, servers)
             }
             [pool] => {
-                let target = pool.next(&self.ids).map_err(Error::Protocol)?;
+                let target = pool.next(&self.pool.ids).map_err(Error::Protocol)?;
                 (target.clone(), target.written_by_change())
             }
             _ => {
@@ -221,13 +223,13 @@ impl MemcachedPool {
                     .iter()
                     .flat_map(|pool| [pool.servers(), pool.written_by_change()].concat())
                     .collect();
-                let target = Membership::merged(&self.ids, rand::random(), newest, &old).map_err(Error::Protocol)?;
+                let target = Membership::merged(&self.pool.ids, rand::random(), newest, &old).map_err(Error::Protocol)?;
                 (target.clone(), target.written_by_change())
             }
         };
         let anchors = sorted(&pools.iter().map(|pool| pool.anchor().to_owned()).collect::<Vec<_>>());
         servers.extend(anchors.iter().cloned());
-        servers.extend(self.ids.iter().cloned());
+        servers.extend(self.pool.ids.iter().cloned());
         Ok(Plan {
             target,
             anchors,
@@ -238,15 +240,14 @@ impl MemcachedPool {
     /// Stores `record` on `server` if it still holds what was read (`held`:
     /// swapped by CAS value, or added where none was), and reads back what
     /// it holds then, in the same round trip.
-    async fn swap<D: Driver>(
+    async fn swap(
         &self,
-        driver: &D,
         server: &str,
         held: Option<&(Vec<u8>, u64)>,
         record: &[u8],
     ) -> Result<Held, Error> {
         let (index, request) = self.swap_request(server, held, record)?;
-        let answer = self.run_one(driver, index, request, u64::MAX, true).await?;
+        let answer = self.pool.run_one(&Blocking(self), index, request, u64::MAX, true).await?;
         Ok(Ok(answer.surveyed()?.record))
     }
 
@@ -259,6 +260,7 @@ impl MemcachedPool {
         record: &[u8],
     ) -> Result<(usize, Request<'static>), Error> {
         let index = self
+            .pool
             .ids
             .iter()
             .position(|id| id == server)
@@ -282,9 +284,8 @@ impl MemcachedPool {
     /// record the change did not plan from (another change's, made since:
     /// a concurrent `pool set`, forced maybe, that claimed another anchor);
     /// gives up after a few rounds of others writing between.
-    async fn converge<D: Driver>(
+    async fn converge(
         &self,
-        driver: &D,
         servers: &[String],
         held: &mut BTreeMap<String, Held>,
         record: &[u8],
@@ -311,7 +312,7 @@ impl MemcachedPool {
                 }
                 requests.push(self.swap_request(server, held_now(held, server), record)?);
             }
-            let answers = self.run_all(driver, requests, u64::MAX).await;
+            let answers = self.pool.run_all(&Blocking(self), requests, u64::MAX).await;
             for (server, answer) in waiting.into_iter().zip(answers) {
                 let now = answer
                     .and_then(|answer| answer.surveyed())

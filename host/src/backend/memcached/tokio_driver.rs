@@ -16,7 +16,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::protocol::{Answer, Exchange, Failure, Input, ReadLimits, Request};
+use tenant_cache_memcached::protocol::{Answer, Exchange, Failure, Input, ReadLimits, Request};
 
 /// Idle connections kept per server, of every runtime together; past
 /// that, the one idle longest is closed.

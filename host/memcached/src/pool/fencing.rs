@@ -5,15 +5,15 @@
 //! blocking driver's futures complete when first polled. How a process
 //! learns the record: `learning`; how the record changes: `pool_change`.
 
-use super::protocol::{Answer, Group, Own, Request, Surveyed};
-use super::{Driver, MemcachedPool};
-use crate::backend::membership::Tag;
-use crate::backend::routing::{self, Route};
-use crate::bindings::capability::{Command, Error, Outcome, Replies};
+use super::{Driver, Pool};
+use crate::membership::{MAX_TAG, Tag};
+use crate::protocol::{Answer, Group, Own, Request, Surveyed};
+use crate::routing::{self, Route};
+use crate::types::{Command, Error, Outcome, Replies};
 
 /// `prefix` with `tag` appended: the key prefix of a route's commands.
 fn tagged(prefix: &str, tag: Tag) -> Vec<u8> {
-    let mut tagged = Vec::with_capacity(prefix.len() + crate::backend::membership::MAX_TAG);
+    let mut tagged = Vec::with_capacity(prefix.len() + MAX_TAG);
     tagged.extend_from_slice(prefix.as_bytes());
     tag.write(&mut tagged);
     tagged
@@ -38,10 +38,10 @@ fn unrecorded(mut replies: Replies) -> Replies {
     replies
 }
 
-impl MemcachedPool {
+impl Pool {
     /// Runs `commands` (keys relative to `prefix`) on the server that owns
     /// `route`, under the pool record.
-    pub(crate) async fn execute_with<D: Driver>(
+    pub async fn execute_with<D: Driver>(
         &self,
         driver: &D,
         prefix: &str,
@@ -52,7 +52,7 @@ impl MemcachedPool {
         let route = Route::new(route);
         let server = routing::owner(route, &self.ids);
         let owner = &self.ids[server];
-        crate::observe::server(owner);
+        tracing::Span::current().record("server", owner.as_str());
         let mut known = self.known();
         let writes = commands
             .iter()
@@ -120,7 +120,7 @@ impl MemcachedPool {
 
     /// Runs `commands` on every server, under every tag a route can have
     /// there: what they write is seen by every route of the application.
-    pub(crate) async fn broadcast_with<D: Driver>(
+    pub async fn broadcast_with<D: Driver>(
         &self,
         driver: &D,
         prefix: &str,
@@ -131,7 +131,7 @@ impl MemcachedPool {
             None => self.learn_to_write(driver).await?.known,
         };
         for _ in 0..2 {
-            let requests: Vec<(usize, Request<'_>)> = (0..self.servers.len())
+            let requests: Vec<(usize, Request<'_>)> = (0..self.ids.len())
                 .map(|server| {
                     let groups = known
                         .record
@@ -178,7 +178,7 @@ impl MemcachedPool {
     }
 
     /// Runs one request and maps a failed exchange to the capability's error.
-    pub(super) async fn run_one<D: Driver>(
+    pub async fn run_one<D: Driver>(
         &self,
         driver: &D,
         server: usize,
@@ -186,7 +186,7 @@ impl MemcachedPool {
         reply_bytes: u64,
         writes: bool,
     ) -> Result<Answer, Error> {
-        let mut results = driver.run(self, vec![(server, request)], reply_bytes).await;
+        let mut results = driver.run(vec![(server, request)], reply_bytes).await;
         match results.pop() {
             Some(result) => result.map_err(|failure| self.error(server, failure, writes)),
             None => Err(Error::Protocol(String::from("the driver ran no request"))),
@@ -195,7 +195,7 @@ impl MemcachedPool {
 
     /// Runs requests on several servers at once; each failed exchange
     /// becomes its server's error.
-    pub(super) async fn run_all<D: Driver>(
+    pub async fn run_all<D: Driver>(
         &self,
         driver: &D,
         requests: Vec<(usize, Request<'_>)>,
@@ -205,7 +205,7 @@ impl MemcachedPool {
             .iter()
             .map(|(server, request)| (*server, request.writes()))
             .collect();
-        let results = driver.run(self, requests, reply_bytes).await;
+        let results = driver.run(requests, reply_bytes).await;
         results
             .into_iter()
             .zip(targets)
@@ -223,7 +223,7 @@ impl MemcachedPool {
         reply_bytes: u64,
     ) -> Result<(Answer, Vec<Result<Surveyed, Error>>), Error> {
         let mut batch = Some(batch);
-        let mut requests: Vec<(usize, Request<'_>)> = (0..self.servers.len())
+        let mut requests: Vec<(usize, Request<'_>)> = (0..self.ids.len())
             .map(|index| match index == server {
                 true => (index, batch.take().unwrap_or_default()),
                 false => (index, Request::default()),
@@ -233,7 +233,7 @@ impl MemcachedPool {
             request.own.extend([Own::SurveyPool, Own::Stats]);
         }
         let mut answer = None;
-        let mut survey = Vec::with_capacity(self.servers.len());
+        let mut survey = Vec::with_capacity(self.ids.len());
         for (index, result) in self
             .run_all(driver, requests, reply_bytes)
             .await

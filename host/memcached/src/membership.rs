@@ -10,14 +10,14 @@
 //! their entries. docs/architecture.md, "Pool membership", has the
 //! reasoning.
 
-use super::routing::Route;
+use crate::routing::Route;
 
 /// Generations stay within four hex digits, so a tag fits the key budget.
-pub(crate) const MAX_GENERATION: u32 = 0xffff;
+pub const MAX_GENERATION: u32 = 0xffff;
 
 /// The longest tag: `~`, the pool id (8 hex digits), the generation (at
 /// most 4) and `:`.
-pub(crate) const MAX_TAG: usize = 14;
+pub const MAX_TAG: usize = 14;
 
 /// Departed servers the record keeps; beyond that the earliest is
 /// forgotten and the floor raised past it.
@@ -26,36 +26,36 @@ const MAX_DEPARTED: usize = 32;
 /// What the pool record says: the pool's identity, its generation, its
 /// servers and those that left it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Membership {
+pub struct Membership {
     /// Random, chosen when the pool was first recorded: tags of two pool
     /// lifetimes never meet.
-    pub(crate) id: u32,
+    pub id: u32,
     /// Moves by one with every change of the server list.
-    pub(crate) generation: u32,
+    pub generation: u32,
     /// No route's tag is older than this generation.
-    pub(crate) floor: u32,
+    pub floor: u32,
     /// A change is between its two phases: no server may be used.
-    pub(crate) changing: bool,
+    pub changing: bool,
     /// For a change under way, the server where it commits (the anchor of
     /// the record it changes, see [`anchor`](Self::anchor)).
-    pub(crate) commit_at: Option<String>,
+    pub commit_at: Option<String>,
     /// The servers, sorted, each with the generation it (last) joined.
-    pub(crate) members: Vec<(String, u32)>,
+    pub members: Vec<(String, u32)>,
     /// Servers that left, sorted, each with the last generation it was in.
-    pub(crate) departed: Vec<(String, u32)>,
+    pub departed: Vec<(String, u32)>,
     /// Recorded by the first process to use servers that held none, and
     /// never changed by `pool set` since: what a process with a wrong
     /// server list may have recorded on a server that lost the pool's.
-    pub(crate) first_use: bool,
+    pub first_use: bool,
     /// For a first-use record: when it was recorded (milliseconds since the
     /// Unix epoch, by the recording process's clock), if it says.
-    pub(crate) recorded_at: Option<u64>,
+    pub recorded_at: Option<u64>,
 }
 
 /// The tag of a route's keys: nothing for generation 1, `~<id><gen>:`
 /// otherwise. Two tags are equal when they write the same.
 #[derive(Clone, Copy, Debug, Eq)]
-pub(crate) struct Tag {
+pub struct Tag {
     id: u32,
     generation: u32,
 }
@@ -68,10 +68,10 @@ impl PartialEq for Tag {
 
 impl Tag {
     /// The tag of a pool nobody has recorded yet: that of generation 1.
-    pub(crate) const UNRECORDED: Tag = Tag { id: 0, generation: 1 };
+    pub const UNRECORDED: Tag = Tag { id: 0, generation: 1 };
 
     /// Appends the tag to a key prefix.
-    pub(crate) fn write(self, out: &mut Vec<u8>) {
+    pub fn write(self, out: &mut Vec<u8>) {
         if self.generation != 1 {
             use std::io::Write;
             let _ = write!(out, "~{:08x}{:x}:", self.id, self.generation);
@@ -80,7 +80,7 @@ impl Tag {
 }
 
 /// Sorted, deduplicated server addresses.
-pub(crate) fn sorted(servers: &[String]) -> Vec<String> {
+pub fn sorted(servers: &[String]) -> Vec<String> {
     let mut sorted = servers.to_vec();
     sorted.sort();
     sorted.dedup();
@@ -93,7 +93,7 @@ impl Membership {
     /// (`empty`), generation 1, whose keys carry no tag; otherwise
     /// generation 2 and up only, so nothing a server kept from an earlier
     /// pool is read.
-    pub(crate) fn first(servers: &[String], id: u32, empty: bool, recorded_at: u64) -> Membership {
+    pub fn first(servers: &[String], id: u32, empty: bool, recorded_at: u64) -> Membership {
         let generation = if empty { 1 } else { 2 };
         Membership {
             id,
@@ -112,7 +112,7 @@ impl Membership {
     /// pools, the newest at `newest`: a new id, every route tagged anew (so
     /// nothing any of those pools kept is read), and the members of the
     /// old pools that are not in `servers` departed, so they are fenced.
-    pub(crate) fn merged(
+    pub fn merged(
         servers: &[String],
         id: u32,
         newest: u32,
@@ -146,7 +146,7 @@ impl Membership {
     /// The record after the server list becomes `servers`: members that
     /// stay keep their generation, new ones join now, those that leave are
     /// remembered as departed.
-    pub(crate) fn next(&self, servers: &[String]) -> Result<Membership, String> {
+    pub fn next(&self, servers: &[String]) -> Result<Membership, String> {
         let generation = self.generation + 1;
         if generation > MAX_GENERATION {
             return Err(format!(
@@ -195,7 +195,7 @@ impl Membership {
     /// same server with compare-and-swap, so of concurrent changes at most
     /// one gets past it. A change under way keeps the anchor of the record
     /// it changes.
-    pub(crate) fn anchor(&self) -> &str {
+    pub fn anchor(&self) -> &str {
         match &self.commit_at {
             Some(server) => server,
             None => self.members.first().map_or("", |(server, _)| server),
@@ -204,7 +204,7 @@ impl Membership {
 
     /// The servers a change that made this record writes: its members and
     /// the servers it made leave.
-    pub(crate) fn written_by_change(&self) -> Vec<String> {
+    pub fn written_by_change(&self) -> Vec<String> {
         let leaving = self
             .departed
             .iter()
@@ -214,7 +214,7 @@ impl Membership {
     }
 
     /// This record as a change under way, committing at `commit_at`.
-    pub(crate) fn changing_at(&self, commit_at: &str) -> Membership {
+    pub fn changing_at(&self, commit_at: &str) -> Membership {
         Membership {
             changing: true,
             commit_at: Some(commit_at.to_owned()),
@@ -223,7 +223,7 @@ impl Membership {
     }
 
     /// This record as the pool's, once its change committed.
-    pub(crate) fn committed(&self) -> Membership {
+    pub fn committed(&self) -> Membership {
         Membership {
             changing: false,
             commit_at: None,
@@ -240,7 +240,7 @@ impl Membership {
     }
 
     /// Whether the members are exactly `servers` (in any order).
-    pub(crate) fn lists(&self, servers: &[String]) -> bool {
+    pub fn lists(&self, servers: &[String]) -> bool {
         let servers = sorted(servers);
         self.members.len() == servers.len()
             && self
@@ -251,19 +251,19 @@ impl Membership {
     }
 
     /// The members' addresses.
-    pub(crate) fn servers(&self) -> Vec<String> {
+    pub fn servers(&self) -> Vec<String> {
         self.members.iter().map(|(server, _)| server.clone()).collect()
     }
 
     /// Whether `server` left the pool.
-    pub(crate) fn has_departed(&self, server: &str) -> bool {
+    pub fn has_departed(&self, server: &str) -> bool {
         self.departed.iter().any(|(departed, _)| departed == server)
     }
 
     /// The tag of `route`, owned by `owner` (a member). The route's
     /// server has owned it since the later of the owner joining and every
     /// departed server that outranked the owner for the route leaving.
-    pub(crate) fn tag(&self, route: Route, owner: &str) -> Tag {
+    pub fn tag(&self, route: Route, owner: &str) -> Tag {
         let mut generation = self.floor.max(self.joined(owner).unwrap_or(self.generation));
         let score = route.score(owner);
         for (server, last) in &self.departed {
@@ -279,7 +279,7 @@ impl Membership {
 
     /// Every tag a route owned by `server` can have: what a record meant
     /// for every route (the application version) is written under each.
-    pub(crate) fn tags_of(&self, server: &str) -> Vec<Tag> {
+    pub fn tags_of(&self, server: &str) -> Vec<Tag> {
         let base = self.floor.max(self.joined(server).unwrap_or(self.generation));
         let mut generations: Vec<u32> = std::iter::once(base)
             .chain(
@@ -312,7 +312,7 @@ impl Membership {
     /// versions: this one lists a strict subset of `ours`' servers). The
     /// order is total, so two lists never take each other's servers back
     /// and forth, and a record `pool set` made is never a stray.
-    pub(crate) fn strays_from(&self, ours: &Membership) -> bool {
+    pub fn strays_from(&self, ours: &Membership) -> bool {
         if self.id == ours.id || !self.first_use || self.changing {
             return false;
         }
@@ -327,7 +327,7 @@ impl Membership {
     }
 
     /// The record's stored form: one line of text.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let list = |servers: &[(String, u32)]| {
             servers
                 .iter()
@@ -357,7 +357,7 @@ impl Membership {
     }
 
     /// Reads a stored record.
-    pub(crate) fn parse(stored: &[u8]) -> Result<Membership, String> {
+    pub fn parse(stored: &[u8]) -> Result<Membership, String> {
         let text = std::str::from_utf8(stored).map_err(|_| String::from("not text"))?;
         let mut fields = text.split(' ');
         if fields.next() != Some("tc-pool/1") {
@@ -413,7 +413,7 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::routing;
+    use crate::routing;
 
     fn servers(names: &[&str]) -> Vec<String> {
         names.iter().map(|name| format!("{name}:11211")).collect()

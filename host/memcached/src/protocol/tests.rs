@@ -4,7 +4,7 @@ use memcache::exp::{MetaCommand, MetaOp};
 
 use super::line::header;
 use super::*;
-use crate::bindings::capability::Outcome;
+use crate::types::Outcome;
 
 const LIMITS: ReadLimits = ReadLimits {
     item_size: 1024 * 1024,

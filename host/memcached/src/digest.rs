@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 /// The first 128 bits of the SHA-256 of `bytes`, as 32 hex digits.
-pub(crate) fn short_digest(bytes: &[u8]) -> String {
+pub fn short_digest(bytes: &[u8]) -> String {
     Sha256::digest(bytes)[..16]
         .iter()
         .map(|byte| format!("{byte:02x}"))

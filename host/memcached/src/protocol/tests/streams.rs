@@ -3,7 +3,7 @@
 //! and its memory bound checked after every read.
 
 use super::*;
-use crate::bindings::capability::{CasItem, CounterDelta, ValueWithCas};
+use crate::types::{CasItem, CounterDelta, ValueWithCas};
 
 /// A batch, a reply stream memcached could send for it, and what it must
 /// read as.

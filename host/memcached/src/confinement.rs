@@ -25,11 +25,11 @@ use std::sync::Arc;
 use tenant_cache_layout::parts::encode_part;
 use tenant_cache_layout::records::{Record, record_of};
 
-use crate::bindings::capability::{Command, Error, NewVersion, VersionWrite};
+use crate::types::{Command, Error, NewVersion, VersionWrite};
 
 /// The binding of a grant to one tenant.
 #[derive(Clone, Debug)]
-pub(crate) struct Confinement {
+pub struct Confinement {
     tenant: Arc<str>,
     /// The tenant's part: its route, and the middle of its records' keys.
     part: Arc<str>,
@@ -37,7 +37,7 @@ pub(crate) struct Confinement {
 
 impl Confinement {
     /// The confinement of a grant bound to `tenant`.
-    pub(crate) fn new(tenant: &str) -> Confinement {
+    pub fn new(tenant: &str) -> Confinement {
         Confinement {
             tenant: tenant.into(),
             part: encode_part(tenant).into(),
@@ -45,17 +45,17 @@ impl Confinement {
     }
 
     /// The tenant the grant is bound to.
-    pub(crate) fn tenant(&self) -> &str {
+    pub fn tenant(&self) -> &str {
         &self.tenant
     }
 
     /// The tenant's part.
-    pub(crate) fn part(&self) -> &str {
+    pub fn part(&self) -> &str {
         &self.part
     }
 
     /// Whether `route` is the tenant's.
-    pub(crate) fn admit_route(&self, route: &str) -> Result<(), Error> {
+    pub fn admit_route(&self, route: &str) -> Result<(), Error> {
         match route == &*self.part {
             true => Ok(()),
             false => Err(self.denied(format!("route {route:?} is another tenant's"))),
@@ -64,7 +64,7 @@ impl Confinement {
 
     /// Whether the batch `commands` for `route` stays within the tenant's
     /// records.
-    pub(crate) fn admit(&self, route: &str, commands: &[Command]) -> Result<(), Error> {
+    pub fn admit(&self, route: &str, commands: &[Command]) -> Result<(), Error> {
         self.admit_route(route)?;
         for command in commands {
             let key = match command {
@@ -107,7 +107,7 @@ impl Confinement {
     }
 
     /// `broadcast` reaches every tenant: a bound grant has none.
-    pub(crate) fn admit_broadcast(&self) -> Result<(), Error> {
+    pub fn admit_broadcast(&self) -> Result<(), Error> {
         Err(self.denied(String::from("broadcast reaches every tenant")))
     }
 
@@ -122,7 +122,7 @@ mod tests {
     use tenant_cache_layout::version::record_value;
 
     use super::*;
-    use crate::bindings::capability::{CasItem, CounterDelta, Item};
+    use crate::types::{CasItem, CounterDelta, Item};
 
     fn store(key: &str, value: Vec<u8>, ttl: Option<u32>) -> Item {
         Item {

@@ -2,22 +2,22 @@
 //! fit, versions it draws), and how it puts that back into the replies the
 //! component reads, in the component's own command order.
 
-use crate::bindings::capability::{Error, Outcome, Replies};
+use crate::types::{Error, Outcome, Replies};
 
 /// What the grant changed in a batch before sending it, to be put back into
 /// its replies.
 #[derive(Default)]
-pub(super) struct Rewrites {
+pub struct Rewrites {
     /// Stores that could not fit, sent as deletes: their index and the
     /// item size limit.
-    pub(super) refused: Vec<(usize, u64)>,
+    pub refused: Vec<(usize, u64)>,
     /// `new-version` commands, sent as stores: their index and the version
     /// drawn.
-    pub(super) minted: Vec<(usize, u64)>,
+    pub minted: Vec<(usize, u64)>,
     /// Conditional stores that could not fit, not sent: their index (in
     /// the batch as the component sent it, ascending) and the item size
     /// limit.
-    pub(super) skipped: Vec<(usize, u64)>,
+    pub skipped: Vec<(usize, u64)>,
 }
 
 impl Rewrites {
@@ -25,7 +25,7 @@ impl Rewrites {
     /// versions of those stored, into the replies. Indices are the
     /// component's: the replies of the commands not sent go back in their
     /// places first.
-    pub(super) fn apply(self, replies: &mut Replies) {
+    pub fn apply(self, replies: &mut Replies) {
         for (index, limit) in self.skipped {
             let index = index.min(replies.outcomes.len());
             replies

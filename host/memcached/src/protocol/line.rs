@@ -10,7 +10,7 @@ use super::reply::Failure;
 /// must carry exactly one opaque token, `opaque`. Error lines fail the
 /// batch (`SERVER_ERROR` lines as `Rejected`, which the caller may take as
 /// one command's failure).
-pub(super) fn header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
+pub fn header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
     // What memcached sends for our commands, `XX[ LENGTH] OPAQUE`, read
     // without splitting the line; anything else goes the general way.
     let usual = line
@@ -56,7 +56,7 @@ fn any_header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>),
 }
 
 /// The CAS value a reply line carries (its `c` flag), if any.
-pub(super) fn cas(line: &[u8]) -> Option<u64> {
+pub fn cas(line: &[u8]) -> Option<u64> {
     // Up to 20 digits: memcached's CAS values are 64-bit counters.
     Tokens(line).skip(1).find_map(|flag| {
         let digits = flag.strip_prefix(b"c")?;
@@ -68,7 +68,7 @@ pub(super) fn cas(line: &[u8]) -> Option<u64> {
 }
 
 /// The space-separated tokens of a reply line.
-pub(super) struct Tokens<'a>(pub(super) &'a [u8]);
+pub struct Tokens<'a>(pub &'a [u8]);
 
 impl<'a> Iterator for Tokens<'a> {
     type Item = &'a [u8];
@@ -98,7 +98,7 @@ fn length(digits: &[u8]) -> Option<usize> {
 }
 
 /// Decimal digits, at most nineteen.
-pub(super) fn number(digits: &[u8]) -> Option<u64> {
+pub fn number(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }

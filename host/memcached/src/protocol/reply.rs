@@ -6,21 +6,21 @@ use memcache::exp::ReturnCode;
 
 use super::line::{Tokens, cas, header, number};
 use super::{Answer, Kind, OwnReply, Request, encode, opaque};
-use crate::bindings::capability::{Error, Outcome, Replies, ValueWithCas};
+use crate::types::{Error, Outcome, Replies, ValueWithCas};
 
 /// The limits a reader enforces while replies arrive.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ReadLimits {
+pub struct ReadLimits {
     /// A value longer than this is not this host's to read: it is skipped
     /// and its get answers `miss`.
-    pub(crate) item_size: u64,
+    pub item_size: u64,
     /// The values of one batch together may not exceed this many bytes.
-    pub(crate) reply_bytes: u64,
+    pub reply_bytes: u64,
 }
 
 /// Why an exchange failed.
 #[derive(Debug)]
-pub(crate) enum Failure {
+pub enum Failure {
     /// No connection could be made: nothing was sent.
     Connect(std::io::Error),
     /// Writing or reading failed after a connection was up.
@@ -40,7 +40,7 @@ const MAX_OWN_VALUE: usize = 64 * 1024;
 
 /// The read buffer of a connection. A reply line longer than this is not
 /// from memcached; values are read past it, straight into the batch.
-pub(crate) const INPUT_BUFFER: usize = 16 * 1024;
+pub const INPUT_BUFFER: usize = 16 * 1024;
 
 /// Where a reader is in the reply stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ enum State {
 /// pipelined connection the next batch's replies follow this one's in the
 /// same reads.
 #[derive(Default)]
-pub(crate) struct Input {
+pub struct Input {
     bytes: Box<[u8]>,
     start: usize,
     end: usize,
@@ -72,7 +72,7 @@ pub(crate) struct Input {
 
 impl Input {
     /// An empty buffer of [`INPUT_BUFFER`] bytes.
-    pub(crate) fn new() -> Input {
+    pub fn new() -> Input {
         Input {
             bytes: vec![0; INPUT_BUFFER].into_boxed_slice(),
             start: 0,
@@ -81,13 +81,13 @@ impl Input {
     }
 
     /// Whether it holds bytes not parsed yet.
-    pub(crate) fn holds_bytes(&self) -> bool {
+    pub fn holds_bytes(&self) -> bool {
         self.start != self.end
     }
 }
 
 /// A batch encoded for a connection: what reading its replies needs.
-pub(crate) struct Expected {
+pub struct Expected {
     kinds: Vec<Kind>,
     /// How many of `kinds` are the capability's commands.
     commands: usize,
@@ -97,7 +97,7 @@ pub(crate) struct Expected {
 
 impl Expected {
     /// Appends `request` to `output`, with tokens from `first_token` on.
-    pub(crate) fn encode(
+    pub fn encode(
         request: &Request<'_>,
         first_token: u64,
         now: u64,
@@ -113,14 +113,14 @@ impl Expected {
     }
 
     /// How many opaque tokens the request used.
-    pub(crate) fn tokens(&self) -> u64 {
+    pub fn tokens(&self) -> u64 {
         self.kinds.len() as u64
     }
 }
 
 /// One batch on one connection: its replies read incrementally from what
 /// the driver receives.
-pub(crate) struct Exchange {
+pub struct Exchange {
     /// The connection's read buffer, lent for the exchange.
     input: Input,
     kinds: Vec<Kind>,
@@ -151,7 +151,7 @@ pub(crate) struct Exchange {
 impl Exchange {
     /// Encodes `request` into `output` (cleared first), with tokens from
     /// `first_token` on; replies will be read through `input`.
-    pub(crate) fn new(
+    pub fn new(
         request: &Request<'_>,
         first_token: u64,
         now: u64,
@@ -165,7 +165,7 @@ impl Exchange {
 
     /// Reads the replies of a batch sent as `expected` through `input`,
     /// from the bytes it holds on: those of earlier batches were read.
-    pub(crate) fn reading(expected: Expected, input: Input) -> Exchange {
+    pub fn reading(expected: Expected, input: Input) -> Exchange {
         let Expected {
             kinds,
             commands,
@@ -196,12 +196,12 @@ impl Exchange {
     }
 
     /// How many opaque tokens the request used.
-    pub(crate) fn tokens(&self) -> u64 {
+    pub fn tokens(&self) -> u64 {
         self.kinds.len() as u64
     }
 
     /// Whether every reply has been read.
-    pub(crate) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         self.index == self.kinds.len()
     }
 
@@ -209,7 +209,7 @@ impl Exchange {
     /// number of times before bytes arrive (a read that would block): the
     /// same room is lent each time, and only [`received`](Self::received)
     /// takes bytes from it.
-    pub(crate) fn buffer(&mut self) -> &mut [u8] {
+    pub fn buffer(&mut self) -> &mut [u8] {
         if let State::Value { remaining } = self.state {
             // Inside a value of the batch: straight into its values, in
             // room lent once and taken back by `received`. The room grows
@@ -239,7 +239,7 @@ impl Exchange {
     /// Takes `read` bytes the driver put at the start of the last
     /// [`buffer`](Self::buffer) (at most its length), and reads as many
     /// replies as they complete.
-    pub(crate) fn received(&mut self, read: usize) -> Result<(), Failure> {
+    pub fn received(&mut self, read: usize) -> Result<(), Failure> {
         if let State::Value { remaining } = self.state {
             // Keep what came of the room lent; give back the rest.
             let read = read.min(self.lent);
@@ -280,7 +280,7 @@ impl Exchange {
     /// The bytes the batch's values hold in memory (for the tests of the
     /// memory bound).
     #[cfg(test)]
-    pub(crate) fn held(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.answer.replies.values.capacity()
     }
 
@@ -288,7 +288,7 @@ impl Exchange {
     /// back, with any bytes that arrived beyond them: the next batch's on
     /// a pipelined connection; otherwise the stream is out of step and
     /// the connection must go.
-    pub(crate) fn finish(self) -> (Result<Answer, Failure>, Input) {
+    pub fn finish(self) -> (Result<Answer, Failure>, Input) {
         let answer = match self.over_limit {
             true => Err(Failure::ReplyTooLarge(self.limits.reply_bytes)),
             false => Ok(self.answer),

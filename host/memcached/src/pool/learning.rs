@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use super::protocol::{Own, OwnReply, Request, Surveyed, describe};
-use super::{Driver, Known, MemcachedPool};
-use crate::backend::membership::Membership;
-use crate::bindings::capability::{Error, Replies};
+use super::{Driver, Known, Pool};
+use crate::membership::Membership;
+use crate::protocol::{Own, OwnReply, Request, Surveyed, describe};
+use crate::types::{Error, Replies};
 
 /// What one server holds as the pool record, for `tenant-cache pool show`.
 #[derive(Debug)]
@@ -25,8 +25,8 @@ pub struct PoolReport {
 /// The pool record a process found, the listed servers that held none (or
 /// a stray, see [`strays`]) and were given it back, the strays seen, and
 /// whether the survey tells that no change of the pool can have begun.
-pub(super) struct Learned {
-    pub(super) known: Arc<Known>,
+pub struct Learned {
+    pub known: Arc<Known>,
     restored: Vec<usize>,
     strays: Vec<Vec<u8>>,
     /// The pool's anchor answered holding the record, or every listed
@@ -39,7 +39,7 @@ pub(super) struct Learned {
 impl Learned {
     /// Whether a batch that ended by reading `closing` found no record of
     /// this pool there: none, or a stray.
-    pub(super) fn unrecorded_at(&self, closing: Option<&[u8]>) -> bool {
+    pub fn unrecorded_at(&self, closing: Option<&[u8]>) -> bool {
         closing.is_none_or(|closing| self.strays.iter().any(|stray| stray == closing))
     }
 
@@ -48,7 +48,7 @@ impl Learned {
     /// or a stray, and was given the record back, or no change of the pool
     /// can have begun since (a batch on an emptied server under the pool's
     /// tag reads nothing from before, and what it writes is the pool's).
-    pub(super) fn vouches_for(&self, server: usize, closing: Option<&[u8]>) -> bool {
+    pub fn vouches_for(&self, server: usize, closing: Option<&[u8]>) -> bool {
         let excused = self.restored.contains(&server) || self.unchanged;
         match closing {
             Some(closing) if closing == self.known.stored => true,
@@ -58,11 +58,11 @@ impl Learned {
     }
 }
 
-impl MemcachedPool {
+impl Pool {
     /// Reads the pool record, its CAS value and the item counts of every
     /// listed server.
-    pub(super) async fn survey<D: Driver>(&self, driver: &D) -> Vec<Result<Surveyed, Error>> {
-        let requests = (0..self.servers.len())
+    pub async fn survey<D: Driver>(&self, driver: &D) -> Vec<Result<Surveyed, Error>> {
+        let requests = (0..self.ids.len())
             .map(|server| (server, Request::default()))
             .collect();
         self.run_surveyed(driver, requests, u64::MAX)
@@ -98,14 +98,14 @@ impl MemcachedPool {
     /// [`conclude`](Self::conclude)); for a batch that writes (`writes`),
     /// when no server holds one, records the pool. `None`: no server holds
     /// one, and nothing was written.
-    pub(super) async fn learn<D: Driver>(&self, driver: &D, writes: bool) -> Result<Option<Learned>, Error> {
+    pub async fn learn<D: Driver>(&self, driver: &D, writes: bool) -> Result<Option<Learned>, Error> {
         let survey = self.survey(driver).await;
         self.conclude(driver, survey, writes).await
     }
 
     /// [`learn`](Self::learn) before a batch that writes: a record, found
     /// or made.
-    pub(super) async fn learn_to_write<D: Driver>(&self, driver: &D) -> Result<Learned, Error> {
+    pub async fn learn_to_write<D: Driver>(&self, driver: &D) -> Result<Learned, Error> {
         self.learn(driver, true)
             .await?
             .ok_or_else(|| Error::Protocol(String::from("no pool record was found or made")))
@@ -119,7 +119,7 @@ impl MemcachedPool {
     /// list made when it found none there (see [`strays`]), and when no
     /// server holds one, the pool is recorded. A read writes nothing: where
     /// no server holds a record it is `None`.
-    pub(super) async fn conclude<D: Driver>(
+    pub async fn conclude<D: Driver>(
         &self,
         driver: &D,
         survey: Vec<Result<Surveyed, Error>>,
@@ -409,7 +409,7 @@ impl MemcachedPool {
     }
 
     /// Reads the record `stored` that `server` holds.
-    pub(super) fn parse_record(&self, server: usize, stored: &[u8]) -> Result<Membership, Error> {
+    pub fn parse_record(&self, server: usize, stored: &[u8]) -> Result<Membership, Error> {
         Membership::parse(stored).map_err(|why| {
             Error::Protocol(format!(
                 "memcached at {} holds a `tc:pool` record this host cannot read ({why}): it belongs to another tool \
@@ -443,7 +443,7 @@ impl MemcachedPool {
 
     /// The error for a batch on a server that holds no record and could not
     /// be given it back.
-    pub(super) fn unrecorded(&self, server: usize, record: &Membership) -> Error {
+    pub fn unrecorded(&self, server: usize, record: &Membership) -> Error {
         Error::Unavailable(format!(
             "memcached at {} holds no record of this pool (it restarted, or evicted it; a process listing other \
              servers may have recorded its own there since), and it is given the pool's record back only while \
@@ -454,7 +454,7 @@ impl MemcachedPool {
     }
 
     /// What every listed server holds as the pool record.
-    pub(crate) async fn report_with<D: Driver>(&self, driver: &D) -> Vec<PoolReport> {
+    pub async fn report_with<D: Driver>(&self, driver: &D) -> Vec<PoolReport> {
         self.survey(driver)
             .await
             .into_iter()

@@ -25,22 +25,22 @@ fn mix(mut x: u64) -> u64 {
 
 /// A route, hashed once for scoring against every server.
 #[derive(Clone, Copy)]
-pub(crate) struct Route(u64);
+pub struct Route(u64);
 
 impl Route {
-    pub(crate) fn new(route: &[u8]) -> Route {
+    pub fn new(route: &[u8]) -> Route {
         Route(mix(fnv1a(route)))
     }
 
     /// `server`'s score for this route: the highest score owns it.
-    pub(crate) fn score(self, server: &str) -> u64 {
+    pub fn score(self, server: &str) -> u64 {
         mix(fnv1a(server.as_bytes()) ^ self.0)
     }
 }
 
 /// The index in `servers` of the server that owns `route`; 0 for an
 /// empty or one-server pool.
-pub(crate) fn owner(route: Route, servers: &[String]) -> usize {
+pub fn owner(route: Route, servers: &[String]) -> usize {
     if servers.len() < 2 {
         return 0;
     }

@@ -5,10 +5,10 @@
 
 use memcache::exp::ReturnCode;
 
-use crate::bindings::capability::{Command, Error, Item, Limit, NewVersion, Replies};
+use crate::types::{Command, Error, Item, Limit, NewVersion, Replies};
 
 /// The host's record of the pool's membership, on every server.
-pub(crate) const POOL_KEY: &[u8] = b"tc:pool";
+pub const POOL_KEY: &[u8] = b"tc:pool";
 
 /// memcached reads a TTL above 30 days as a unix time.
 const MAX_RELATIVE_TTL: u64 = 30 * 24 * 3600;
@@ -20,26 +20,26 @@ const MAX_EXPIRY: u64 = i32::MAX as u64;
 /// A batch for one server: the capability's commands, in groups that
 /// share a key prefix, then the host's own.
 #[derive(Default)]
-pub(crate) struct Request<'a> {
-    pub(crate) groups: Vec<Group<'a>>,
+pub struct Request<'a> {
+    pub groups: Vec<Group<'a>>,
     /// Meta commands as they are (the bench's raw baseline); their replies
     /// are read as the capability's, by code alone.
     #[cfg(feature = "bench")]
-    pub(crate) raw: Vec<memcache::exp::MetaCommand>,
-    pub(crate) own: Vec<Own>,
+    pub raw: Vec<memcache::exp::MetaCommand>,
+    pub own: Vec<Own>,
 }
 
 /// Commands whose keys all start with one prefix.
-pub(crate) struct Group<'a> {
+pub struct Group<'a> {
     /// Written before every key: `tc:<app>:` and the route's tag. (Keys of
     /// the host's own commands are written as they are.)
-    pub(crate) prefix: Vec<u8>,
-    pub(crate) commands: &'a [Command],
+    pub prefix: Vec<u8>,
+    pub commands: &'a [Command],
 }
 
 impl Request<'_> {
     /// How many commands the request holds besides the host's own.
-    pub(crate) fn commands(&self) -> usize {
+    pub fn commands(&self) -> usize {
         #[cfg(feature = "bench")]
         let raw = self.raw.len();
         #[cfg(not(feature = "bench"))]
@@ -48,12 +48,12 @@ impl Request<'_> {
     }
 
     /// How many opaque tokens the request takes: one a command.
-    pub(crate) fn tokens(&self) -> u64 {
+    pub fn tokens(&self) -> u64 {
         (self.commands() + self.own.len()) as u64
     }
 
     /// Whether any command writes.
-    pub(crate) fn writes(&self) -> bool {
+    pub fn writes(&self) -> bool {
         let capability = self.groups.iter().flat_map(|group| group.commands);
         capability
             .clone()
@@ -69,7 +69,7 @@ impl Request<'_> {
 /// Every write of the pool record is conditional: it is stored where none
 /// is, or replaces the one read, by its CAS value.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Own {
+pub enum Own {
     /// Read the pool record: the check every batch ends with.
     ReadPool,
     /// Read the pool record and its CAS value.
@@ -86,7 +86,7 @@ pub(crate) enum Own {
 
 /// What a command of the host's own answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum OwnReply {
+pub enum OwnReply {
     /// The pool record, if the server holds one.
     Pool(Option<Vec<u8>>),
     /// The pool record and its CAS value, if the server holds one.
@@ -102,22 +102,22 @@ pub(crate) enum OwnReply {
 
 /// The answer to a request: the capability's replies and the host's own.
 #[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) replies: Replies,
-    pub(crate) own: Vec<OwnReply>,
+pub struct Answer {
+    pub replies: Replies,
+    pub own: Vec<OwnReply>,
 }
 
 /// What a server holds: its pool record with its CAS value, and how many
 /// items it holds now and has stored since it started.
-pub(crate) struct Surveyed {
-    pub(crate) record: Option<(Vec<u8>, u64)>,
-    pub(crate) current: u64,
-    pub(crate) total: u64,
+pub struct Surveyed {
+    pub record: Option<(Vec<u8>, u64)>,
+    pub current: u64,
+    pub total: u64,
 }
 
 impl Answer {
     /// The pool record the answer ends with (the last of its own replies).
-    pub(crate) fn closing_record(&self) -> Option<&[u8]> {
+    pub fn closing_record(&self) -> Option<&[u8]> {
         self.own.iter().rev().find_map(|reply| match reply {
             OwnReply::Pool(record) => Some(record.as_deref()),
             OwnReply::Surveyed(record) => Some(record.as_ref().map(|(stored, _)| &stored[..])),
@@ -126,7 +126,7 @@ impl Answer {
     }
 
     /// What an answer that ends with a survey says the server holds.
-    pub(crate) fn surveyed(&self) -> Result<Surveyed, Error> {
+    pub fn surveyed(&self) -> Result<Surveyed, Error> {
         match self.own.as_slice() {
             [.., OwnReply::Surveyed(record), OwnReply::Stats { current, total }] => Ok(Surveyed {
                 record: record.clone(),
@@ -188,7 +188,7 @@ impl Kind {
 /// never ends early. An end past memcached's last expressible time (the
 /// year 2038) is clamped to that time, or, once that time is less than 30
 /// days away, to the longest relative TTL (30 days).
-pub(crate) fn wire_ttl(secs: u32, now: u64) -> u64 {
+pub fn wire_ttl(secs: u32, now: u64) -> u64 {
     let secs = u64::from(secs);
     if secs <= MAX_RELATIVE_TTL {
         return secs;
@@ -376,8 +376,8 @@ mod line;
 mod reply;
 
 #[cfg(test)]
-pub(crate) use reply::INPUT_BUFFER;
-pub(crate) use reply::{Exchange, Expected, Failure, Input, ReadLimits};
+pub use reply::INPUT_BUFFER;
+pub use reply::{Exchange, Expected, Failure, Input, ReadLimits};
 
 /// The opaque flag for `token`: `O` and the token in hex.
 fn opaque(token: u64) -> Opaque {
@@ -403,7 +403,7 @@ impl Opaque {
 }
 
 /// A capability error as a person reads it.
-pub(crate) fn describe(error: &Error) -> String {
+pub fn describe(error: &Error) -> String {
     match error {
         Error::Unavailable(text) | Error::InvalidKey(text) | Error::Protocol(text) | Error::Denied(text) => {
             text.clone()
@@ -421,7 +421,7 @@ pub(crate) fn describe(error: &Error) -> String {
 /// The one place exchange failures become capability errors. `writes`:
 /// whether the batch held writes (which may or may not have been applied
 /// when it failed once connected).
-pub(crate) fn to_error(address: &str, failure: Failure, timeout: std::time::Duration, writes: bool) -> Error {
+pub fn to_error(address: &str, failure: Failure, timeout: std::time::Duration, writes: bool) -> Error {
     let unknown = if writes {
         "; its writes may or may not have been applied"
     } else {
