@@ -12,12 +12,20 @@ use std::process::Command;
 /// would wait forever on the outer build's lock. Panics (failing the build
 /// script) if the build fails.
 pub fn build_component(package: &str, workspace: &Path, out_dir: &Path) -> PathBuf {
+    let mut built = build_components(&[package], workspace, out_dir);
+    built.remove(0)
+}
+
+/// [`build_component`] for several packages, in one nested cargo (their
+/// shared dependencies built once): their components, in order.
+pub fn build_components(packages: &[&str], workspace: &Path, out_dir: &Path) -> Vec<PathBuf> {
     let target_dir = out_dir.join("wasm-target");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
         .current_dir(workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", package])
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(packages.iter().flat_map(|package| ["-p", package]))
         .arg("--target-dir")
         .arg(&target_dir);
     // Settings meant for the outer (native) build must not leak into the
@@ -40,21 +48,27 @@ pub fn build_component(package: &str, workspace: &Path, out_dir: &Path) -> PathB
     let status = build.status().expect("running cargo to build a component");
     assert!(
         status.success(),
-        "building the {package} component failed (see the output above)"
+        "building the {} component failed (see the output above)",
+        packages.join(", ")
     );
-    // A library (cdylib) is named with underscores, a binary as it is.
     let release = target_dir.join("wasm32-wasip2/release");
-    let library = release.join(format!("{}.wasm", package.replace('-', "_")));
-    let component = match library.exists() {
-        true => library,
-        false => release.join(format!("{package}.wasm")),
-    };
-    assert!(
-        component.exists(),
-        "the {package} build produced no {}",
-        component.display()
-    );
-    component
+    packages
+        .iter()
+        .map(|package| {
+            // A library (cdylib) is named with underscores, a binary as it is.
+            let library = release.join(format!("{}.wasm", package.replace('-', "_")));
+            let component = match library.exists() {
+                true => library,
+                false => release.join(format!("{package}.wasm")),
+            };
+            assert!(
+                component.exists(),
+                "the {package} build produced no {}",
+                component.display()
+            );
+            component
+        })
+        .collect()
 }
 
 /// rustc flags (`CARGO_ENCODED_RUSTFLAGS`) that write the paths of the

@@ -2,45 +2,84 @@
 //! code, the length of its value, the opaque token it echoes, its CAS
 //! value.
 
-use memcache::exp::ReturnCode;
-
 use super::reply::Failure;
+
+/// A reply line's code. Ours rather than the `memcache` crate's
+/// `Code`: that crate pulls a URL parser and Unicode tables into the
+/// provider component (a dozen crates, most of its build) for these eight
+/// names, and allocates a message for an unknown one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// `HD`: success without a value.
+    Hd,
+    /// `VA`: success with a value.
+    Va,
+    /// `EN`: a miss.
+    En,
+    /// `NS`: not stored.
+    Ns,
+    /// `EX`: exists (a CAS value that no longer matches).
+    Ex,
+    /// `NF`: not found.
+    Nf,
+    /// `MN`: the no-op marker.
+    Mn,
+    /// `ME`: a debug line.
+    Me,
+}
+
+impl Code {
+    /// The code `token` names, if it names one.
+    pub fn from_wire(token: &[u8]) -> Option<Code> {
+        Some(match token {
+            b"HD" => Code::Hd,
+            b"VA" => Code::Va,
+            b"EN" => Code::En,
+            b"NS" => Code::Ns,
+            b"EX" => Code::Ex,
+            b"NF" => Code::Nf,
+            b"MN" => Code::Mn,
+            b"ME" => Code::Me,
+            _ => return None,
+        })
+    }
+}
 
 /// Reads a reply line: its code and, for `VA`, the data length. The line
 /// must carry exactly one opaque token, `opaque`. Error lines fail the
 /// batch (`SERVER_ERROR` lines as `Rejected`, which the caller may take as
 /// one command's failure).
-pub fn header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
+pub fn header(line: &[u8], opaque: &[u8]) -> Result<(Code, Option<usize>), Failure> {
     // What memcached sends for our commands, `XX[ LENGTH] OPAQUE`, read
     // without splitting the line; anything else goes the general way.
     let usual = line
         .strip_suffix(opaque)
         .and_then(|rest| rest.strip_suffix(b" "))
         .and_then(|rest| match rest {
-            [b'V', b'A', b' ', digits @ ..] => Some((ReturnCode::Va, Some(length(digits)?))),
-            [_, _] => Some((ReturnCode::from_wire(rest).ok()?, None)),
+            [b'V', b'A', b' ', digits @ ..] => Some((Code::Va, Some(length(digits)?))),
+            [_, _] => Some((Code::from_wire(rest)?, None)),
             _ => None,
         });
     match usual {
-        Some((ReturnCode::Va, None)) | None => any_header(line, opaque),
+        Some((Code::Va, None)) | None => any_header(line, opaque),
         Some(usual) => Ok(usual),
     }
 }
 
 /// [`header`] for any reply line: tokens separated by spaces, flags in any
 /// order.
-fn any_header(line: &[u8], opaque: &[u8]) -> Result<(ReturnCode, Option<usize>), Failure> {
+fn any_header(line: &[u8], opaque: &[u8]) -> Result<(Code, Option<usize>), Failure> {
     let mut tokens = Tokens(line);
     let first = tokens.next().ok_or(Failure::Garbled("an empty reply line"))?;
     let code = match first {
         b"SERVER_ERROR" | b"CLIENT_ERROR" | b"ERROR" => {
             return Err(Failure::Rejected(String::from_utf8_lossy(line).trim().to_owned()));
         }
-        code => ReturnCode::from_wire(code)
-            .map_err(|_| Failure::Garbled("an unknown reply code (is this a memcached server, 1.6 or later?)"))?,
+        code => Code::from_wire(code)
+            .ok_or(Failure::Garbled("an unknown reply code (is this a memcached server, 1.6 or later?)"))?,
     };
     let len = match code {
-        ReturnCode::Va => Some(
+        Code::Va => Some(
             tokens
                 .next()
                 .and_then(length)

@@ -3,7 +3,7 @@
 //! an exchange makes (`reply`). The blocking and the tokio drivers only
 //! move bytes.
 
-use memcache::exp::ReturnCode;
+use self::line::Code;
 
 use crate::types::{Command, Error, Item, Limit, NewVersion, Replies};
 
@@ -160,7 +160,7 @@ enum Kind {
 
 impl Kind {
     /// Whether `code` answers a command of this kind.
-    fn fits(self, code: ReturnCode) -> bool {
+    fn fits(self, code: Code) -> bool {
         #[cfg(feature = "bench")]
         if self == Kind::Raw {
             return true;
@@ -171,13 +171,13 @@ impl Kind {
             (self, code),
             (
                 Kind::Get | Kind::GetEarly | Kind::Survey,
-                ReturnCode::Va | ReturnCode::En
-            ) | (Kind::Arithmetic, ReturnCode::Va | ReturnCode::Nf)
+                Code::Va | Code::En
+            ) | (Kind::Arithmetic, Code::Va | Code::Nf)
                 | (
                     Kind::Store,
-                    ReturnCode::Hd | ReturnCode::Ns | ReturnCode::Ex | ReturnCode::Nf
+                    Code::Hd | Code::Ns | Code::Ex | Code::Nf
                 )
-                | (Kind::Delete, ReturnCode::Hd | ReturnCode::Nf | ReturnCode::Ex)
+                | (Kind::Delete, Code::Hd | Code::Nf | Code::Ex)
         )
     }
 }

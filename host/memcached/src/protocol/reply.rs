@@ -2,7 +2,7 @@
 //! echo its command's opaque token, values are read straight into the
 //! batch's buffer, and the batch's limits are checked on the way.
 
-use memcache::exp::ReturnCode;
+use super::line::Code;
 
 use super::line::{Tokens, cas, header, number};
 use super::{Answer, Kind, OwnReply, Request, encode, opaque};
@@ -409,8 +409,8 @@ impl Exchange {
         }
         let Some(len) = len else {
             let outcome = match code {
-                ReturnCode::En | ReturnCode::Nf => Outcome::Miss,
-                ReturnCode::Ns | ReturnCode::Ex => Outcome::Exists,
+                Code::En | Code::Nf => Outcome::Miss,
+                Code::Ns | Code::Ex => Outcome::Exists,
                 _ => Outcome::Done,
             };
             self.settle(outcome);

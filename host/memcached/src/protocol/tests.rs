@@ -298,11 +298,11 @@ fn reply_lines_give_code_length_and_echo() {
             _ => String::from("other"),
         })
     };
-    assert_eq!(read(b"VA 16 O1f"), Ok((ReturnCode::Va, Some(16))));
-    assert_eq!(read(b"VA  1048576 c7 O1f"), Ok((ReturnCode::Va, Some(1_048_576))));
-    assert_eq!(read(b"EN O1f"), Ok((ReturnCode::En, None)));
-    assert_eq!(read(b"HD c7 O1f"), Ok((ReturnCode::Hd, None)));
-    assert_eq!(read(b"HD O1f c7"), Ok((ReturnCode::Hd, None)));
+    assert_eq!(read(b"VA 16 O1f"), Ok((Code::Va, Some(16))));
+    assert_eq!(read(b"VA  1048576 c7 O1f"), Ok((Code::Va, Some(1_048_576))));
+    assert_eq!(read(b"EN O1f"), Ok((Code::En, None)));
+    assert_eq!(read(b"HD c7 O1f"), Ok((Code::Hd, None)));
+    assert_eq!(read(b"HD O1f c7"), Ok((Code::Hd, None)));
     assert_eq!(read(b"ERROR"), Err("rejected ERROR".into()));
     for garbled in [
         &b""[..],

@@ -17,11 +17,16 @@ mod pooled;
 mod raw;
 mod run;
 mod stampede;
+mod standalone;
 
 /// mimalloc: a process runs one short command, and most of its time not in
 /// memcached goes to allocating (wasmtime's instantiation, the batches).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The memcached provider component built with this binary
+/// (`guest/memcached-provider`).
+const PROVIDER: &[u8] = include_bytes!(env!("TENANT_CACHE_PROVIDER"));
 
 /// A multi-tenant cache on memcached: clear one tenant, or every tenant of
 /// an application, without flushing anything else.
@@ -140,6 +145,22 @@ enum Command {
     /// Write the tenant-cache component (the .wasm built into this binary,
     /// or --component) to FILE, for hosts that load it themselves.
     Component {
+        /// Write it composed with the memcached provider instead: one
+        /// component whose only imports are WASI 0.2's (wasi:sockets among
+        /// them), for runtimes that link nothing of ours (`wasmtime run
+        /// -S inherit-network`, `wasmtime serve -Scli`, Spin). Configured by
+        /// its environment: TENANT_CACHE_MEMCACHED and others
+        /// (docs/operations.md).
+        #[arg(long)]
+        standalone: bool,
+        /// With --standalone: plug it into APP.wasm's wasi:keyvalue imports,
+        /// for one component to run as it is.
+        #[arg(long, value_name = "APP.wasm", requires = "standalone")]
+        into: Option<PathBuf>,
+        /// Write the memcached provider alone (it exports the capability,
+        /// over wasi:sockets), to compose it yourself.
+        #[arg(long, conflicts_with = "standalone")]
+        provider: bool,
         /// Where to write it.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
@@ -293,9 +314,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         stampede::worker(backend(&cli)?, &cli.app, tenant, scenario, *leases, *start_at_ms)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let Command::Component { output } = &cli.command {
-        std::fs::write(output, component_bytes(&cli)?)
-            .with_context(|| format!("writing the component to {}", output.display()))?;
+    if let Command::Component {
+        standalone,
+        into,
+        provider,
+        output,
+    } = &cli.command
+    {
+        let bytes = match (standalone, provider) {
+            (true, _) => standalone::compose(&component_bytes(&cli)?, PROVIDER, into.as_deref())?.into(),
+            (false, true) => PROVIDER.into(),
+            (false, false) => component_bytes(&cli)?,
+        };
+        std::fs::write(output, bytes).with_context(|| format!("writing the component to {}", output.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Run { tenant, app_wasm, args } = &cli.command {
