@@ -17,19 +17,23 @@ repo=$(pwd)
 # is never committed (untracked, not ignored: cargo packages it), and is
 # gone again once packaged.
 shipped=host/component/tenant-cache.wasm
+provider=host/component/memcached-provider.wasm
 scratch=$(mktemp -d)
 memcached_pid=""
 trap 'rm -rf "$scratch" "$repo/host/component"; rustup toolchain uninstall tenant-cache-no-wasm >/dev/null 2>&1 || true; [ -z "$memcached_pid" ] || kill "$memcached_pid" 2>/dev/null || true' EXIT
 mkdir -p host/component
 cargo run --release --quiet -- component -o "$shipped"
+cargo run --release --quiet -- component --provider -o "$provider"
 cargo package --quiet --no-verify --allow-dirty \
-    -p tenant-cache-layout -p tenant-cache-component-build -p tenant-cache-host
+    -p tenant-cache-layout -p tenant-cache-memcached -p tenant-cache-component-build -p tenant-cache-host
 packaged=$(tar tzf target/package/tenant-cache-host-*.crate)
-if ! grep -q "/component/tenant-cache.wasm$" <<< "$packaged"; then
-    echo "package.sh: the packaged host crate does not carry the component" >&2
-    exit 1
-fi
-for crate in target/package/tenant-cache-{layout,component-build,host}-*.crate; do
+for carried in tenant-cache.wasm memcached-provider.wasm; do
+    if ! grep -q "/component/$carried$" <<< "$packaged"; then
+        echo "package.sh: the packaged host crate does not carry component/$carried" >&2
+        exit 1
+    fi
+done
+for crate in target/package/tenant-cache-{layout,memcached,component-build,host}-[0-9]*.crate; do
     tar xzf "$crate" -C "$scratch"
 done
 
@@ -58,6 +62,7 @@ app="$scratch/adopter"
 mkdir -p "$app/src"
 host=$(basename "$scratch"/tenant-cache-host-*)
 layout=$(basename "$scratch"/tenant-cache-layout-*)
+memcached=$(basename "$scratch"/tenant-cache-memcached-[0-9]*)
 build=$(basename "$scratch"/tenant-cache-component-build-*)
 cat > "$app/Cargo.toml" <<TOML
 [package]
@@ -78,6 +83,7 @@ tokio = { version = "1", features = ["rt-multi-thread", "macros"] }
 [patch.crates-io]
 tenant-cache-host = { path = "../$host" }
 tenant-cache-layout = { path = "../$layout" }
+tenant-cache-memcached = { path = "../$memcached" }
 tenant-cache-component-build = { path = "../$build" }
 
 $(sed -n '/^\[profile/,$p' Cargo.toml)

@@ -23,6 +23,21 @@ echo "== installing the toolchain of rust-toolchain.toml"
 # own; with no arguments this installs it, its components and targets.
 rustup toolchain install
 
+# The stock wasmtime CLI, at the version the host links, for the tests of
+# the standalone component (`wasmtime run` and `wasmtime serve`): only the
+# features those need, its compiler built with less optimisation as ours
+# is (a few minutes on two cores, once per machine).
+wasmtime_version=50.0.1
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+if [ "$(wasmtime --version 2>/dev/null | cut -d' ' -f2)" != "$wasmtime_version" ]; then
+    echo "== installing the wasmtime CLI $wasmtime_version"
+    cargo install --locked --force --quiet "wasmtime-cli@$wasmtime_version" --no-default-features \
+        --features run,serve,cranelift,component-model,component-model-async,parallel-compilation,pooling-allocator \
+        --config 'profile.release.package.cranelift-codegen.opt-level=1' \
+        --config 'profile.release.package.cranelift-assembler-x64.opt-level=1' \
+        --config 'profile.release.package.wasmtime-internal-cranelift.opt-level=1'
+fi
+
 echo "== format"
 cargo fmt --all --check
 
@@ -39,7 +54,8 @@ cargo clippy --release --target wasm32-wasip2 -p tenant-cache-guest -p tenant-ca
 # The test apps use wit-bindgen with std: checked apart, so that feature
 # does not reach the no_std components above.
 cargo clippy --release --target wasm32-wasip2 -p tenant-cache-kv-app -p tenant-cache-kv-atomics-app \
-    -p tenant-cache-kv-draft2-app -p tenant-cache-hostile-app -p visits -- -D warnings
+    -p tenant-cache-kv-draft2-app -p tenant-cache-hostile-app -p visits -p http-app \
+    -p tenant-cache-memcached-provider -- -D warnings
 echo "== docs (every public item of the host library documented, links valid)"
 RUSTDOCFLAGS="-D warnings" cargo doc --release -p tenant-cache-host --no-deps --quiet
 echo "== all checks passed"

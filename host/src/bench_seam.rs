@@ -80,15 +80,13 @@ fn read(replies: crate::backend::BatchResult) -> anyhow::Result<Vec<RawReply>> {
         .map(|outcome| match outcome {
             Outcome::Value(len)
             | Outcome::Refresh(ValueWithCas { len, .. })
-            | Outcome::ValueWithCas(ValueWithCas { len, .. }) => {
-                match values.split_at_checked(len as usize) {
-                    Some((value, rest)) => {
-                        values = rest;
-                        RawReply::Value(value.to_vec())
-                    }
-                    None => RawReply::Failed(String::from("value lengths exceed the values")),
+            | Outcome::ValueWithCas(ValueWithCas { len, .. }) => match values.split_at_checked(len as usize) {
+                Some((value, rest)) => {
+                    values = rest;
+                    RawReply::Value(value.to_vec())
                 }
-            }
+                None => RawReply::Failed(String::from("value lengths exceed the values")),
+            },
             Outcome::Miss => RawReply::Miss,
             Outcome::Done | Outcome::Minted(_) => RawReply::Done,
             Outcome::Exists => RawReply::Exists,

@@ -6,15 +6,8 @@ use std::time::{Duration, Instant};
 
 use tenant_cache_memcached_process::MemcachedProcess;
 
-fn cli(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-cache"));
-    command
-        .args(args)
-        .env_remove("TENANT_CACHE_MEMCACHED")
-        .env_remove("TENANT_CACHE_APP")
-        .env_remove("RUST_LOG");
-    command
-}
+mod common;
+use common::cli;
 
 fn run(server: &MemcachedProcess, args: &[&str]) -> anyhow::Result<Output> {
     let address = server.address();

@@ -21,10 +21,10 @@ pub mod digest;
 pub mod membership;
 pub mod pool;
 pub mod protocol;
+mod rewrites;
 pub mod routing;
 pub mod rules;
 pub mod tokens;
 pub mod types;
-mod rewrites;
 
 pub use rewrites::Rewrites;

@@ -112,12 +112,7 @@ impl Membership {
     /// pools, the newest at `newest`: a new id, every route tagged anew (so
     /// nothing any of those pools kept is read), and the members of the
     /// old pools that are not in `servers` departed, so they are fenced.
-    pub fn merged(
-        servers: &[String],
-        id: u32,
-        newest: u32,
-        old_members: &[String],
-    ) -> Result<Membership, String> {
+    pub fn merged(servers: &[String], id: u32, newest: u32, old_members: &[String]) -> Result<Membership, String> {
         let generation = newest + 1;
         if generation > MAX_GENERATION {
             return Err(format!(

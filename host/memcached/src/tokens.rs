@@ -45,7 +45,8 @@ mod tests {
     fn codes_differ_by_key_prefix_route_and_message() {
         let key = key_from_secret(b"sixteen byte key").unwrap();
         let other = key_from_secret(b"sixteen byte kez").unwrap();
-        let code = |key: &TokenKey, prefix: &str, route: &str, message: &[u8]| code(key, prefix, route, message).unwrap();
+        let code =
+            |key: &TokenKey, prefix: &str, route: &str, message: &[u8]| code(key, prefix, route, message).unwrap();
         let base = code(&key, "tc:a:", "t", b"m");
         assert_eq!(base.len(), 16);
         assert_eq!(base, code(&key, "tc:a:", "t", b"m"));

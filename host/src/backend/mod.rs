@@ -8,8 +8,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use tenant_cache_memcached::types::{Command, Error, Replies};
 use crate::memo::{MEMO_ENTRIES, Memo};
+use tenant_cache_memcached::types::{Command, Error, Replies};
 
 /// A boxed future that may move between threads.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

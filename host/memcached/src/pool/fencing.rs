@@ -120,12 +120,7 @@ impl Pool {
 
     /// Runs `commands` on every server, under every tag a route can have
     /// there: what they write is seen by every route of the application.
-    pub async fn broadcast_with<D: Driver>(
-        &self,
-        driver: &D,
-        prefix: &str,
-        commands: &[Command],
-    ) -> Result<(), Error> {
+    pub async fn broadcast_with<D: Driver>(&self, driver: &D, prefix: &str, commands: &[Command]) -> Result<(), Error> {
         let mut known = match self.known() {
             Some(known) => known,
             None => self.learn_to_write(driver).await?.known,

@@ -62,9 +62,7 @@ impl Pool {
     /// Reads the pool record, its CAS value and the item counts of every
     /// listed server.
     pub async fn survey<D: Driver>(&self, driver: &D) -> Vec<Result<Surveyed, Error>> {
-        let requests = (0..self.ids.len())
-            .map(|server| (server, Request::default()))
-            .collect();
+        let requests = (0..self.ids.len()).map(|server| (server, Request::default())).collect();
         self.run_surveyed(driver, requests, u64::MAX)
             .await
             .into_iter()

@@ -75,8 +75,9 @@ fn any_header(line: &[u8], opaque: &[u8]) -> Result<(Code, Option<usize>), Failu
         b"SERVER_ERROR" | b"CLIENT_ERROR" | b"ERROR" => {
             return Err(Failure::Rejected(String::from_utf8_lossy(line).trim().to_owned()));
         }
-        code => Code::from_wire(code)
-            .ok_or(Failure::Garbled("an unknown reply code (is this a memcached server, 1.6 or later?)"))?,
+        code => Code::from_wire(code).ok_or(Failure::Garbled(
+            "an unknown reply code (is this a memcached server, 1.6 or later?)",
+        ))?,
     };
     let len = match code {
         Code::Va => Some(

@@ -169,14 +169,9 @@ impl Kind {
         // removals.
         matches!(
             (self, code),
-            (
-                Kind::Get | Kind::GetEarly | Kind::Survey,
-                Code::Va | Code::En
-            ) | (Kind::Arithmetic, Code::Va | Code::Nf)
-                | (
-                    Kind::Store,
-                    Code::Hd | Code::Ns | Code::Ex | Code::Nf
-                )
+            (Kind::Get | Kind::GetEarly | Kind::Survey, Code::Va | Code::En)
+                | (Kind::Arithmetic, Code::Va | Code::Nf)
+                | (Kind::Store, Code::Hd | Code::Ns | Code::Ex | Code::Nf)
                 | (Kind::Delete, Code::Hd | Code::Nf | Code::Ex)
         )
     }

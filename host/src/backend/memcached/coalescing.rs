@@ -35,8 +35,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use tenant_cache_memcached::protocol::{Answer, Exchange, Expected, Failure, ReadLimits, Request};
 use super::tokio_driver::{Connection, current_runtime, dial};
+use tenant_cache_memcached::protocol::{Answer, Exchange, Expected, Failure, ReadLimits, Request};
 
 /// A write buffer larger than this is given back once written (a large
 /// value passed through).

@@ -283,7 +283,10 @@ impl MemcachedPool {
 
 impl Storage for MemcachedPool {
     fn execute(&self, prefix: &str, route: &[u8], commands: Vec<Command>, reply_bytes: u64) -> BatchResult {
-        pollster::block_on(self.pool.execute_with(&Blocking(self), prefix, route, &commands, reply_bytes))
+        pollster::block_on(
+            self.pool
+                .execute_with(&Blocking(self), prefix, route, &commands, reply_bytes),
+        )
     }
 
     fn broadcast(&self, prefix: &str, commands: Vec<Command>) -> Result<(), Error> {
@@ -297,7 +300,11 @@ impl Storage for MemcachedPool {
         commands: Vec<Command>,
         reply_bytes: u64,
     ) -> BoxFuture<'a, BatchResult> {
-        Box::pin(async move { self.pool.execute_with(&Tokio(self), prefix, route, &commands, reply_bytes).await })
+        Box::pin(async move {
+            self.pool
+                .execute_with(&Tokio(self), prefix, route, &commands, reply_bytes)
+                .await
+        })
     }
 
     fn broadcast_async<'a>(&'a self, prefix: &'a str, commands: Vec<Command>) -> BoxFuture<'a, Result<(), Error>> {

@@ -179,9 +179,7 @@ impl MemcachedPool {
         };
         all.converge(&others, &mut held, &changing, &change).await?;
         // 3. Commit at the first anchor.
-        let committed = all
-            .swap(&anchors[0], held_now(&held, &anchors[0]), &active)
-            .await?;
+        let committed = all.swap(&anchors[0], held_now(&held, &anchors[0]), &active).await?;
         if !holds_bytes(&committed, &active) {
             return Err(Error::Unavailable(format!(
                 "another `pool set` took the change to {listed} over before it committed ({}); run `pool show`",
@@ -223,7 +221,8 @@ impl MemcachedPool {
                     .iter()
                     .flat_map(|pool| [pool.servers(), pool.written_by_change()].concat())
                     .collect();
-                let target = Membership::merged(&self.pool.ids, rand::random(), newest, &old).map_err(Error::Protocol)?;
+                let target =
+                    Membership::merged(&self.pool.ids, rand::random(), newest, &old).map_err(Error::Protocol)?;
                 (target.clone(), target.written_by_change())
             }
         };
@@ -240,14 +239,12 @@ impl MemcachedPool {
     /// Stores `record` on `server` if it still holds what was read (`held`:
     /// swapped by CAS value, or added where none was), and reads back what
     /// it holds then, in the same round trip.
-    async fn swap(
-        &self,
-        server: &str,
-        held: Option<&(Vec<u8>, u64)>,
-        record: &[u8],
-    ) -> Result<Held, Error> {
+    async fn swap(&self, server: &str, held: Option<&(Vec<u8>, u64)>, record: &[u8]) -> Result<Held, Error> {
         let (index, request) = self.swap_request(server, held, record)?;
-        let answer = self.pool.run_one(&Blocking(self), index, request, u64::MAX, true).await?;
+        let answer = self
+            .pool
+            .run_one(&Blocking(self), index, request, u64::MAX, true)
+            .await?;
         Ok(Ok(answer.surveyed()?.record))
     }
 

@@ -37,6 +37,13 @@ pub fn compose(cache: &[u8], provider: &[u8], app: Option<&Path>) -> anyhow::Res
             app.display()
         );
     }
+    if app_imports.iter().any(|import| import.starts_with("wasi:sockets/")) {
+        eprintln!(
+            "tenant-cache: note: {} imports wasi:sockets: where the runtime grants it the network, it can reach \
+             memcached around tenant-cache (docs/trust.md, \"Without our host\")",
+            app.display()
+        );
+    }
     let standalone = write("standalone.wasm", &standalone)?;
     let composed = plug(app, &standalone).with_context(|| format!("plugging tenant-cache into {}", app.display()))?;
     Ok(composed)
