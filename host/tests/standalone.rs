@@ -246,6 +246,13 @@ fn a_provider_without_a_usable_server_fails_the_call_and_says_why() -> anyhow::R
             ],
             "TENANT_CACHE_TOKEN_SECRET must be at least 16 bytes",
         ),
+        (
+            vec![
+                ("TENANT_CACHE_MEMCACHED", "127.0.0.1:1"),
+                ("TENANT_CACHE_ITEM_SIZE_LIMIT", "16"),
+            ],
+            "TENANT_CACHE_ITEM_SIZE_LIMIT",
+        ),
     ] {
         let output = wasmtime_run(&standalone, &env, &["ana"])?;
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -257,7 +264,7 @@ fn a_provider_without_a_usable_server_fails_the_call_and_says_why() -> anyhow::R
 }
 
 #[test]
-fn plugging_into_an_app_without_keyvalue_imports_is_refused() -> anyhow::Result<()> {
+fn plugging_is_refused_without_keyvalue_imports_and_names_what_the_app_shares() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let standalone = dir.path().join("standalone.wasm");
     succeeds(&mut cli(&[
@@ -280,6 +287,20 @@ fn plugging_into_an_app_without_keyvalue_imports_is_refused() -> anyhow::Result<
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("imports no wasi:keyvalue interface"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // An app that reads its environment is told it shares the provider's.
+    let visits = app("visits.wasm");
+    let output = cli(&[
+        "component",
+        "--standalone",
+        "--into",
+        visits.to_str().expect("a UTF-8 path"),
+        "-o",
+        dir.path().join("visits.wasm").to_str().expect("a UTF-8 path"),
+    ])
+    .output()?;
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TENANT_CACHE_TOKEN_SECRET included"), "{stderr}");
     Ok(())
 }
 

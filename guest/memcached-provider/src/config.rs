@@ -8,7 +8,7 @@
 //! | `TENANT_CACHE_APP` | the application whose keys it reaches | `default` |
 //! | `TENANT_CACHE_TENANT` | binds the grant to one tenant | unbound |
 //! | `TENANT_CACHE_TIMEOUT_MS` | deadline of each exchange | 1000 |
-//! | `TENANT_CACHE_ITEM_SIZE_LIMIT` | memcached's `-I`, in bytes | 1048576 |
+//! | `TENANT_CACHE_ITEM_SIZE_LIMIT` | memcached's `-I`: bytes, or with `k` or `m` | `1m` |
 //! | `TENANT_CACHE_TOKEN_SECRET` | seals swap and lease tokens (16 bytes or more) | a random key per instance |
 
 use std::time::Duration;
@@ -62,7 +62,10 @@ impl Provider {
             0 => return Err(String::from("TENANT_CACHE_TIMEOUT_MS must be at least 1")),
             millis => Duration::from_millis(millis),
         };
-        let item_size_limit = number("TENANT_CACHE_ITEM_SIZE_LIMIT", 1024 * 1024)?;
+        let item_size_limit = match std::env::var("TENANT_CACHE_ITEM_SIZE_LIMIT") {
+            Ok(text) => rules::parse_size(&text).map_err(|why| format!("TENANT_CACHE_ITEM_SIZE_LIMIT: {why}"))?,
+            Err(_) => 1024 * 1024,
+        };
         let token_key = match std::env::var("TENANT_CACHE_TOKEN_SECRET") {
             Ok(secret) => tokens::key_from_secret(secret.as_bytes()).ok_or_else(|| {
                 format!(

@@ -124,7 +124,16 @@ pub fn complete<T>(future: impl Future<Output = Result<T, Error>>) -> Result<T, 
 /// within `timeout`.
 fn dial(address: &str, timeout: Duration) -> io::Result<Connection> {
     let mut last = None;
-    for addr in address.to_socket_addrs()? {
+    let addrs = address.to_socket_addrs().map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!(
+                "resolving {address} failed ({error}): a name needs the runtime's leave to look names up \
+                 (wasmtime -S allow-ip-name-lookup)"
+            ),
+        )
+    })?;
+    for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => {
                 // wasi:sockets has no Nagle option to turn off; where there

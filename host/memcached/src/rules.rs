@@ -64,6 +64,24 @@ fn app_part(app: &str) -> String {
     format!("#{}", crate::digest::short_digest(app.as_bytes()))
 }
 
+/// An item size limit as an operator writes it (memcached's `-I`): bytes,
+/// or with `k` or `m`, at least 1k (a smaller limit leaves no room for a
+/// key and the header every value carries).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match lower.strip_suffix(['k', 'm']) {
+        Some(digits) if lower.ends_with('k') => (digits, 1024),
+        Some(digits) => (digits, 1024 * 1024),
+        None => (lower.as_str(), 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit))
+        .filter(|&bytes| bytes >= 1024)
+        .ok_or_else(|| format!("{text:?} is not a size of at least 1k (bytes, or with k or m)"))
+}
+
 /// Refuses a key that is not printable ASCII, is too long, or starts with
 /// `~` (which the pool uses to tag keys): the key is guest controlled, and
 /// a space or CR/LF would otherwise end up on memcached's command line.
@@ -262,6 +280,16 @@ mod tests {
             rules.check_commands(&mut gets(4)).err(),
             Some(Error::OverLimit(Limit::CommandsPerBatch(3)))
         );
+    }
+
+    #[test]
+    fn sizes_are_bytes_or_k_or_m_and_at_least_1k() {
+        assert_eq!(parse_size("1m"), Ok(1024 * 1024));
+        assert_eq!(parse_size(" 64K "), Ok(64 * 1024));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        for bad in ["0", "1023", "16", "", "k", "1g", "-1k", "99999999999999999m"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -68,6 +68,8 @@ impl Pool {
             let tag = known
                 .as_ref()
                 .map_or(Tag::UNRECORDED, |known| known.record.tag(route, owner));
+            // With the `bench` feature a request has a field more.
+            #[allow(clippy::needless_update)]
             let batch = Request {
                 groups: vec![Group {
                     prefix: tagged(prefix, tag),
@@ -137,6 +139,7 @@ impl Pool {
                             commands,
                         })
                         .collect();
+                    #[allow(clippy::needless_update)]
                     let request = Request {
                         groups,
                         own: vec![Own::ReadPool],

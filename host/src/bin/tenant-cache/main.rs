@@ -51,7 +51,7 @@ struct Cli {
     /// tenant-cache's 17-byte header, its key, and 64 bytes of memcached's
     /// own) larger than this is refused, and a stored one read as a miss.
     /// Bytes, or with k or m.
-    #[arg(long, value_name = "SIZE", default_value = "1m", value_parser = parse_size, global = true)]
+    #[arg(long, value_name = "SIZE", default_value = "1m", value_parser = tenant_cache_memcached::rules::parse_size, global = true)]
     item_size_limit: u64,
     /// Give each batch a connection of its own for its exchange, instead
     /// of coalescing concurrent batches to a server on shared connections.
@@ -207,22 +207,6 @@ fn parse_ttl(text: &str) -> Result<u32, String> {
         // The longest TTL is the component's rule; it says so past it.
         .ok_or_else(|| format!("{text:?} is not a TTL: a whole number of seconds, at least 1"))
 }
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let (digits, unit) = match lower.strip_suffix(['k', 'm']) {
-        Some(digits) if lower.ends_with('k') => (digits, 1024),
-        Some(digits) => (digits, 1024 * 1024),
-        None => (lower.as_str(), 1),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|number| number.checked_mul(unit))
-        .filter(|&bytes| bytes >= 1024)
-        .ok_or_else(|| format!("{text:?} is not a size of at least 1k (bytes, or with k or m)"))
-}
-
 /// Logs to stderr as `RUST_LOG` says (`LEVEL` or `TARGET=LEVEL,...`, e.g.
 /// `RUST_LOG=tenant_cache_host=debug`); nothing by default, and a value
 /// that does not parse logs nothing either. A call's span closes with its

@@ -37,11 +37,27 @@ pub fn compose(cache: &[u8], provider: &[u8], app: Option<&Path>) -> anyhow::Res
             app.display()
         );
     }
-    if app_imports.iter().any(|import| import.starts_with("wasi:sockets/")) {
+    // The app's WASI imports are the composition's: it shares the
+    // provider's sandbox. Said once, for what it imports.
+    let shared: Vec<&str> = [
+        (
+            "wasi:sockets/",
+            "with the network the runtime grants, reach memcached around tenant-cache",
+        ),
+        (
+            "wasi:cli/environment",
+            "read the provider's configuration (TENANT_CACHE_TOKEN_SECRET included)",
+        ),
+    ]
+    .into_iter()
+    .filter(|(prefix, _)| app_imports.iter().any(|import| import.starts_with(prefix)))
+    .map(|(_, what)| what)
+    .collect();
+    if !shared.is_empty() {
         eprintln!(
-            "tenant-cache: note: {} imports wasi:sockets: where the runtime grants it the network, it can reach \
-             memcached around tenant-cache (docs/trust.md, \"Without our host\")",
-            app.display()
+            "tenant-cache: note: {} shares the provider's sandbox: it can {} (docs/trust.md, \"Without our host\")",
+            app.display(),
+            shared.join(", and ")
         );
     }
     let standalone = write("standalone.wasm", &standalone)?;
