@@ -16,25 +16,24 @@ repo=$(pwd)
 # commit (the binary's `component` command writes the one it carries); it
 # is never committed (untracked, not ignored: cargo packages it), and is
 # gone again once packaged.
-shipped=host/components/component/tenant-cache.wasm
-provider=host/components/component/memcached-provider.wasm
+shipped=host/component/tenant-cache.wasm
+provider=host/component/memcached-provider.wasm
 scratch=$(mktemp -d)
 memcached_pid=""
-trap 'rm -rf "$scratch" "$repo/host/components/component"; rustup toolchain uninstall tenant-cache-no-wasm >/dev/null 2>&1 || true; [ -z "$memcached_pid" ] || kill "$memcached_pid" 2>/dev/null || true' EXIT
-mkdir -p host/components/component
+trap 'rm -rf "$scratch" "$repo/host/component"; rustup toolchain uninstall tenant-cache-no-wasm >/dev/null 2>&1 || true; [ -z "$memcached_pid" ] || kill "$memcached_pid" 2>/dev/null || true' EXIT
+mkdir -p host/component
 cargo run --release --quiet -- component -o "$shipped"
 cargo run --release --quiet -- component --provider -o "$provider"
 cargo package --quiet --no-verify --allow-dirty \
-    -p tenant-cache-layout -p tenant-cache-memcached -p tenant-cache-component-build -p tenant-cache-components \
-    -p tenant-cache-host
-packaged=$(tar tzf target/package/tenant-cache-components-*.crate)
+    -p tenant-cache-layout -p tenant-cache-memcached -p tenant-cache-component-build -p tenant-cache-host
+packaged=$(tar tzf target/package/tenant-cache-host-*.crate)
 for carried in tenant-cache.wasm memcached-provider.wasm; do
     if ! grep -q "/component/$carried$" <<< "$packaged"; then
-        echo "package.sh: the packaged tenant-cache-components does not carry component/$carried" >&2
+        echo "package.sh: the packaged host crate does not carry component/$carried" >&2
         exit 1
     fi
 done
-for crate in target/package/tenant-cache-{layout,memcached,component-build,components,host}-[0-9]*.crate; do
+for crate in target/package/tenant-cache-{layout,memcached,component-build,host}-[0-9]*.crate; do
     tar xzf "$crate" -C "$scratch"
 done
 
@@ -65,7 +64,6 @@ host=$(basename "$scratch"/tenant-cache-host-*)
 layout=$(basename "$scratch"/tenant-cache-layout-*)
 memcached=$(basename "$scratch"/tenant-cache-memcached-[0-9]*)
 build=$(basename "$scratch"/tenant-cache-component-build-*)
-components=$(basename "$scratch"/tenant-cache-components-*)
 cat > "$app/Cargo.toml" <<TOML
 [package]
 name = "adopter"
@@ -87,7 +85,6 @@ tenant-cache-host = { path = "../$host" }
 tenant-cache-layout = { path = "../$layout" }
 tenant-cache-memcached = { path = "../$memcached" }
 tenant-cache-component-build = { path = "../$build" }
-tenant-cache-components = { path = "../$components" }
 
 $(sed -n '/^\[profile/,$p' Cargo.toml)
 TOML

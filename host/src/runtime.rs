@@ -12,7 +12,7 @@ use crate::tenant_cache::{AsyncTenantCache, TenantCache};
 
 /// The tenant-cache component this crate carries: built from `guest/` in
 /// its repository, packaged with the crate outside it.
-pub const COMPONENT: &[u8] = tenant_cache_components::COMPONENT;
+pub const COMPONENT: &[u8] = include_bytes!(env!("TENANT_CACHE_COMPONENT"));
 
 /// A compiled component, ready to be instantiated many times: compile
 /// once per process, then [`instantiate`](Runtime::instantiate) (or

@@ -26,7 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The memcached provider component built with this binary
 /// (`guest/memcached-provider`).
-const PROVIDER: &[u8] = tenant_cache_components::PROVIDER;
+const PROVIDER: &[u8] = include_bytes!(env!("TENANT_CACHE_PROVIDER"));
 
 /// A multi-tenant cache on memcached: clear one tenant, or every tenant of
 /// an application, without flushing anything else.

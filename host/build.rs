@@ -1,7 +1,7 @@
 //! The components the crate carries: the tenant-cache component
-//! (`TENANT_CACHE_COMPONENT`), and with the `provider` feature (the CLI's)
-//! the memcached provider (`TENANT_CACHE_PROVIDER`, what `tenant-cache
-//! component --standalone` composes with it). In this repository they are built from `guest/` and
+//! (`TENANT_CACHE_COMPONENT`), and for the CLI the memcached provider
+//! (`TENANT_CACHE_PROVIDER`, what `tenant-cache component --standalone`
+//! composes with it). In this repository they are built from `guest/` and
 //! `guest/memcached-provider/`, with one nested cargo for `wasm32-wasip2`.
 //! The packaged crate has no `guest/`: it carries the components
 //! `tests/package.sh` built from the same commit (`component/*.wasm`), so a
@@ -14,13 +14,9 @@ use tenant_cache_component_build::{build_components, rerun_if_changed};
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    // host/components/ in this repository.
-    let workspace = manifest_dir
-        .parent()
-        .and_then(|host| host.parent())
-        .expect("a crate sits two directories down");
+    let workspace = manifest_dir.parent().expect("a crate sits in a directory");
     let mut wanted = vec![("tenant-cache-guest", "tenant-cache.wasm", "TENANT_CACHE_COMPONENT")];
-    if env::var_os("CARGO_FEATURE_PROVIDER").is_some() {
+    if env::var_os("CARGO_FEATURE_CLI").is_some() {
         wanted.push((
             "tenant-cache-memcached-provider",
             "memcached-provider.wasm",
