@@ -18,8 +18,10 @@ use crate::bindings::capability as wit;
 pub use linker::{add_to_linker, add_to_linker_async};
 pub use tenant_cache_memcached::rules::{BatchLimits, MAX_RELATIVE_KEY};
 
-/// The memcached capability granted to a component for one application,
-/// and the one owner of the rules every command must pass.
+/// The memcached capability granted to a component for one application:
+/// every command passes the rules of `tenant_cache_memcached` (their one
+/// owner, which the memcached provider component applies too) before
+/// anything is sent.
 ///
 /// Every key the component sends is prefixed with `tc:<app>:`, where
 /// `<app>` is the application name percent-encoded (or, when long, a
