@@ -52,8 +52,8 @@ fn succeeds(command: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
-/// A test app (`tests/components/visits-app`, `http-app`), built once per
-/// test process.
+/// A test app (`tests/components/visits-app`, `http-app`, `hostile-app`),
+/// built once per test process.
 fn app(file: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let release = BUILT.get_or_init(|| {
@@ -61,7 +61,11 @@ fn app(file: &str) -> PathBuf {
             .parent()
             .expect("host/ is in the workspace");
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("standalone-components");
-        tenant_cache_component_build::build_components(&["visits", "http-app"], workspace, &out);
+        tenant_cache_component_build::build_components(
+            &["visits", "http-app", "tenant-cache-hostile-app"],
+            workspace,
+            &out,
+        );
         out.join("wasm-target/wasm32-wasip2/release")
     });
     release.join(file)
@@ -225,6 +229,76 @@ fn the_visits_app_counts_the_same_under_wasmtime_run_as_under_tenant_cache_run()
         let output = wasmtime_run(&standalone, &env, &["ana"])?;
         assert_eq!(String::from_utf8(output.stdout)?, "hello ana, visit 1\n");
     }
+    Ok(())
+}
+
+/// An app importing the capability itself (`hostile-app`), plugged straight
+/// into the provider bound to acme, is refused what the host refuses it
+/// under `run --tenant acme`: every attempt beyond acme's records, among
+/// them undoing the operator's clear and reading globex's entries.
+#[test]
+fn the_provider_confines_an_app_importing_the_capability_as_the_host_does() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let address = server.address();
+    let host = |args: &[&str]| {
+        let mut full = vec!["--memcached", address.as_str(), "--app", "shop"];
+        full.extend_from_slice(args);
+        cli(&full).output()
+    };
+    assert!(host(&["set", "globex", "k", "secret"])?.status.success());
+    assert!(host(&["set", "acme", "x", "before"])?.status.success());
+    let old = server.raw_get("tc:shop:n:acme")?.expect("acme has a version");
+    assert!(host(&["clear", "acme"])?.status.success());
+    let hostile = app("tenant-cache-hostile-app.wasm");
+    let dir = tempfile::tempdir()?;
+    let plugged = dir.path().join("hostile-provider.wasm");
+    succeeds(&mut cli(&[
+        "component",
+        "--provider",
+        "--into",
+        hostile.to_str().expect("a UTF-8 path"),
+        "-o",
+        plugged.to_str().expect("a UTF-8 path"),
+    ]))?;
+    let env = [
+        ("TENANT_CACHE_MEMCACHED", address.as_str()),
+        ("TENANT_CACHE_APP", "shop"),
+        ("TENANT_CACHE_TENANT", "acme"),
+    ];
+    let provided = wasmtime_run(&plugged, &env, &["acme", "globex", &old])?;
+    let hosted = host(&[
+        "run",
+        "--tenant",
+        "acme",
+        hostile.to_str().expect("a UTF-8 path"),
+        "acme",
+        "globex",
+        &old,
+    ])?;
+    let outcomes = |output: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| match line.split_once(": ") {
+                Some((name, outcome)) => format!("{name}: {}", outcome.split(' ').next().unwrap_or_default()),
+                None => line.to_owned(),
+            })
+            .collect()
+    };
+    assert!(
+        provided.status.success(),
+        "{}",
+        String::from_utf8_lossy(&provided.stderr)
+    );
+    let (provided, hosted) = (outcomes(&provided), outcomes(&hosted));
+    assert_eq!(provided, hosted);
+    assert_eq!(
+        provided.iter().filter(|line| line.ends_with(": denied")).count(),
+        24,
+        "{provided:?}"
+    );
+    assert!(provided.iter().any(|line| line == "own: allowed"), "{provided:?}");
+    assert_eq!(String::from_utf8(host(&["get", "globex", "k"])?.stdout)?, "secret");
+    assert_eq!(host(&["get", "acme", "x"])?.status.code(), Some(1));
     Ok(())
 }
 

@@ -154,8 +154,9 @@ enum Command {
         #[arg(long)]
         standalone: bool,
         /// With --standalone: plug it into APP.wasm's wasi:keyvalue imports,
-        /// for one component to run as it is.
-        #[arg(long, value_name = "APP.wasm", requires = "standalone")]
+        /// for one component to run as it is. With --provider: plug the
+        /// provider into APP.wasm's import of the capability.
+        #[arg(long, value_name = "APP.wasm")]
         into: Option<PathBuf>,
         /// Write the memcached provider alone (it exports the capability,
         /// over wasi:sockets), to compose it yourself.
@@ -305,10 +306,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         output,
     } = &cli.command
     {
-        let bytes = match (standalone, provider) {
-            (true, _) => standalone::compose(&component_bytes(&cli)?, PROVIDER, into.as_deref())?.into(),
-            (false, true) => PROVIDER.into(),
-            (false, false) => component_bytes(&cli)?,
+        let composition = match (standalone, provider) {
+            (true, _) => Some(standalone::Composition::Standalone),
+            (false, true) => Some(standalone::Composition::Provider),
+            (false, false) => None,
+        };
+        let bytes = match composition {
+            Some(what) => standalone::compose(what, &component_bytes(&cli)?, PROVIDER, into.as_deref())?.into(),
+            None if into.is_some() => bail!("--into plugs --standalone or --provider into an app: give one of them"),
+            None => component_bytes(&cli)?,
         };
         std::fs::write(output, bytes).with_context(|| format!("writing the component to {}", output.display()))?;
         return Ok(ExitCode::SUCCESS);

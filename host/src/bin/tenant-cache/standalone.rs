@@ -2,7 +2,8 @@
 //! composed with the memcached provider, whose exports satisfy its
 //! capability import: one component whose only imports are WASI 0.2's, for
 //! runtimes that link nothing of ours. `--into APP.wasm` plugs that into an
-//! app's `wasi:keyvalue` imports as well. Composition is `wasm-compose`'s
+//! app's `wasi:keyvalue` imports as well; with `--provider`, the provider
+//! alone into an app that imports the capability itself. Composition is `wasm-compose`'s
 //! (what `wac plug` does); this file checks what it is given and what
 //! comes out.
 
@@ -13,27 +14,48 @@ use anyhow::{Context, bail};
 /// What a standalone component may leave for the runtime to provide.
 const WASI: &str = "wasi:";
 
-/// The tenant-cache component (`cache`) with the capability it imports
-/// provided by `provider`, and with it plugged into `app`'s imports if one
-/// is given.
-pub fn compose(cache: &[u8], provider: &[u8], app: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+/// What is composed, and what an app given with `--into` must import.
+pub enum Composition {
+    /// tenant-cache and the provider; an app is plugged into by its
+    /// `wasi:keyvalue` imports.
+    Standalone,
+    /// The provider alone; an app is plugged into by its import of the
+    /// capability (`tenant-cache:cache/memcached`, as a hostile or a
+    /// composed app imports it).
+    Provider,
+}
+
+/// The composition, plugged into `app` if one is given. `cache` is the
+/// tenant-cache component, `provider` the memcached provider.
+pub fn compose(what: Composition, cache: &[u8], provider: &[u8], app: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     let dir = tempfile::tempdir().context("making a scratch directory for the composition")?;
     let write = |name: &str, bytes: &[u8]| -> anyhow::Result<PathBuf> {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     };
-    let cache = write("tenant-cache.wasm", cache)?;
-    let provider = write("memcached-provider.wasm", provider)?;
-    let standalone = plug(&cache, &provider).context("composing tenant-cache with the memcached provider")?;
+    let (composed, socket, plugged) = match what {
+        Composition::Standalone => {
+            let cache = write("tenant-cache.wasm", cache)?;
+            let provider = write("memcached-provider.wasm", provider)?;
+            let standalone = plug(&cache, &provider).context("composing tenant-cache with the memcached provider")?;
+            (standalone, "wasi:keyvalue/", "tenant-cache")
+        }
+        Composition::Provider => (
+            provider.to_vec(),
+            "tenant-cache:cache/memcached@",
+            "the memcached provider",
+        ),
+    };
     let Some(app) = app else {
-        return Ok(standalone);
+        return Ok(composed);
     };
     let app_imports = imports(&std::fs::read(app).with_context(|| format!("reading {}", app.display()))?)
         .with_context(|| format!("{} is not a component", app.display()))?;
-    if !app_imports.iter().any(|import| import.starts_with("wasi:keyvalue/")) {
+    if !app_imports.iter().any(|import| import.starts_with(socket)) {
+        let interface = socket.trim_end_matches(['/', '@']);
         bail!(
-            "{} imports no wasi:keyvalue interface: there is nothing to plug tenant-cache into",
+            "{} imports no {interface} interface: there is nothing to plug {plugged} into",
             app.display()
         );
     }
@@ -60,9 +82,8 @@ pub fn compose(cache: &[u8], provider: &[u8], app: Option<&Path>) -> anyhow::Res
             shared.join(", and ")
         );
     }
-    let standalone = write("standalone.wasm", &standalone)?;
-    let composed = plug(app, &standalone).with_context(|| format!("plugging tenant-cache into {}", app.display()))?;
-    Ok(composed)
+    let composed = write("composed.wasm", &composed)?;
+    plug(app, &composed).with_context(|| format!("plugging {plugged} into {}", app.display()))
 }
 
 /// `socket` with every import that `plug` exports taken from it, checked:
