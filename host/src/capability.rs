@@ -8,14 +8,17 @@ mod linker;
 
 use std::sync::Arc;
 
+use tenant_cache_layout::records::{Record, record_of};
 use tenant_cache_memcached::Rewrites;
+use tenant_cache_memcached::budget::Cost;
 use tenant_cache_memcached::confinement::Confinement;
 use tenant_cache_memcached::rules::{self, Rules};
-use tenant_cache_memcached::types::{Command, Error, Replies};
+use tenant_cache_memcached::types::{Command, Error, Limit, Outcome, Replies};
 
 use crate::backend::Backend;
 use crate::bindings::capability as wit;
 pub use linker::{add_to_linker, add_to_linker_async};
+pub use tenant_cache_memcached::budget::{Budgets, Rate};
 pub use tenant_cache_memcached::rules::{BatchLimits, MAX_RELATIVE_KEY};
 
 /// The memcached capability granted to a component for one application:
@@ -40,12 +43,15 @@ pub struct Grant {
     /// a bound grant the tenant's own, so a bound component can neither
     /// read nor skew what instances of other tenants recall.
     memo_scope: Arc<str>,
+    /// What the grant may spend, from the buckets of `memo_scope` (its
+    /// application's, or its tenant's on a bound grant).
+    budgets: Budgets,
     /// Batches sent, one per server reached (`tenant_cache_round_trips_total`).
     round_trips: metrics::Counter,
 }
 
 /// The interface the grant implements, as components import it.
-const INTERFACE: &str = "tenant-cache:cache/memcached@0.7.0";
+const INTERFACE: &str = "tenant-cache:cache/memcached@0.8.0";
 
 impl Grant {
     /// Grants access to `backend` for the application `app`, with the
@@ -61,6 +67,7 @@ impl Grant {
             limits: BatchLimits::default(),
             tenant_labels: false,
             bound: None,
+            budgets: Budgets::default(),
             round_trips: crate::observe::round_trips_counter(app),
         }
     }
@@ -110,6 +117,23 @@ impl Grant {
         self.tenant_labels
     }
 
+    /// The same grant with `budgets`: what it may write and send per
+    /// second, and how long its entries may live. On a bound grant they are
+    /// its tenant's share: every grant bound to the tenant over this
+    /// backend (every instance, on any thread or task) spends from the
+    /// same buckets, so give them all the same budgets. A batch the budgets
+    /// cannot pay for fails whole with `over-limit(budget(..))`, saying
+    /// which budget and when to retry, and nothing of it is sent. Without
+    /// budgets (the default), a grant has no bound but its limits.
+    pub fn with_budgets(self, budgets: Budgets) -> Grant {
+        Grant { budgets, ..self }
+    }
+
+    /// The grant's budgets.
+    pub fn budgets(&self) -> Budgets {
+        self.budgets
+    }
+
     /// The same grant with other limits on one call.
     pub fn with_limits(self, limits: BatchLimits) -> Grant {
         Grant { limits, ..self }
@@ -154,7 +178,37 @@ impl Grant {
             Some(bound) => bound.admit(route, commands),
             None => Ok(()),
         };
-        self.observe_refusal(admitted.and_then(|()| self.rules().check_commands(commands)))
+        let admitted = admitted
+            .and_then(|()| self.rules().check_commands(commands))
+            .and_then(|rewrites| self.charge(commands).map(|()| rewrites));
+        if let Err(Error::OverLimit(Limit::Budget(_))) = &admitted {
+            let refused = crate::usage::Counts {
+                budget_refusals: 1,
+                ..Default::default()
+            };
+            self.backend.usage().record(&self.app, self.usage_tenant(route), refused);
+        }
+        self.observe_refusal(admitted)
+    }
+
+    /// Caps the TTLs of `commands` and pays for them from the grant's
+    /// buckets, if it has budgets: the last check, so a batch refused
+    /// otherwise spends nothing.
+    fn charge(&self, commands: &mut [Command]) -> Result<(), Error> {
+        if !self.budgets.is_set() {
+            return Ok(());
+        }
+        self.budgets.cap_ttls(commands);
+        self.backend
+            .ledger()
+            .charge(&self.memo_scope, &self.budgets, Cost::of(commands))
+            .map_err(|over| Error::OverLimit(Limit::Budget(over)))
+    }
+
+    /// Who a batch for `route` is counted for: the bound tenant, or on an
+    /// unbound grant the route (the tenant's name as keys carry it).
+    fn usage_tenant<'a>(&'a self, route: &'a str) -> &'a str {
+        self.bound_tenant().unwrap_or(route)
     }
 
     /// [`admit`](Self::admit) for a broadcast: no store may be too large.
@@ -164,13 +218,17 @@ impl Grant {
             Some(bound) => bound.admit_broadcast(),
             None => Ok(()),
         };
-        self.observe_refusal(admitted.and_then(|()| self.rules().check_broadcast(commands)))
+        let admitted = admitted
+            .and_then(|()| self.rules().check_broadcast(commands))
+            .and_then(|minted| self.charge(commands).map(|()| minted));
+        self.observe_refusal(admitted)
     }
 
     /// Counts and logs a refused batch.
     fn observe_refusal<T>(&self, admitted: Result<T, Error>) -> Result<T, Error> {
         if let Err(error) = &admitted {
             let reason = match error {
+                Error::OverLimit(Limit::Budget(_)) => "budget",
                 Error::OverLimit(_) => "over_limit",
                 Error::Denied(_) => "denied",
                 _ => "invalid_key",
@@ -196,21 +254,67 @@ impl Grant {
 impl Grant {
     fn run(&self, route: &str, commands: Vec<Command>, rewrites: Rewrites) -> Result<Replies, Error> {
         self.round_trips.increment(1);
+        let sent = self.sending(route, &commands);
         // The route only picks a server; it is never sent to memcached.
         let storage = self.backend.storage();
         let mut replies = storage.execute(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)?;
         rewrites.apply(&mut replies);
+        self.answered(route, sent, &replies);
         Ok(replies)
     }
 
     async fn run_async(&self, route: &str, commands: Vec<Command>, rewrites: Rewrites) -> Result<Replies, Error> {
         self.round_trips.increment(1);
+        let sent = self.sending(route, &commands);
         let storage = self.backend.storage();
         let mut replies = storage
             .execute_async(&self.prefix, route.as_bytes(), commands, self.limits.reply_bytes)
             .await?;
         rewrites.apply(&mut replies);
+        self.answered(route, sent, &replies);
         Ok(replies)
+    }
+
+    /// What a batch for `route` will tell of its tenant's usage once
+    /// answered: the bytes it writes, and which of its commands read the
+    /// tenant's entries.
+    fn sending(&self, route: &str, commands: &[Command]) -> Sending {
+        let part = self.bound.as_ref().map_or(route, Confinement::part);
+        let entry_reads = commands
+            .iter()
+            .enumerate()
+            .filter(|(_, command)| match command {
+                Command::Get(key) | Command::GetWithCas(key) => record_of(part, key) == Some(Record::Entry),
+                Command::GetEarly(early) => record_of(part, &early.key) == Some(Record::Entry),
+                _ => false,
+            })
+            .map(|(index, _)| index)
+            .collect();
+        Sending {
+            bytes_written: Cost::of(commands).bytes_written,
+            entry_reads,
+        }
+    }
+
+    /// Counts an answered batch in its tenant's usage: an entry read is a
+    /// hit when memcached found the entry.
+    fn answered(&self, route: &str, sent: Sending, replies: &Replies) {
+        let (mut hits, mut misses) = (0, 0);
+        for outcome in sent.entry_reads.iter().filter_map(|&index| replies.outcomes.get(index)) {
+            match outcome {
+                Outcome::Miss => misses += 1,
+                Outcome::Failed(_) => {}
+                _ => hits += 1,
+            }
+        }
+        let counts = crate::usage::Counts {
+            batches: 1,
+            bytes_written: sent.bytes_written,
+            hits,
+            misses,
+            budget_refusals: 0,
+        };
+        self.backend.usage().record(&self.app, self.usage_tenant(route), counts);
     }
 
     fn run_broadcast(&self, commands: Vec<Command>) -> Result<(), Error> {
@@ -222,6 +326,19 @@ impl Grant {
         self.round_trips.increment(self.backend.storage().servers() as u64);
         self.backend.storage().broadcast_async(&self.prefix, commands).await
     }
+}
+
+/// A refusal by a budget as a person reads it (its one wording, in
+/// `tenant_cache_memcached::budget`).
+pub(crate) fn describe_over_budget(over: &wit::OverBudget) -> String {
+    tenant_cache_memcached::budget::describe(&convert::over_budget(over))
+}
+
+/// A batch on its way, as its tenant's usage counts it.
+struct Sending {
+    bytes_written: u64,
+    /// The indexes of the commands reading the tenant's entries.
+    entry_reads: Vec<usize>,
 }
 
 /// The capability's functions as the component calls them: its values

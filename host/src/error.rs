@@ -88,6 +88,9 @@ impl fmt::Display for CacheError {
                 "the call's replies exceed {}, what the host gathers for one call: split it",
                 human(*limit)
             ),
+            CacheError::OverLimit(Limit::Budget(over)) => {
+                write!(f, "{}", crate::capability::describe_over_budget(over))
+            }
             CacheError::Internal(text) => write!(f, "internal error: {text}"),
             CacheError::NotACounter(text) => write!(f, "{text}"),
             CacheError::Trap(error) => write!(f, "the component trapped: {error:#}"),

@@ -29,6 +29,7 @@ mod calls;
 mod capability;
 mod error;
 mod instances;
+mod ledger;
 pub mod keyvalue;
 mod memo;
 mod observe;
@@ -36,14 +37,15 @@ mod plugin;
 mod precompiled;
 mod runtime;
 mod tenant_cache;
+mod usage;
 
 #[cfg(feature = "bench")]
 pub mod bench_seam;
 
 pub use backend::memcached::{MemcachedOptions, PoolReport};
-pub use backend::{Backend, EmbeddedOptions};
+pub use backend::{Backend, EmbeddedOptions, USAGE_TOP, USAGE_WINDOW};
 pub use calls::{LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable};
-pub use capability::{BatchLimits, Grant, MAX_RELATIVE_KEY, add_to_linker, add_to_linker_async};
+pub use capability::{BatchLimits, Budgets, Grant, MAX_RELATIVE_KEY, Rate, add_to_linker, add_to_linker_async};
 pub use error::{CacheError, Limit};
 pub use instances::RuntimeOptions;
 pub use memo::{MEMO_ENTRIES, MEMO_VALUE};

@@ -15,7 +15,12 @@
 //! - `tenant_cache_round_trips_total`: batches the component sent, one per
 //!   server reached;
 //! - `tenant_cache_refused_batches_total{reason}`: batches the grant
-//!   refused before anything was sent.
+//!   refused before anything was sent (`reason`: `denied`, `invalid_key`,
+//!   `over_limit` or `budget`);
+//! - per tenant, with bounded cardinality (see `usage`):
+//!   `tenant_cache_tenant_batches_total`, `_bytes_written_total`,
+//!   `_hits_total`, `_misses_total`, `_budget_refusals_total`, labelled
+//!   `app` and `tenant`.
 
 use std::time::Instant;
 
@@ -241,4 +246,20 @@ pub(crate) fn round_trips_counter(app: &str) -> Counter {
 pub(crate) fn refused(app: &str, reason: &'static str, detail: &str) {
     metrics::counter!("tenant_cache_refused_batches_total", "app" => app.to_owned(), "reason" => reason).increment(1);
     tracing::warn!(app, reason, "batch refused: {detail}");
+}
+
+/// A tenant's usage in a window (`usage`): its counters, labelled by
+/// application and tenant (a name, or `(others)`).
+pub(crate) fn tenant_usage(app: &str, tenant: &str, counts: &crate::usage::Counts) {
+    let measures = [
+        ("tenant_cache_tenant_batches_total", counts.batches),
+        ("tenant_cache_tenant_bytes_written_total", counts.bytes_written),
+        ("tenant_cache_tenant_hits_total", counts.hits),
+        ("tenant_cache_tenant_misses_total", counts.misses),
+        ("tenant_cache_tenant_budget_refusals_total", counts.budget_refusals),
+    ];
+    for (name, count) in measures.into_iter().filter(|&(_, count)| count > 0) {
+        let labels = [Label::new("app", app.to_owned()), Label::new("tenant", tenant.to_owned())];
+        metrics::counter!(name, labels.iter()).increment(count);
+    }
 }

@@ -18,7 +18,7 @@ use crate::bindings::exported::{
 use crate::calls::{LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable};
 
 /// The interface the component exports.
-const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.7.0";
+const INTERFACE: &str = "tenant-cache:cache/tenant-cache@0.8.0";
 
 /// The number of functions in [`INTERFACE`].
 const FUNCTIONS: usize = 13;

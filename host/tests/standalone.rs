@@ -122,7 +122,7 @@ fn the_standalone_component_imports_only_wasi_and_exports_tenant_cache_and_keyva
     assert!(imports.iter().any(|import| import.starts_with("wasi:sockets/tcp")));
     let exports: Vec<String> = ty.exports(&engine).map(|(name, _)| name.to_owned()).collect();
     for expected in [
-        "tenant-cache:cache/tenant-cache@0.7.0",
+        "tenant-cache:cache/tenant-cache@0.8.0",
         "wasi:keyvalue/store@0.2.0-draft",
         "wasi:keyvalue/atomics@0.2.0-draft",
         "wasi:keyvalue/batch@0.2.0-draft",
@@ -149,7 +149,7 @@ fn the_standalone_component_imports_only_wasi_and_exports_tenant_cache_and_keyva
         .exports(&engine)
         .map(|(name, _)| name.to_owned())
         .collect();
-    assert_eq!(exports, ["tenant-cache:cache/memcached@0.7.0"]);
+    assert_eq!(exports, ["tenant-cache:cache/memcached@0.8.0"]);
     Ok(())
 }
 

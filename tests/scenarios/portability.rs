@@ -14,11 +14,11 @@ fn the_component_imports_only_the_capability() -> anyhow::Result<()> {
     let imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
     let mut exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
     exports.sort();
-    assert_eq!(imports, ["tenant-cache:cache/memcached@0.7.0"]);
+    assert_eq!(imports, ["tenant-cache:cache/memcached@0.8.0"]);
     assert_eq!(
         exports,
         [
-            "tenant-cache:cache/tenant-cache@0.7.0",
+            "tenant-cache:cache/tenant-cache@0.8.0",
             "wasi:keyvalue/atomics@0.2.0-draft",
             "wasi:keyvalue/atomics@0.2.0-draft2",
             "wasi:keyvalue/batch@0.2.0-draft",

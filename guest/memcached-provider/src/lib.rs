@@ -22,18 +22,20 @@ mod bindings {
         // same shapes wit-bindgen would generate, lifted and lowered in
         // place.
         with: {
-            "tenant-cache:cache/memcached@0.7.0/limit": tenant_cache_memcached::types::Limit,
-            "tenant-cache:cache/memcached@0.7.0/error": tenant_cache_memcached::types::Error,
-            "tenant-cache:cache/memcached@0.7.0/command": tenant_cache_memcached::types::Command,
-            "tenant-cache:cache/memcached@0.7.0/new-version": tenant_cache_memcached::types::NewVersion,
-            "tenant-cache:cache/memcached@0.7.0/version-write": tenant_cache_memcached::types::VersionWrite,
-            "tenant-cache:cache/memcached@0.7.0/cas-item": tenant_cache_memcached::types::CasItem,
-            "tenant-cache:cache/memcached@0.7.0/counter-delta": tenant_cache_memcached::types::CounterDelta,
-            "tenant-cache:cache/memcached@0.7.0/value-with-cas": tenant_cache_memcached::types::ValueWithCas,
-            "tenant-cache:cache/memcached@0.7.0/early-get": tenant_cache_memcached::types::EarlyGet,
-            "tenant-cache:cache/memcached@0.7.0/item": tenant_cache_memcached::types::Item,
-            "tenant-cache:cache/memcached@0.7.0/outcome": tenant_cache_memcached::types::Outcome,
-            "tenant-cache:cache/memcached@0.7.0/replies": tenant_cache_memcached::types::Replies,
+            "tenant-cache:cache/memcached@0.8.0/limit": tenant_cache_memcached::types::Limit,
+            "tenant-cache:cache/memcached@0.8.0/budget": tenant_cache_memcached::types::Budget,
+            "tenant-cache:cache/memcached@0.8.0/over-budget": tenant_cache_memcached::types::OverBudget,
+            "tenant-cache:cache/memcached@0.8.0/error": tenant_cache_memcached::types::Error,
+            "tenant-cache:cache/memcached@0.8.0/command": tenant_cache_memcached::types::Command,
+            "tenant-cache:cache/memcached@0.8.0/new-version": tenant_cache_memcached::types::NewVersion,
+            "tenant-cache:cache/memcached@0.8.0/version-write": tenant_cache_memcached::types::VersionWrite,
+            "tenant-cache:cache/memcached@0.8.0/cas-item": tenant_cache_memcached::types::CasItem,
+            "tenant-cache:cache/memcached@0.8.0/counter-delta": tenant_cache_memcached::types::CounterDelta,
+            "tenant-cache:cache/memcached@0.8.0/value-with-cas": tenant_cache_memcached::types::ValueWithCas,
+            "tenant-cache:cache/memcached@0.8.0/early-get": tenant_cache_memcached::types::EarlyGet,
+            "tenant-cache:cache/memcached@0.8.0/item": tenant_cache_memcached::types::Item,
+            "tenant-cache:cache/memcached@0.8.0/outcome": tenant_cache_memcached::types::Outcome,
+            "tenant-cache:cache/memcached@0.8.0/replies": tenant_cache_memcached::types::Replies,
         },
     });
 }

@@ -5,7 +5,8 @@
 //! - [`rules`]: the rules every batch passes before anything is sent (keys,
 //!   limits, item sizes, the versions the grant draws) and the
 //!   application's key prefix; [`confinement`]: those of a grant bound to
-//!   one tenant; [`tokens`]: the codes that authenticate tokens.
+//!   one tenant; [`tokens`]: the codes that authenticate tokens;
+//!   [`budget`]: a tenant's share (bytes and commands per second, TTLs).
 //! - [`pool`]: a pool of servers, each route owned by one ([`routing`]),
 //!   every batch checked against the pool record ([`membership`]).
 //! - [`protocol`]: the meta protocol's bytes, both ways.
@@ -16,6 +17,7 @@
 //! provider sharing a memcached pool store the same records under the same
 //! keys.
 
+pub mod budget;
 pub mod confinement;
 pub mod digest;
 pub mod membership;

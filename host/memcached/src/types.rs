@@ -10,6 +10,21 @@
 pub enum Limit {
     CommandsPerBatch(u32),
     ReplyBytes(u64),
+    Budget(OverBudget),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    BytesWritten,
+    Commands,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverBudget {
+    pub budget: Budget,
+    pub per_second: u64,
+    pub burst: u64,
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,7 +8,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
+use crate::ledger::Ledger;
 use crate::memo::{MEMO_ENTRIES, Memo};
+use crate::usage::Usage;
 use tenant_cache_memcached::types::{Command, Error, Replies};
 
 /// A boxed future that may move between threads.
@@ -62,7 +64,17 @@ pub struct Backend {
     storage: Arc<dyn Storage>,
     memo: Arc<Memo>,
     token_key: TokenKey,
+    /// The buckets of grants with budgets.
+    ledger: Arc<Ledger>,
+    usage: Arc<Usage>,
 }
+
+/// How many tenants of each application get counters of their own in a
+/// window of usage, by default (see [`Backend::with_usage`]).
+pub const USAGE_TOP: usize = 10;
+
+/// How long a window of usage lasts, by default.
+pub const USAGE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The key that seals the tokens the component hands out (swap and lease
 /// tokens): 32 bytes.
@@ -86,6 +98,8 @@ impl Backend {
             storage: Arc::new(memcached::MemcachedPool::new(&servers, options)?),
             memo: Arc::new(Memo::new(MEMO_ENTRIES)),
             token_key: process_token_key(),
+            ledger: Arc::default(),
+            usage: Arc::new(Usage::new(USAGE_TOP, USAGE_WINDOW)),
         })
     }
 
@@ -101,6 +115,8 @@ impl Backend {
             storage: Arc::new(embedded::Embedded::new(options)),
             memo: Arc::new(Memo::new(MEMO_ENTRIES)),
             token_key: process_token_key(),
+            ledger: Arc::default(),
+            usage: Arc::new(Usage::new(USAGE_TOP, USAGE_WINDOW)),
         }
     }
 
@@ -123,6 +139,36 @@ impl Backend {
             token_key: Arc::new(key),
             ..self
         })
+    }
+
+    /// The same backend, counting its grants' usage per tenant in windows
+    /// of `window`, each published with the `top` tenants of each
+    /// application (by bytes written) under their names and the rest
+    /// summed as `tenant="(others)"` (defaults: [`USAGE_TOP`],
+    /// [`USAGE_WINDOW`]). The counters: `tenant_cache_tenant_batches_total`,
+    /// `_bytes_written_total`, `_hits_total`, `_misses_total` and
+    /// `_budget_refusals_total`, labelled `app` and `tenant`.
+    pub fn with_usage(self, top: usize, window: std::time::Duration) -> Backend {
+        Backend {
+            usage: Arc::new(Usage::new(top, window)),
+            ..self
+        }
+    }
+
+    /// Publishes the usage counted since the last window closed, now (at
+    /// shutdown, or before a scrape that must see every call).
+    pub fn publish_usage(&self) {
+        self.usage.publish()
+    }
+
+    /// The buckets of this backend's grants with budgets.
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The usage of this backend's grants.
+    pub(crate) fn usage(&self) -> &Usage {
+        &self.usage
     }
 
     /// The key that seals this backend's tokens.

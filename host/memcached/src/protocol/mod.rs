@@ -410,6 +410,7 @@ pub fn describe(error: &Error) -> String {
         Error::OverLimit(Limit::ReplyBytes(limit)) => {
             format!("the batch's replies exceed the {limit} bytes the host gathers for one call")
         }
+        Error::OverLimit(Limit::Budget(over)) => crate::budget::describe(over),
     }
 }
 
