@@ -186,7 +186,9 @@ impl Grant {
                 budget_refusals: 1,
                 ..Default::default()
             };
-            self.backend.usage().record(&self.app, self.usage_tenant(route), refused);
+            self.backend
+                .usage()
+                .record(&self.app, self.usage_tenant(route), refused);
         }
         self.observe_refusal(admitted)
     }

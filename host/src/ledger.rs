@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tenant_cache_memcached::budget::{Budgets, Buckets, Cost};
+use tenant_cache_memcached::budget::{Buckets, Budgets, Cost};
 use tenant_cache_memcached::types::OverBudget;
 
 /// Past this many scopes, the ones whose buckets are full again are

@@ -259,7 +259,10 @@ pub(crate) fn tenant_usage(app: &str, tenant: &str, counts: &crate::usage::Count
         ("tenant_cache_tenant_budget_refusals_total", counts.budget_refusals),
     ];
     for (name, count) in measures.into_iter().filter(|&(_, count)| count > 0) {
-        let labels = [Label::new("app", app.to_owned()), Label::new("tenant", tenant.to_owned())];
+        let labels = [
+            Label::new("app", app.to_owned()),
+            Label::new("tenant", tenant.to_owned()),
+        ];
         metrics::counter!(name, labels.iter()).increment(count);
     }
 }

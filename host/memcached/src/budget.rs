@@ -133,7 +133,10 @@ impl Buckets {
     /// that one budget cannot pay for takes nothing from the other.
     pub fn charge(&mut self, budgets: &Budgets, cost: Cost, now: Instant) -> Result<(), OverBudget> {
         let bytes = match budgets.bytes_written {
-            Some(rate) => Some(self.bytes_written.check(Budget::BytesWritten, rate, cost.bytes_written, now)?),
+            Some(rate) => Some(
+                self.bytes_written
+                    .check(Budget::BytesWritten, rate, cost.bytes_written, now)?,
+            ),
             None => None,
         };
         let commands = match budgets.commands {
@@ -269,9 +272,15 @@ mod tests {
         };
         let mut buckets = Buckets::new(start);
         // The commands pass, the bytes do not: the commands stay unspent.
-        assert_eq!(buckets.charge(&budgets, cost(101, 3), start).unwrap_err().budget, Budget::BytesWritten);
+        assert_eq!(
+            buckets.charge(&budgets, cost(101, 3), start).unwrap_err().budget,
+            Budget::BytesWritten
+        );
         assert_eq!(buckets.charge(&budgets, cost(100, 3), start), Ok(()));
-        assert_eq!(buckets.charge(&budgets, cost(0, 1), start).unwrap_err().budget, Budget::Commands);
+        assert_eq!(
+            buckets.charge(&budgets, cost(0, 1), start).unwrap_err().budget,
+            Budget::Commands
+        );
     }
 
     #[test]
@@ -293,7 +302,11 @@ mod tests {
             max_ttl: Some(60),
             ..Budgets::default()
         };
-        let mut commands = vec![set("forever", 1, None), set("long", 1, Some(3600)), set("short", 1, Some(5))];
+        let mut commands = vec![
+            set("forever", 1, None),
+            set("long", 1, Some(3600)),
+            set("short", 1, Some(5)),
+        ];
         commands.push(Command::Get("k".into()));
         budgets.cap_ttls(&mut commands);
         let ttls: Vec<Option<u32>> = commands

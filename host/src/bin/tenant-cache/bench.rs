@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use memcache::exp::{MetaClient, MetaCommand, MetaOp};
-use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions};
+use tenant_cache_host::{Backend, Budgets, Grant, MemcachedOptions, Rate, Runtime, RuntimeOptions};
 
 use crate::async_rates::{self, AsyncRate};
 use crate::naive::Naive;
@@ -198,6 +198,20 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
     let mut get_cache = runtime.instantiate(grant.clone())?;
     let mut set_cache = runtime.instantiate(grant.clone())?;
     let mut clear_cache = runtime.instantiate(grant.clone())?;
+    // Budgets that never refuse here: what their checks cost.
+    let budgeted = grant.clone().with_budgets(Budgets {
+        bytes_written: Some(Rate {
+            per_second: 1 << 40,
+            burst: 1 << 40,
+        }),
+        commands: Some(Rate {
+            per_second: 1 << 40,
+            burst: 1 << 40,
+        }),
+        max_ttl: Some(86_400),
+    });
+    let mut budgeted_get_cache = runtime.instantiate(budgeted.clone())?;
+    let mut budgeted_set_cache = runtime.instantiate(budgeted)?;
     let mut increment_cache = runtime.instantiate(grant.clone())?;
     increment_cache.increment("bench", "/n", 1)?;
     let unpooled_grant = grant.clone();
@@ -237,6 +251,15 @@ pub fn run(servers: &[String], options: MemcachedOptions, ops: usize, json: bool
         Case::new("tenant-cache set (100 B)", "set", Some("raw_set"), || {
             Ok(set_cache.set("bench-set", "/k", &value, None)?)
         }),
+        Case::new("tenant-cache get, budgets", "get_budgeted", Some("raw_get"), || {
+            done(budgeted_get_cache.get("bench", "/k")?)
+        }),
+        Case::new(
+            "tenant-cache set (100 B), budgets",
+            "set_budgeted",
+            Some("raw_set"),
+            || Ok(budgeted_set_cache.set("bench-set", "/k", &value, None)?),
+        ),
         Case::new("tenant-cache clear", "clear", Some("raw_incr"), || {
             Ok(clear_cache.clear("bench-clear")?)
         }),

@@ -12,7 +12,9 @@ use tenant_cache_host::{Backend, EmbeddedOptions, Grant, MemcachedOptions, Runti
 
 mod async_rates;
 mod bench;
+mod budget_flags;
 mod naive;
+mod noisy;
 mod pooled;
 mod raw;
 mod run;
@@ -103,6 +105,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One tenant flooding a small memcached (`memcached -m 64`): the other
+    /// tenants' hit ratio before, during a flood with a write budget and a
+    /// TTL cap, and during one without (needs --memcached).
+    NoisyNeighbour {
+        #[command(flatten)]
+        shape: noisy::Shape,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Only `bench`'s async get throughput, for one kind of call and one
     /// number of tasks, for a profiler or a CPU clock to watch
     /// (docs/architecture.md, "Async throughput under load").
@@ -135,6 +147,8 @@ enum Command {
         /// its tenant.
         #[arg(long, value_name = "TENANT")]
         tenant: Option<String>,
+        #[command(flatten)]
+        budgets: budget_flags::BudgetFlags,
         /// The app: a wasm32-wasip2 command component.
         #[arg(value_name = "APP.wasm")]
         app_wasm: PathBuf,
@@ -266,6 +280,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         bench::run(&servers, memcached_options(&cli), ops, json)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::NoisyNeighbour { shape, json } = &cli.command {
+        let servers = servers(&cli)?.context("noisy-neighbour needs a memcached: pass --memcached HOST:PORT")?;
+        noisy::run(&servers, memcached_options(&cli), shape, *json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::AsyncLoad { calls, tasks, per_task } = &cli.command {
         let servers = servers(&cli)?.context("async-load needs a memcached: pass --memcached HOST:PORT")?;
         async_rates::load(&servers, memcached_options(&cli), calls, *tasks, *per_task)?;
@@ -319,8 +338,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         std::fs::write(output, bytes).with_context(|| format!("writing the component to {}", output.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let Command::Run { tenant, app_wasm, args } = &cli.command {
-        let mut grant = Grant::new(backend(&cli)?, &cli.app);
+    if let Command::Run {
+        tenant,
+        budgets,
+        app_wasm,
+        args,
+    } = &cli.command
+    {
+        let mut grant = Grant::new(backend(&cli)?, &cli.app).with_budgets(budgets.budgets());
         if let Some(tenant) = tenant {
             grant = grant.bound_to(tenant);
         }
@@ -355,6 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Clear { tenant } => cache.clear(&tenant)?,
         Command::ClearAll => cache.clear_all()?,
         Command::Bench { .. }
+        | Command::NoisyNeighbour { .. }
         | Command::AsyncLoad { .. }
         | Command::Pool { .. }
         | Command::Run { .. }
