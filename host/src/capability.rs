@@ -178,6 +178,9 @@ impl Grant {
             Some(bound) => bound.admit(route, commands),
             None => Ok(()),
         };
+        // Capped as the component sent them: the versions it asks for are
+        // no stores yet, and must not expire.
+        self.budgets.cap_ttls(commands);
         let admitted = admitted
             .and_then(|()| self.rules().check_commands(commands))
             .and_then(|rewrites| self.charge(commands).map(|()| rewrites));
@@ -193,14 +196,12 @@ impl Grant {
         self.observe_refusal(admitted)
     }
 
-    /// Caps the TTLs of `commands` and pays for them from the grant's
-    /// buckets, if it has budgets: the last check, so a batch refused
-    /// otherwise spends nothing.
-    fn charge(&self, commands: &mut [Command]) -> Result<(), Error> {
+    /// Pays for `commands` from the grant's buckets, if it has budgets:
+    /// the last check, so a batch refused otherwise spends nothing.
+    fn charge(&self, commands: &[Command]) -> Result<(), Error> {
         if !self.budgets.is_set() {
             return Ok(());
         }
-        self.budgets.cap_ttls(commands);
         self.backend
             .ledger()
             .charge(&self.memo_scope, &self.budgets, Cost::of(commands))
@@ -220,6 +221,7 @@ impl Grant {
             Some(bound) => bound.admit_broadcast(),
             None => Ok(()),
         };
+        self.budgets.cap_ttls(commands);
         let admitted = admitted
             .and_then(|()| self.rules().check_broadcast(commands))
             .and_then(|minted| self.charge(commands).map(|()| minted));

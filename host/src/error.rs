@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::bindings::exported::{Error as WitError, TooLarge};
 
-pub use crate::bindings::capability::Limit;
+pub use crate::bindings::capability::{Budget, Limit, OverBudget};
 
 /// Why a tenant cache call failed.
 #[derive(Debug)]

@@ -46,7 +46,7 @@ pub use backend::memcached::{MemcachedOptions, PoolReport};
 pub use backend::{Backend, EmbeddedOptions, USAGE_TOP, USAGE_WINDOW};
 pub use calls::{LeaseOptions, LeaseToken, Lookup, SwapToken, Swappable};
 pub use capability::{BatchLimits, Budgets, Grant, MAX_RELATIVE_KEY, Rate, add_to_linker, add_to_linker_async};
-pub use error::{CacheError, Limit};
+pub use error::{Budget, CacheError, Limit, OverBudget};
 pub use instances::RuntimeOptions;
 pub use memo::{MEMO_ENTRIES, MEMO_VALUE};
 pub use plugin::Plugin;

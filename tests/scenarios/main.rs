@@ -31,6 +31,7 @@ mod stampede;
 // async hosts, portability.
 mod async_host;
 mod binding;
+mod budgets;
 mod cluster;
 mod coalescing;
 mod keyvalue;

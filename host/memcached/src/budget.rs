@@ -37,9 +37,11 @@ impl Budgets {
         *self != Budgets::default()
     }
 
-    /// Gives every store of `commands` a TTL of at most `max_ttl`.
-    /// Versions are not stores: a tenant's version lives on, and an entry
-    /// that expires is a miss like an evicted one.
+    /// Gives every store of `commands` a TTL of at most `max_ttl`. Run it
+    /// on the batch as the component sent it: its `new-version` commands
+    /// are no stores yet (the rules make them stores of the versions the
+    /// host draws), so a tenant's version lives on, while an entry that
+    /// expires is a miss like an evicted one.
     pub fn cap_ttls(&self, commands: &mut [Command]) {
         let Some(cap) = self.max_ttl else { return };
         for command in commands {
@@ -308,6 +310,11 @@ mod tests {
             set("short", 1, Some(5)),
         ];
         commands.push(Command::Get("k".into()));
+        let version = Command::NewVersion(crate::types::NewVersion {
+            key: "n:t".into(),
+            write: crate::types::VersionWrite::Create,
+        });
+        commands.push(version.clone());
         budgets.cap_ttls(&mut commands);
         let ttls: Vec<Option<u32>> = commands
             .iter()
@@ -317,6 +324,6 @@ mod tests {
             })
             .collect();
         assert_eq!(ttls, [Some(60), Some(60), Some(5)]);
-        assert_eq!(commands[3], Command::Get("k".into()));
+        assert_eq!(commands[3..], [Command::Get("k".into()), version]);
     }
 }
