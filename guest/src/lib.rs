@@ -172,9 +172,32 @@ fn keyvalue_error(error: Error) -> String {
         ),
         Error::InvalidInput(text) => format!("invalid input: {text}"),
         Error::Contention(text) => format!("contention: {text}"),
-        Error::OverLimit(limit) => format!("over the host's limit on one call: {limit:?}"),
+        Error::OverLimit(limit) => over_limit(limit),
         Error::Internal(text) => format!("internal error: {text}"),
         Error::NotACounter(text) => text,
+    }
+}
+
+/// A limit the host held a call to, in words.
+fn over_limit(limit: memcached::Limit) -> String {
+    use memcached::{Budget, Limit};
+    match limit {
+        Limit::CommandsPerBatch(most) => format!("over the host's limit on one call: more than {most} commands"),
+        Limit::ReplyBytes(most) => format!("over the host's limit on one call: replies over {most} bytes"),
+        Limit::Budget(over) => {
+            let what = match over.budget {
+                Budget::BytesWritten => "bytes written",
+                Budget::Commands => "commands",
+            };
+            let then = match over.retry_after_ms {
+                Some(ms) => format!("retry in {ms} ms"),
+                None => String::from("it costs more than the burst: make it smaller"),
+            };
+            format!(
+                "over the budget of {} {what} per second (burst {}): nothing was written; {then}",
+                over.per_second, over.burst
+            )
+        }
     }
 }
 

@@ -489,6 +489,43 @@ fn run_binds_the_app_to_a_tenant_and_clear_hides_what_it_stored() -> anyhow::Res
 }
 
 #[test]
+fn run_holds_the_app_to_the_budgets_its_flags_set() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let app = kv_app("tenant-cache-kv-app");
+    let app = app.to_str().expect("a UTF-8 path");
+    let value = "x".repeat(2000);
+    let run_with = |flags: &[&str], args: &[&str]| {
+        let mut full = vec!["--app", "shop", "run", "--tenant", "acme"];
+        full.extend_from_slice(flags);
+        full.push(app);
+        full.extend_from_slice(args);
+        run(&server, &full)
+    };
+    // A second of 1 KiB cannot hold the write: refused, and why.
+    let refused = run_with(&["--write-budget", "1k"], &["set", "b", "k", &value])?;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("budget of 1024 bytes written per second") && stderr(&refused).contains("smaller"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(stdout(&run_with(&[], &["get", "b", "k"])?), "(none)\n");
+    // Four seconds of it can; with a TTL cap of one second, it expires.
+    let stored = run_with(
+        &["--write-budget", "1k", "--burst-seconds", "4", "--max-ttl", "1"],
+        &["set", "b", "k", &value],
+    )?;
+    assert!(stored.status.success(), "{}", stderr(&stored));
+    assert_eq!(stdout(&run_with(&[], &["get", "b", "k"])?), format!("{value}\n"));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(stdout(&run_with(&[], &["get", "b", "k"])?), "(none)\n");
+    let zero = run_with(&["--write-budget", "0"], &["get", "b", "k"])?;
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(stderr(&zero).contains("at least 1k"), "{}", stderr(&zero));
+    Ok(())
+}
+
+#[test]
 fn run_confines_an_app_importing_the_capability_to_its_tenant() -> anyhow::Result<()> {
     let server = MemcachedProcess::start()?;
     let app = kv_app("tenant-cache-hostile-app");

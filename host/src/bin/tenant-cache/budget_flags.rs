@@ -9,9 +9,9 @@ use tenant_cache_host::{Budgets, Rate};
 /// and when to retry, and writes nothing.
 #[derive(Args, Debug, Default)]
 pub struct BudgetFlags {
-    /// Bytes of keys and values the app may store per second (with k or
-    /// m); no bound by default.
-    #[arg(long, value_name = "SIZE", value_parser = parse_rate)]
+    /// Bytes of keys and values the app may store per second (at least
+    /// 1k; with k or m); no bound by default.
+    #[arg(long, value_name = "SIZE", value_parser = tenant_cache_memcached::rules::parse_size)]
     write_budget: Option<u64>,
     /// Commands the app may send to memcached per second (a warm get or
     /// set is one batch of about three); no bound by default.
@@ -39,12 +39,5 @@ impl BudgetFlags {
             commands: self.command_budget.map(rate),
             max_ttl: self.max_ttl,
         }
-    }
-}
-
-fn parse_rate(text: &str) -> Result<u64, String> {
-    match tenant_cache_memcached::rules::parse_size(text)? {
-        0 => Err("a budget of 0 bytes per second writes nothing: leave the flag out for no bound".into()),
-        rate => Ok(rate),
     }
 }
