@@ -52,6 +52,22 @@ fn the_embedding_examples_run_blocking_and_on_tokio() -> anyhow::Result<()> {
 }
 
 #[test]
+fn the_budgets_example_writes_until_its_budget_refuses_and_says_why() -> anyhow::Result<()> {
+    let server = MemcachedProcess::start()?;
+    let stdout = run_example("budgets", &server)?;
+    // 4 MiB of burst holds 40 values of 100 KiB and their keys, and a
+    // little flows in while they are written.
+    let stored: usize = stdout.split(' ').next().unwrap_or_default().parse()?;
+    assert!((40..=45).contains(&stored), "{stdout}");
+    assert!(
+        stdout.contains("over the budget of 2097152 bytes written per second (burst 4194304 bytes)")
+            && stdout.contains("retry in"),
+        "{stdout}"
+    );
+    Ok(())
+}
+
+#[test]
 fn the_instance_pool_example_serves_concurrent_requests() -> anyhow::Result<()> {
     let server = MemcachedProcess::start()?;
     let stdout = run_example("pool", &server)?;

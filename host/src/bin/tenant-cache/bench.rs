@@ -415,6 +415,11 @@ fn to_json(
             fields.insert(format!("{}_vs_{baseline}_p50", measure.key), rounded(ratio, 3));
         }
     }
+    // What the budgets' checks cost: the same call with and without them.
+    for (budgeted, plain) in [("get_budgeted", "get"), ("set_budgeted", "set")] {
+        let ratio = p50_of(measures, budgeted) / p50_of(measures, plain);
+        fields.insert(format!("{budgeted}_vs_{plain}_p50"), rounded(ratio, 3));
+    }
     for (threads, raw, component) in rates {
         fields.insert(format!("raw_get_{threads}t_ops_per_s"), rounded(*raw, 0));
         fields.insert(format!("get_{threads}t_ops_per_s"), rounded(*component, 0));
