@@ -34,9 +34,9 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use crate::batch::{Batch, Reply};
-use crate::bindings::exports::tenant_cache::cache::tenant_cache::{Error, TooLarge};
+use crate::bindings::exports::tenant_cache::cache::tenant_cache::{Budget, Error, Limit, OverBudget, TooLarge};
 use crate::bindings::tenant_cache::cache::memcached::{
-    CasItem, Command, Error as CapabilityError, Item, NewVersion, Replies, VersionWrite,
+    self as capability, CasItem, Command, Error as CapabilityError, Item, NewVersion, Replies, VersionWrite,
 };
 use crate::frame::{HEADER_LEN, Stored, frame, unframe};
 use crate::tokens::Seal;
@@ -545,8 +545,26 @@ fn from_capability(error: CapabilityError, size: u64) -> Error {
         CapabilityError::ValueTooLarge(limit) => Error::ValueTooLarge(TooLarge { size, limit }),
         CapabilityError::InvalidKey(message) => Error::Internal(alloc::format!("host refused a key: {message}")),
         CapabilityError::Protocol(message) => Error::Internal(message),
-        CapabilityError::OverLimit(limit) => Error::OverLimit(limit),
+        CapabilityError::OverLimit(limit) => Error::OverLimit(passed_on(limit)),
         CapabilityError::Denied(message) => Error::Internal(alloc::format!("host denied a command: {message}")),
+    }
+}
+
+/// The capability's limit, passed on as it is (the export defines the
+/// same types as the import: `wit/tenant-cache.wit` says why).
+fn passed_on(limit: capability::Limit) -> Limit {
+    match limit {
+        capability::Limit::CommandsPerBatch(most) => Limit::CommandsPerBatch(most),
+        capability::Limit::ReplyBytes(most) => Limit::ReplyBytes(most),
+        capability::Limit::Budget(over) => Limit::Budget(OverBudget {
+            budget: match over.budget {
+                capability::Budget::BytesWritten => Budget::BytesWritten,
+                capability::Budget::Commands => Budget::Commands,
+            },
+            per_second: over.per_second,
+            burst: over.burst,
+            retry_after_ms: over.retry_after_ms,
+        }),
     }
 }
 

@@ -40,7 +40,9 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use binding::{Binding, Bucket};
-use bindings::exports::tenant_cache::cache::tenant_cache::{Error, Guest, LeaseOptions, Lookup, Swappable};
+use bindings::exports::tenant_cache::cache::tenant_cache::{
+    Budget, Error, Guest, LeaseOptions, Limit, Lookup, Swappable,
+};
 use bindings::exports::wasi::keyvalue0_2_0_draft::{atomics, batch as keyvalue_batch, store};
 use bindings::exports::wasi::keyvalue0_2_0_draft2::{atomics as atomics2, batch as keyvalue_batch2, store as store2};
 use bindings::tenant_cache::cache::memcached::{self, Command, Replies};
@@ -179,8 +181,7 @@ fn keyvalue_error(error: Error) -> String {
 }
 
 /// A limit the host held a call to, in words.
-fn over_limit(limit: memcached::Limit) -> String {
-    use memcached::{Budget, Limit};
+fn over_limit(limit: Limit) -> String {
     match limit {
         Limit::CommandsPerBatch(most) => format!("over the host's limit on one call: more than {most} commands"),
         Limit::ReplyBytes(most) => format!("over the host's limit on one call: replies over {most} bytes"),
@@ -191,10 +192,10 @@ fn over_limit(limit: memcached::Limit) -> String {
             };
             let then = match over.retry_after_ms {
                 Some(ms) => format!("retry in {ms} ms"),
-                None => String::from("it costs more than the burst: make it smaller"),
+                None => String::from("it needs more than the burst: split the call, or raise the burst"),
             };
             format!(
-                "over the budget of {} {what} per second (burst {}): nothing was written; {then}",
+                "over the budget of {} {what} per second (burst {}): refused before anything was sent; {then}",
                 over.per_second, over.burst
             )
         }

@@ -332,12 +332,6 @@ impl Grant {
     }
 }
 
-/// A refusal by a budget as a person reads it (its one wording, in
-/// `tenant_cache_memcached::budget`).
-pub(crate) fn describe_over_budget(over: &wit::OverBudget) -> String {
-    tenant_cache_memcached::budget::describe(&convert::over_budget(over))
-}
-
 /// A batch on its way, as its tenant's usage counts it.
 struct Sending {
     bytes_written: u64,

@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::bindings::exported::{Error as WitError, TooLarge};
 
-pub use crate::bindings::capability::{Budget, Limit, OverBudget};
+pub use crate::bindings::exported::{Budget, Limit, OverBudget};
 
 /// Why a tenant cache call failed.
 #[derive(Debug)]
@@ -50,6 +50,20 @@ impl From<WitError> for CacheError {
     }
 }
 
+/// A budget's refusal in the one wording of the capability's crate.
+fn describe_over_budget(over: &OverBudget) -> String {
+    use tenant_cache_memcached::types as core;
+    tenant_cache_memcached::budget::describe(&core::OverBudget {
+        budget: match over.budget {
+            Budget::BytesWritten => core::Budget::BytesWritten,
+            Budget::Commands => core::Budget::Commands,
+        },
+        per_second: over.per_second,
+        burst: over.burst,
+        retry_after_ms: over.retry_after_ms,
+    })
+}
+
 /// Sizes in the unit a person would use.
 fn human(bytes: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
@@ -88,9 +102,7 @@ impl fmt::Display for CacheError {
                 "the call's replies exceed {}, what the host gathers for one call: split it",
                 human(*limit)
             ),
-            CacheError::OverLimit(Limit::Budget(over)) => {
-                write!(f, "{}", crate::capability::describe_over_budget(over))
-            }
+            CacheError::OverLimit(Limit::Budget(over)) => write!(f, "{}", describe_over_budget(over)),
             CacheError::Internal(text) => write!(f, "internal error: {text}"),
             CacheError::NotACounter(text) => write!(f, "{text}"),
             CacheError::Trap(error) => write!(f, "the component trapped: {error:#}"),

@@ -509,7 +509,8 @@ fn run_holds_the_app_to_the_budgets_its_flags_set() -> anyhow::Result<()> {
     let refused = run_with(&["--write-budget", "1k"], &["set", "b", "k", &value])?;
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
     assert!(
-        stderr(&refused).contains("budget of 1024 bytes written per second") && stderr(&refused).contains("smaller"),
+        stderr(&refused).contains("budget of 1024 bytes written per second")
+            && stderr(&refused).contains("raise the burst"),
         "{}",
         stderr(&refused)
     );

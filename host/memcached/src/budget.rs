@@ -26,8 +26,8 @@ pub struct Budgets {
     pub bytes_written: Option<Rate>,
     /// Commands sent.
     pub commands: Option<Rate>,
-    /// The longest an entry may live, in seconds: a store with no TTL, or
-    /// a longer one, gets this one.
+    /// The longest an entry may live, in seconds (at least 1): a store
+    /// with no TTL, or a longer one, gets this one.
     pub max_ttl: Option<u32>,
 }
 
@@ -48,6 +48,8 @@ impl Budgets {
             if let Command::Set(item) | Command::Add(item) | Command::SetIfCas(crate::types::CasItem { item, .. }) =
                 command
             {
+                // memcached reads a TTL of 0 as none: a cap is a second at least.
+                let cap = cap.max(1);
                 item.ttl = Some(item.ttl.map_or(cap, |ttl| ttl.min(cap)));
             }
         }
@@ -170,12 +172,13 @@ pub fn describe(over: &OverBudget) -> String {
     };
     match over.retry_after_ms {
         Some(ms) => format!(
-            "over the budget of {} {what} per second (burst {} {unit}): nothing was written; retry in {ms} ms",
+            "over the budget of {} {what} per second (burst {} {unit}): refused before anything was sent; retry \
+             in {ms} ms",
             over.per_second, over.burst
         ),
         None => format!(
-            "the call costs more than the budget of {} {what} per second can ever pay (burst {} {unit}): nothing \
-             was written; make it smaller",
+            "the call needs more than the budget of {} {what} per second can ever hold (burst {} {unit}): \
+             refused before anything was sent; split the call, or raise the burst",
             over.per_second, over.burst
         ),
     }
@@ -258,7 +261,7 @@ mod tests {
         let mut buckets = Buckets::new(start);
         let refused = buckets.charge(&budgets, cost(1001, 1), start).unwrap_err();
         assert_eq!(refused.retry_after_ms, None);
-        assert!(describe(&refused).contains("make it smaller"), "{}", describe(&refused));
+        assert!(describe(&refused).contains("raise the burst"), "{}", describe(&refused));
         assert_eq!(buckets.charge(&budgets, cost(1000, 1), start), Ok(()));
     }
 

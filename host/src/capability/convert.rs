@@ -89,19 +89,6 @@ pub(crate) fn error(error: core::Error) -> wit::Error {
     }
 }
 
-/// A budget's refusal as the component gave it back.
-pub(crate) fn over_budget(over: &wit::OverBudget) -> core::OverBudget {
-    core::OverBudget {
-        budget: match over.budget {
-            wit::Budget::BytesWritten => core::Budget::BytesWritten,
-            wit::Budget::Commands => core::Budget::Commands,
-        },
-        per_second: over.per_second,
-        burst: over.burst,
-        retry_after_ms: over.retry_after_ms,
-    }
-}
-
 /// A limit as the component reads it.
 pub(crate) fn limit(limit: core::Limit) -> wit::Limit {
     match limit {

@@ -20,40 +20,41 @@ use crate::pooled::pooled_runtime;
 #[derive(clap::Args, Debug)]
 pub struct Shape {
     /// Neighbour tenants.
-    #[arg(long, default_value_t = 50)]
-    tenants: usize,
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    tenants: u32,
     /// Entries in each neighbour's working set (by default the 50 sets
     /// take 31 MB: half of `-m 64`).
-    #[arg(long, default_value_t = 6)]
-    keys: usize,
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    keys: u32,
     /// Bytes of each neighbour entry. memcached keeps items of different
     /// sizes in different memory (slab classes), so a flood evicts first
     /// the entries of its own size: by default the flood's.
     #[arg(long, value_name = "SIZE", default_value = "100k", value_parser = tenant_cache_memcached::rules::parse_size)]
     value_size: u64,
-    /// Threads reading (and refilling) the neighbours' entries.
-    #[arg(long, default_value_t = 3)]
-    readers: usize,
+    /// Threads reading (and refilling) the neighbours' entries, each with
+    /// its instance.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    readers: u32,
     /// Reads per second of all the neighbours together (0: as fast as the
     /// readers go).
     #[arg(long, default_value_t = 1000)]
     reads_per_second: u64,
     /// Seconds of the baseline.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     baseline_seconds: u64,
     /// Seconds of each flood.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     flood_seconds: u64,
     /// Bytes of each flooding entry.
     #[arg(long, value_name = "SIZE", default_value = "100k", value_parser = tenant_cache_memcached::rules::parse_size)]
     flood_value_size: u64,
     /// The flooding tenant's write budget, per second (with a burst of
-    /// one second of it).
+    /// one second of it, or of two flood entries if that is more).
     #[arg(long, value_name = "SIZE", default_value = "2m", value_parser = tenant_cache_memcached::rules::parse_size)]
     flood_budget: u64,
     /// The flooding tenant's TTL cap, in seconds: with the write budget,
     /// it bounds what the tenant keeps in memory.
-    #[arg(long, value_name = "S", default_value_t = 10)]
+    #[arg(long, value_name = "S", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     flood_max_ttl: u32,
 }
 
@@ -99,6 +100,10 @@ pub fn run(servers: &[String], options: MemcachedOptions, shape: &Shape, json: b
         shape.tenants, shape.keys
     );
     let mut filler = runtime.instantiate(grant.clone())?;
+    // A flood entry the server cannot hold fails here, not after the baseline.
+    filler
+        .set("flood-probe", "/", &vec![0; shape.flood_value_size as usize], None)
+        .context("a flood entry (--flood-value-size)")?;
     for tenant in &tenants {
         for key in 0..shape.keys {
             filler.set(tenant, &format!("/{key}"), &value, None)?;
@@ -114,7 +119,8 @@ pub fn run(servers: &[String], options: MemcachedOptions, shape: &Shape, json: b
                 let (reads, stop, tenants, value) = (&reads, &stop, &tenants, &value);
                 let pace = (shape.reads_per_second > 0)
                     .then(|| Duration::from_secs_f64(shape.readers as f64 / shape.reads_per_second as f64));
-                Ok(scope.spawn(move || read_and_refill(&mut cache, tenants, shape.keys, value, pace, reads, stop)))
+                let keys = shape.keys as usize;
+                Ok(scope.spawn(move || read_and_refill(&mut cache, tenants, keys, value, pace, reads, stop)))
             })
             .collect::<anyhow::Result<_>>()?;
         let phases = phases(&runtime, &grant, shape, &reads);
@@ -241,7 +247,7 @@ fn report(shape: &Shape, phases: &[Phase], json: bool) {
             "flood_mb_written_budgeted": rounded(budgeted_flood.bytes_written as f64 / 1e6),
             "flood_refusals_budgeted": budgeted_flood.refusals,
             "neighbours": shape.tenants,
-            "working_set_mb": rounded((shape.tenants * shape.keys) as f64 * shape.value_size as f64 / 1e6),
+            "working_set_mb": rounded((f64::from(shape.tenants) * f64::from(shape.keys)) * shape.value_size as f64 / 1e6),
             "flood_seconds": shape.flood_seconds,
             "flood_budget_bytes_per_second": shape.flood_budget,
             "flood_max_ttl": shape.flood_max_ttl,
@@ -254,7 +260,7 @@ fn report(shape: &Shape, phases: &[Phase], json: bool) {
         shape.tenants,
         shape.keys,
         shape.value_size,
-        (shape.tenants * shape.keys) as f64 * shape.value_size as f64 / 1e6,
+        (f64::from(shape.tenants) * f64::from(shape.keys)) * shape.value_size as f64 / 1e6,
         shape.flood_value_size,
         shape.flood_seconds
     );
