@@ -14,7 +14,8 @@ pub struct BudgetFlags {
     #[arg(long, value_name = "SIZE", value_parser = tenant_cache_memcached::rules::parse_size)]
     write_budget: Option<u64>,
     /// Commands the app may send to memcached per second (a warm get or
-    /// set is one batch of about three); no bound by default.
+    /// set is one batch of about three, the first call of a process about
+    /// seven: a budget that holds fewer refuses it); no bound by default.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     command_budget: Option<u64>,
     /// How many seconds of its rate a budget holds, for bursts; a call
