@@ -4,12 +4,10 @@
 //! another tenant; a TTL cap shortens what the tenant stores; the usage of
 //! each tenant is counted where every path meets, at the grant.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tenant_cache_host::{Backend, Budget, Budgets, CacheError, Grant, Limit, OverBudget, Rate};
-use tenant_cache_tests::{MemcachedProcess, backend, cache, kv_app, run_app, runtime};
+use tenant_cache_tests::{MemcachedProcess, backend, cache, counters, kv_app, run_app, runtime};
 
 /// A budget that refills by one unit a second: within a test, what a
 /// budget holds is its burst.
@@ -257,28 +255,6 @@ fn a_keyvalue_app_is_held_to_its_budget_and_told_why() -> anyhow::Result<()> {
     let run = run_app(&kv_app(), bound(&backend, "acme", bytes(1000)), &["get", "b", "k"]);
     assert_eq!(run.stdout.trim(), "(none)", "{run:?}");
     Ok(())
-}
-
-/// Every counter recorded, as "name{label=value,...}" → count.
-fn counters(run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<BTreeMap<String, u64>> {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, run)?;
-    Ok(snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(key, _, _, value)| {
-            let DebugValue::Counter(count) = value else { return None };
-            let key = key.key();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|label| format!("{}={}", label.key(), label.value()))
-                .collect();
-            labels.sort();
-            Some((format!("{}{{{}}}", key.name(), labels.join(",")), count))
-        })
-        .collect())
 }
 
 #[test]

@@ -2,33 +2,8 @@
 //! with a test recorder), labelled by application always and by tenant
 //! only when the grant asks for it.
 
-use std::collections::BTreeMap;
-
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tenant_cache_host::{CacheError, Grant};
-use tenant_cache_tests::{MemcachedProcess, backend, runtime};
-
-/// Every counter recorded, as "name{label=value,...}" → count.
-fn counters(run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<BTreeMap<String, u64>> {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, run)?;
-    Ok(snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(key, _, _, value)| {
-            let DebugValue::Counter(count) = value else { return None };
-            let key = key.key();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|label| format!("{}={}", label.key(), label.value()))
-                .collect();
-            labels.sort();
-            Some((format!("{}{{{}}}", key.name(), labels.join(",")), count))
-        })
-        .collect())
-}
+use tenant_cache_tests::{MemcachedProcess, backend, counters, runtime};
 
 fn exercise(grant: Grant) -> anyhow::Result<()> {
     let mut cache = runtime().instantiate(grant)?;

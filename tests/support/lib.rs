@@ -7,6 +7,7 @@ mod fake;
 pub mod history;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -15,6 +16,7 @@ pub use apps::{AppRun, hostile_app, kv_app, kv_atomics_app, kv_draft2_app, run_a
 pub use fake::{Behaviour, FakeServer, Gate};
 pub use tenant_cache_memcached_process::MemcachedProcess;
 
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tenant_cache_host::{Backend, Grant, MemcachedOptions, Runtime, RuntimeOptions, TenantCache};
 
 /// The component, compiled once per test process.
@@ -53,4 +55,27 @@ pub fn backend_with_timeout(servers: &[String], timeout: Duration) -> anyhow::Re
 /// The test-only misbehaving component (see `components/misbehaving`).
 pub fn misbehaving(options: RuntimeOptions) -> anyhow::Result<Runtime> {
     Runtime::from_file(Path::new(env!("MISBEHAVING_COMPONENT")), options)
+}
+
+/// Runs `run` under a test recorder: every counter it recorded, as
+/// "name{label=value,...}" → count.
+pub fn counters(run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<BTreeMap<String, u64>> {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, run)?;
+    Ok(snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let DebugValue::Counter(count) = value else { return None };
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            labels.sort();
+            Some((format!("{}{{{}}}", key.name(), labels.join(",")), count))
+        })
+        .collect())
 }
